@@ -1,0 +1,170 @@
+// Node configuration: defaults, flags, and the config file. Every limit the
+// server enforces is here, with its default; docs/configuration.md lists them.
+
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import type { FsyncMode } from './storage/lmdb.js';
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  requirepass: string | null;
+  fsync: FsyncMode;
+  /** Bytes a connection may have received and not yet parsed into commands. */
+  queryBufferBytesMax: number;
+  /** Largest bulk argument a client may declare. */
+  bulkBytesMax: number;
+  /** Most arguments in one command. */
+  multibulkLengthMax: number;
+  /** Most connected clients; one more is told so and closed. */
+  maxClients: number;
+  /** Commands a connection may have waiting for replies before ordo stops reading from it. */
+  pipelineDepthMax: number;
+  /** Reply bytes queued for a client past which ordo stops reading its requests. */
+  outputBufferSoftBytes: number;
+  /** Reply bytes queued for a client past which it is disconnected. */
+  outputBufferHardBytes: number;
+  /** A client whose replies stay above the soft limit this long (it does not read) is disconnected. */
+  outputStallTimeoutMs: number;
+}
+
+const MiB = 1024 * 1024;
+
+export const DEFAULT_CONFIG: Readonly<Config> = {
+  host: '127.0.0.1',
+  port: 6379,
+  dataDir: './data',
+  requirepass: null,
+  fsync: 'always',
+  queryBufferBytesMax: 64 * MiB,
+  bulkBytesMax: 512 * MiB,
+  multibulkLengthMax: 1024 * 1024,
+  maxClients: 10000,
+  pipelineDepthMax: 100_000,
+  outputBufferSoftBytes: 4 * MiB,
+  outputBufferHardBytes: 256 * MiB,
+  outputStallTimeoutMs: 60_000,
+};
+
+export class ConfigError extends Error {}
+
+/** Option name (flag and config-file key) → how to set it. */
+const OPTIONS: Record<string, (c: Config, v: string) => void> = {
+  host: (c, v) => (c.host = v),
+  port: (c, v) => (c.port = parseIntIn(v, 'port', 0, 65535)),
+  data: (c, v) => (c.dataDir = v),
+  requirepass: (c, v) => (c.requirepass = v === '' ? null : v),
+  fsync: (c, v) => {
+    if (v !== 'always' && v !== 'never') throw new ConfigError(`--fsync must be always or never, not ${JSON.stringify(v)}`);
+    c.fsync = v;
+  },
+  'query-buffer-max': (c, v) => (c.queryBufferBytesMax = parseBytes(v, 'query-buffer-max')),
+  'bulk-max': (c, v) => (c.bulkBytesMax = parseBytes(v, 'bulk-max')),
+  'multibulk-max': (c, v) => (c.multibulkLengthMax = parseIntIn(v, 'multibulk-max', 1, 2 ** 31 - 1)),
+  'max-clients': (c, v) => (c.maxClients = parseIntIn(v, 'max-clients', 1, 1_000_000)),
+  'pipeline-max': (c, v) => (c.pipelineDepthMax = parseIntIn(v, 'pipeline-max', 1, 10_000_000)),
+  'output-buffer-soft': (c, v) => (c.outputBufferSoftBytes = parseBytes(v, 'output-buffer-soft')),
+  'output-buffer-hard': (c, v) => (c.outputBufferHardBytes = parseBytes(v, 'output-buffer-hard')),
+  'output-stall-timeout-ms': (c, v) => (c.outputStallTimeoutMs = parseIntIn(v, 'output-stall-timeout-ms', 1, 86_400_000)),
+};
+
+export const HELP = `ordo: a Raft-replicated sequencer that speaks the Redis protocol
+
+Usage: ordo [options]
+
+  --host ADDR                  address to listen on (default 127.0.0.1)
+  --port N                     port to listen on (default 6379; 0 picks a free one)
+  --data DIR                   data directory (default ./data)
+  --requirepass PASSWORD       require AUTH with this password
+  --fsync always|never         always: reply after the write is flushed to disk (default);
+                               never: reply after commit, NOT DURABLE (benchmarks only)
+  --config FILE                read options from FILE ("name value" lines, # comments);
+                               flags given on the command line win
+  --query-buffer-max BYTES     unparsed request bytes per client (default 64mb)
+  --bulk-max BYTES             largest argument (default 512mb)
+  --multibulk-max N            most arguments in one command (default 1048576)
+  --max-clients N              most connected clients (default 10000)
+  --pipeline-max N             unanswered commands per client before reading pauses (default 100000)
+  --output-buffer-soft BYTES   queued reply bytes per client before reading pauses (default 4mb)
+  --output-buffer-hard BYTES   queued reply bytes per client before it is disconnected (default 256mb)
+  --output-stall-timeout-ms N  disconnect a client that stays above the soft limit this long (default 60000)
+  --help                       print this help
+  --version                    print the version
+
+BYTES accept a suffix: kb, mb, gb (powers of 1024).
+`;
+
+export type ParsedCommandLine = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
+
+export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
+  const stringOptions = Object.fromEntries(Object.keys(OPTIONS).map((k) => [k, { type: 'string' as const }]));
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      options: {
+        ...stringOptions,
+        config: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (values['help'] === true) return { kind: 'help' };
+  if (values['version'] === true) return { kind: 'version' };
+  const config: Config = { ...DEFAULT_CONFIG };
+  const configFile = values['config'];
+  if (typeof configFile === 'string') applyConfigFile(config, configFile);
+  for (const [name, set] of Object.entries(OPTIONS)) {
+    const value = values[name];
+    if (typeof value === 'string') set(config, value);
+  }
+  return { kind: 'run', config };
+}
+
+export function applyConfigFile(config: Config, path: string): void {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
+  }
+  text.split('\n').forEach((rawLine, i) => {
+    const line = rawLine.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const match = /^(\S+)\s*(.*)$/.exec(line);
+    const name = match?.[1] ?? '';
+    let value = (match?.[2] ?? '').trim();
+    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
+    const set = OPTIONS[name];
+    if (set === undefined) throw new ConfigError(`${path}:${i + 1}: unknown option ${JSON.stringify(name)}`);
+    try {
+      set(config, value);
+    } catch (e) {
+      throw new ConfigError(`${path}:${i + 1}: ${(e as Error).message}`);
+    }
+  });
+}
+
+function parseIntIn(text: string, name: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text)) throw new ConfigError(`--${name} must be a whole number, not ${JSON.stringify(text)}`);
+  const n = Number(text);
+  if (n < min || n > max) throw new ConfigError(`--${name} must be between ${min} and ${max}, not ${n}`);
+  return n;
+}
+
+export function parseBytes(text: string, name: string): number {
+  const m = /^(\d+)(b|kb|mb|gb)?$/i.exec(text.trim());
+  if (m === null) throw new ConfigError(`--${name} must be a size such as 1024, 64kb or 512mb, not ${JSON.stringify(text)}`);
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const scale = unit === 'kb' ? 1024 : unit === 'mb' ? MiB : unit === 'gb' ? 1024 * MiB : 1;
+  const bytes = Number(m[1]) * scale;
+  if (!Number.isSafeInteger(bytes) || bytes < 1) throw new ConfigError(`--${name} is out of range: ${text}`);
+  return bytes;
+}

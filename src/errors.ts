@@ -1,0 +1,73 @@
+// The one registry of every error text the server sends. Where Redis 7 has the
+// error, the text is Redis's, byte for byte. Layers below the server return the
+// keys of this table; only the server turns them into replies.
+
+export const ERR = {
+  wrongType: 'WRONGTYPE Operation against a key holding the wrong kind of value',
+  notInteger: 'ERR value is not an integer or out of range',
+  overflow: 'ERR increment or decrement would overflow',
+  decrOverflow: 'ERR decrement would overflow',
+  notFloat: 'ERR value is not a valid float',
+  nanOrInfinity: 'ERR increment would produce NaN or Infinity',
+  syntax: 'ERR syntax error',
+  dbIndexOutOfRange: 'ERR DB index is out of range',
+  invalidDbIndex: 'ERR invalid DB index',
+  noAuth: 'NOAUTH Authentication required.',
+  wrongPass: 'WRONGPASS invalid username-password pair or user is disabled.',
+  authNotConfigured:
+    'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+  noProto: 'NOPROTO unsupported protocol version',
+  invalidExpire: 'ERR invalid expire time in \'set\' command',
+  notSupportedExpiry: 'ERR key expiry is not supported by ordo yet',
+  invalidCursor: 'ERR invalid cursor',
+  maxClients: 'ERR max number of clients reached',
+  clientNameSpaces: 'ERR Client names cannot contain spaces, newlines or special characters.',
+  persistFailed: 'ERR write failed to reach disk, not applied',
+  persistUnknown: 'TRYAGAIN write outcome unknown: disk flush failed',
+  shuttingDown: 'ERR server is shutting down, write not applied',
+  helloNoAuth:
+    'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
+  helloProtoNotInteger: 'ERR Protocol version is not an integer or out of range',
+  clusterDisabled: 'ERR This instance has cluster support disabled',
+  configSetUnsupported: 'ERR CONFIG SET is not supported by ordo: restart the node with the option changed',
+  noSuchClient: 'ERR No such client',
+  timeoutNotInteger: 'ERR timeout is not an integer or out of range',
+} as const;
+
+export type ErrorKey = keyof typeof ERR;
+
+export function wrongArity(commandName: string): string {
+  return `ERR wrong number of arguments for '${commandName.toLowerCase()}' command`;
+}
+
+/** Redis quotes at most the first few arguments of an unknown command, each cut short. */
+export function unknownCommand(name: string, args: readonly string[]): string {
+  let argsText = '';
+  for (const arg of args) {
+    const remaining = 128 - argsText.length;
+    if (remaining <= 0) break;
+    argsText += `'${arg.slice(0, remaining)}' `;
+  }
+  return noNewlines(`ERR unknown command '${name.slice(0, 128)}', with args beginning with: ${argsText}`);
+}
+
+export function unknownSubcommand(subcommand: string, command: string): string {
+  return noNewlines(`ERR unknown subcommand '${subcommand.slice(0, 128)}'. Try ${command.toUpperCase()} HELP.`);
+}
+
+export function protocolError(what: string): string {
+  return `ERR Protocol error: ${what}`;
+}
+
+/** Error replies are one line: Redis turns CR and LF that echo user input into spaces. */
+export function noNewlines(text: string): string {
+  return text.replace(/[\r\n]/g, ' ');
+}
+
+export function helloOptionSyntax(option: string): string {
+  return noNewlines(`ERR Syntax error in HELLO option '${option}'`);
+}
+
+export function unrecognizedOption(option: string): string {
+  return noNewlines(`ERR Unrecognized option '${option}'`);
+}

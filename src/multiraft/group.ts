@@ -1,0 +1,28 @@
+// The seam between the server and replication. The server proposes ops and
+// asks for reads; a group answers each once it is safe to: a write once it is
+// durable, a read once every write it could have observed is durable. Today a
+// single-voter LocalGroup serves it; Raft groups serve the same interface.
+
+import type { ErrorKey } from '../errors.js';
+import type { Op, OpResult, StateMachine } from '../sequencer/state-machine.js';
+
+export type ReadOutcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ErrorKey };
+
+export interface GroupStats {
+  readonly batchesPersisted: number;
+  readonly opsPersisted: number;
+  readonly batchesInFlight: number;
+  readonly persistFailures: number;
+}
+
+export interface Group {
+  /** Applies `op` in order with every other proposal; `done` runs once the result may be shown. */
+  propose(op: Op, done: (result: OpResult) => void): void;
+  /** Runs `query` against a linearizable view; `done` gets its value once it may be shown. */
+  read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void;
+  readonly stats: GroupStats;
+  /** Key count, for INFO keyspace (not linearizable). */
+  readonly keyCount: number;
+  /** Waits for every accepted write to be durable, then releases storage. */
+  close(): Promise<void>;
+}

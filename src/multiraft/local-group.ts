@@ -1,0 +1,159 @@
+// A group of one voter: the node is its own majority. Ops are applied to the
+// state machine as they arrive (in arrival order, which is the log order), and
+// everything applied during one event-loop turn is persisted as one batch: one
+// LMDB transaction and one fsync for every client that wrote in that turn.
+// A reply (to a write or a read) is released only once every batch that could
+// have influenced it is durable, so a client never sees a value that a crash
+// could take back.
+//
+// Batches persist one after another, in order; while one is flushing the next
+// one fills up, so batch sizes grow with load and no timer adds latency.
+
+import assert from 'node:assert/strict';
+import type { ErrorKey } from '../errors.js';
+import type { Op, OpResult, StateMachine } from '../sequencer/state-machine.js';
+import { PersistError, type KeyspaceStore } from '../storage/store.js';
+import type { Group, GroupStats, ReadOutcome } from './group.js';
+
+type Waiter = () => void;
+
+interface Batch {
+  readonly id: number;
+  readonly waiters: Waiter[];
+  /** Set when the batch's persist failed: every waiter answers with this error. */
+  failure: ErrorKey | null;
+  opCount: number;
+}
+
+export class LocalGroup implements Group {
+  private open: Batch | null = null;
+  private nextBatchId = 1;
+  /** Sealed batches waiting for the persist loop. */
+  private inFlight: Batch[] = [];
+  private persisting = false;
+  private closing: Promise<void> | null = null;
+  private readonly counters = { batchesPersisted: 0, opsPersisted: 0, persistFailures: 0 };
+
+  constructor(
+    private readonly sm: StateMachine,
+    private readonly store: KeyspaceStore,
+  ) {}
+
+  get stats(): GroupStats {
+    return { ...this.counters, batchesInFlight: this.inFlight.length };
+  }
+
+  get keyCount(): number {
+    return this.sm.size;
+  }
+
+  propose(op: Op, done: (result: OpResult) => void): void {
+    if (this.closing !== null) {
+      done({ type: 'error', error: 'shuttingDown' });
+      return;
+    }
+    const result = this.sm.apply(op);
+    const batch = this.openBatch();
+    batch.opCount++;
+    batch.waiters.push(() => done(batch.failure === null ? result : { type: 'error', error: batch.failure }));
+  }
+
+  read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
+    const value = query(this.sm);
+    // Nothing applied is waiting for disk: the state read is durable already.
+    if (this.open === null && !this.persisting && this.inFlight.length === 0 && !this.sm.hasChanges()) {
+      done({ ok: true, value });
+      return;
+    }
+    const batch = this.openBatch();
+    batch.waiters.push(() => done(batch.failure === null ? { ok: true, value } : { ok: false, error: batch.failure }));
+  }
+
+  private openBatch(): Batch {
+    if (this.open === null) {
+      this.open = { id: this.nextBatchId++, waiters: [], failure: null, opCount: 0 };
+      setImmediate(() => this.seal());
+    }
+    return this.open;
+  }
+
+  /** Ends the turn's batch: queue it for persistence. */
+  private seal(): void {
+    const batch = this.open;
+    if (batch === null) return;
+    this.open = null;
+    this.inFlight.push(batch);
+    if (!this.persisting) void this.persistLoop();
+  }
+
+  /**
+   * Persists sealed batches in order. Changes are taken from the state machine
+   * when a persist starts, so batches sealed while one flushes are merged into
+   * one write: a slow disk gives bigger batches, not a longer queue of writes.
+   */
+  private async persistLoop(): Promise<void> {
+    assert.equal(this.persisting, false);
+    this.persisting = true;
+    try {
+      while (this.inFlight.length > 0) {
+        const batches = this.inFlight;
+        this.inFlight = [];
+        const changes = this.sm.takeChanges();
+        let failure: ErrorKey | null = null;
+        if (changes.cleared || changes.values.size > 0) {
+          try {
+            await this.store.persist(changes);
+          } catch (e) {
+            if (!(e instanceof PersistError)) throw e;
+            failure = e.applied === 'no' ? 'persistFailed' : 'persistUnknown';
+            this.counters.persistFailures++;
+            this.recoverAfterFailure(e);
+          }
+        }
+        for (const batch of batches) {
+          batch.failure = failure;
+          if (failure === null) {
+            this.counters.batchesPersisted++;
+            this.counters.opsPersisted += batch.opCount;
+          }
+          for (const waiter of batch.waiters) waiter();
+        }
+      }
+    } finally {
+      this.persisting = false;
+    }
+  }
+
+  /**
+   * After a failed persist, memory holds changes the disk may not: reload the
+   * state from the store, which holds exactly what was durably written. Batches
+   * opened meanwhile were applied on top of the lost state, so they fail too.
+   */
+  private recoverAfterFailure(error: PersistError): void {
+    process.emitWarning(`ordo: ${error.message}; reloading state from storage`);
+    this.sm.clear();
+    this.store.recover(this.sm);
+    if (this.open !== null) {
+      this.inFlight.push(this.open);
+      this.open = null;
+    }
+    // The changes of those batches are gone with the reload; their waiters get the error.
+    for (const batch of this.inFlight) batch.failure = 'persistFailed';
+    const failed = this.inFlight;
+    this.inFlight = [];
+    for (const batch of failed) for (const waiter of batch.waiters) waiter();
+  }
+
+  close(): Promise<void> {
+    if (this.closing === null) {
+      this.closing = (async () => {
+        this.seal();
+        while (this.persisting || this.inFlight.length > 0) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+        await this.store.close();
+      })();
+    }
+    return this.closing;
+  }
+}

@@ -1,0 +1,128 @@
+// Number parsing and formatting with Redis's exact rules. Pure functions.
+
+export const INT64_MIN = -(1n << 63n);
+export const INT64_MAX = (1n << 63n) - 1n;
+
+/**
+ * Parses a canonical signed 64-bit decimal as Redis's string2ll does: optional
+ * `-`, no `+`, no spaces, no leading zeros, no `-0`, at most 20 characters.
+ * Returns null when the text is not such a number.
+ */
+export function parseInt64(bytes: Buffer | string): bigint | null {
+  const len = bytes.length;
+  if (len === 0 || len > 20) return null;
+  const text = typeof bytes === 'string' ? bytes : bytes.toString('latin1', 0, len);
+  if (len === 1 && text === '0') return 0n;
+  let i = 0;
+  const negative = text.charCodeAt(0) === 45; /* - */
+  if (negative) {
+    i = 1;
+    if (len === 1) return null;
+  }
+  const first = text.charCodeAt(i);
+  if (first < 49 || first > 57) return null; // 1-9: no leading zero, no sign
+  for (let k = i + 1; k < len; k++) {
+    const c = text.charCodeAt(k);
+    if (c < 48 || c > 57) return null;
+  }
+  // Up to 15 digits fit in a double exactly; the fast path avoids BigInt parsing.
+  const value = len - i <= 15 ? BigInt(Number(text)) : BigInt(text);
+  if (value < INT64_MIN || value > INT64_MAX) return null;
+  return value;
+}
+
+// INCRBYFLOAT: Redis computes in long double and prints with "%.17Lf", then
+// strips trailing zeros. ordo computes the sum exactly in decimal and rounds it
+// to 17 fractional digits, which gives the same text for the values people use
+// (short decimals); see docs/commands.md for the fine print.
+
+/** An exact decimal: mantissa * 10^exponent. */
+interface Decimal {
+  mantissa: bigint;
+  exponent: number;
+}
+
+const FLOAT_TEXT = /^([-+]?)(\d*)(?:\.(\d*))?(?:[eE]([-+]?\d+))?$/;
+const EXPONENT_ABS_MAX = 5000;
+/** Largest magnitude a long double holds (about 1.19e4932). */
+const LONG_DOUBLE_MAX_DIGITS = 4933;
+
+/** Parses the text strtold would accept for a finite value; null otherwise. */
+export function parseDecimal(bytes: Buffer | string): Decimal | null {
+  const text = typeof bytes === 'string' ? bytes : bytes.toString('latin1');
+  if (text.length === 0 || text.length > 5000) return null;
+  const m = FLOAT_TEXT.exec(text);
+  if (m === null) return null;
+  const sign = m[1] ?? '';
+  const whole = m[2] ?? '';
+  const fraction = m[3] ?? '';
+  if (whole.length === 0 && fraction.length === 0) return null;
+  const exp = m[4] === undefined ? 0 : Number(m[4]);
+  if (!Number.isSafeInteger(exp) || Math.abs(exp) > EXPONENT_ABS_MAX) return null;
+  let mantissa = BigInt((whole + fraction).replace(/^0+(?=\d)/, '') || '0');
+  if (sign === '-') mantissa = -mantissa;
+  return { mantissa, exponent: exp - fraction.length };
+}
+
+function addDecimals(a: Decimal, b: Decimal): Decimal {
+  const exponent = Math.min(a.exponent, b.exponent);
+  const scaleA = 10n ** BigInt(a.exponent - exponent);
+  const scaleB = 10n ** BigInt(b.exponent - exponent);
+  return { mantissa: a.mantissa * scaleA + b.mantissa * scaleB, exponent };
+}
+
+const FRACTION_DIGITS = 17;
+
+/** Formats like "%.17Lf" with trailing zeros (and a trailing dot) removed; "-0" becomes "0". */
+function formatDecimal(d: Decimal): string {
+  let mantissa = d.mantissa;
+  let exponent = d.exponent;
+  if (exponent < -FRACTION_DIGITS) {
+    // Round half to even to 17 fractional digits.
+    const divisor = 10n ** BigInt(-FRACTION_DIGITS - exponent);
+    const negative = mantissa < 0n;
+    const abs = negative ? -mantissa : mantissa;
+    let q = abs / divisor;
+    const r = abs % divisor;
+    const twice = r * 2n;
+    if (twice > divisor || (twice === divisor && q % 2n === 1n)) q += 1n;
+    mantissa = negative ? -q : q;
+    exponent = -FRACTION_DIGITS;
+  }
+  const negative = mantissa < 0n;
+  let digits = (negative ? -mantissa : mantissa).toString();
+  let text: string;
+  if (exponent >= 0) {
+    text = digits === '0' ? '0' : digits + '0'.repeat(exponent);
+  } else {
+    const scale = -exponent;
+    digits = digits.padStart(scale + 1, '0');
+    const whole = digits.slice(0, digits.length - scale);
+    const fraction = digits.slice(digits.length - scale).replace(/0+$/, '');
+    text = fraction.length > 0 ? `${whole}.${fraction}` : whole;
+  }
+  if (negative && text !== '0') text = `-${text}`;
+  return text;
+}
+
+export type FloatAddResult = { ok: true; text: string } | { ok: false; error: 'notFloat' | 'nanOrInfinity' };
+
+/** current + increment as INCRBYFLOAT does; current null means a missing key. */
+export function addFloatText(current: Buffer | string | null, increment: Buffer | string): FloatAddResult {
+  const inc = parseFloatOperand(increment);
+  const cur = current === null ? ({ mantissa: 0n, exponent: 0 } as Decimal) : parseFloatOperand(current);
+  // Redis reads the stored value first, then the increment; an infinite operand parses but cannot be added.
+  if (cur === null || inc === null) return { ok: false, error: 'notFloat' };
+  if (inc === 'infinite' || cur === 'infinite') return { ok: false, error: 'nanOrInfinity' };
+  const sum = addDecimals(cur, inc);
+  const text = formatDecimal(sum);
+  const integerDigits = text.replace(/^-/, '').split('.')[0]?.length ?? 0;
+  if (integerDigits > LONG_DOUBLE_MAX_DIGITS) return { ok: false, error: 'nanOrInfinity' };
+  return { ok: true, text };
+}
+
+function parseFloatOperand(bytes: Buffer | string): Decimal | 'infinite' | null {
+  const text = typeof bytes === 'string' ? bytes : bytes.toString('latin1');
+  if (/^[-+]?inf(inity)?$/i.test(text)) return 'infinite';
+  return parseDecimal(text);
+}

@@ -1,0 +1,259 @@
+// One client connection: bytes in, commands out to the dispatcher, replies back
+// strictly in request order. Replies that are ready are gathered and written
+// with one socket write per loop turn. Every queue here is bounded: past the
+// pipeline depth or the output soft limit, ordo stops reading from the socket
+// (backpressure); past the output hard limit, or when a client stays blocked
+// too long, it is disconnected.
+
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { protocolError } from '../errors.js';
+import { ProtocolError, RequestDecoder } from '../resp/decoder.js';
+import { encodeInto, R, type Protocol, type Reply } from '../resp/encoder.js';
+import type { Config } from '../config.js';
+
+export interface ConnectionHost {
+  readonly config: Config;
+  /** Runs one command; `respond` must be called exactly once, now or later. */
+  dispatch(conn: Connection, args: Buffer[], respond: (reply: Reply) => void): void;
+  onClose(conn: Connection): void;
+  /** Called for every reply written (statistics). */
+  onReply(reply: Reply): void;
+}
+
+const pendingFlush = new Set<Connection>();
+let flushScheduled = false;
+
+function scheduleFlush(conn: Connection): void {
+  pendingFlush.add(conn);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    queueMicrotask(flushAll);
+  }
+}
+
+function flushAll(): void {
+  flushScheduled = false;
+  for (const conn of pendingFlush) conn.flush();
+  pendingFlush.clear();
+}
+
+export class Connection {
+  readonly id: number;
+  readonly createdAtMs = Date.now();
+  lastCommandAtMs = Date.now();
+  lastCommandName = 'NULL';
+  proto: Protocol = 2;
+  name: string | null = null;
+  libName = '';
+  libVersion = '';
+  authenticated: boolean;
+  /** Set once the client asked for the cluster topology (cluster-aware clients get MOVED). */
+  clusterAware = false;
+  closing = false;
+
+  private readonly decoder: RequestDecoder;
+  /** Replies in request order; `undefined` while a command is still running. */
+  private readonly replies: (Reply | undefined)[] = [];
+  /** Index in `replies` of the next reply to write. */
+  private repliesHead = 0;
+  /** Sequence number (count of commands received before it) of `replies[0]`. */
+  private repliesBase = 0;
+  private closeAfterFlush = false;
+  private readingPaused = false;
+  private stalledSinceMs: number | null = null;
+
+  constructor(
+    readonly socket: Socket,
+    id: number,
+    private readonly host: ConnectionHost,
+  ) {
+    this.id = id;
+    const { config } = host;
+    this.authenticated = config.requirepass === null;
+    this.decoder = new RequestDecoder({
+      queryBufferBytesMax: config.queryBufferBytesMax,
+      bulkBytesMax: config.bulkBytesMax,
+      multibulkLengthMax: config.multibulkLengthMax,
+    });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.onDrain());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      this.closing = true;
+      pendingFlush.delete(this);
+      host.onClose(this);
+    });
+  }
+
+  get remoteAddress(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? 0}`;
+  }
+
+  get localAddress(): string {
+    return `${this.socket.localAddress ?? '?'}:${this.socket.localPort ?? 0}`;
+  }
+
+  get pendingReplies(): number {
+    return this.replies.length - this.repliesHead;
+  }
+
+  get queryBufferBytes(): number {
+    return this.decoder.pendingBytes;
+  }
+
+  get outputBufferBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing || this.closeAfterFlush) return;
+    try {
+      this.decoder.feed(chunk);
+      this.drainCommands();
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.protocolFailure(e.message);
+    }
+  }
+
+  /** Parses and dispatches commands until the decoder is empty or backpressure applies. */
+  private drainCommands(): void {
+    const depthMax = this.host.config.pipelineDepthMax;
+    while (!this.closeAfterFlush && !this.closing) {
+      if (this.pendingReplies >= depthMax) {
+        this.pauseReading();
+        return;
+      }
+      const args = this.decoder.next();
+      if (args === null) break;
+      this.lastCommandAtMs = Date.now();
+      const seq = this.repliesBase + this.replies.length;
+      this.replies.push(undefined);
+      let answered = false;
+      this.host.dispatch(this, args, (reply) => {
+        assert.equal(answered, false, 'a command replied twice');
+        answered = true;
+        if (this.closing) return;
+        const index = seq - this.repliesBase;
+        this.replies[index] = reply;
+        if (index === this.repliesHead) scheduleFlush(this);
+      });
+    }
+  }
+
+  /** Replies with the protocol error, then closes: the stream can no longer be trusted. */
+  private protocolFailure(message: string): void {
+    const index = this.replies.length;
+    this.replies.push(R.error(protocolError(message)));
+    this.closeAfterFlush = true;
+    if (index === this.repliesHead) scheduleFlush(this);
+  }
+
+  /** Sends a reply and closes the connection after it (QUIT, fatal errors). */
+  closeAfterReplies(): void {
+    this.closeAfterFlush = true;
+  }
+
+  /** Writes every reply that is ready, in order, in one socket write. */
+  flush(): void {
+    if (this.closing) return;
+    const parts: (string | Buffer)[] = [];
+    while (this.repliesHead < this.replies.length) {
+      const reply = this.replies[this.repliesHead];
+      if (reply === undefined) break;
+      encodeInto(reply, this.proto, parts);
+      this.host.onReply(reply);
+      this.repliesHead++;
+    }
+    if (this.repliesHead === this.replies.length || (this.repliesHead > 1024 && this.repliesHead * 2 > this.replies.length)) {
+      this.replies.splice(0, this.repliesHead);
+      this.repliesBase += this.repliesHead;
+      this.repliesHead = 0;
+    }
+    if (parts.length > 0) this.write(parts);
+    if (this.closeAfterFlush && this.pendingReplies === 0) {
+      this.closing = true;
+      this.socket.end();
+      return;
+    }
+    this.checkOutputLimits();
+    if (this.readingPaused && this.pendingReplies < this.host.config.pipelineDepthMax && !this.aboveSoftLimit()) {
+      this.resumeReading();
+    }
+  }
+
+  private write(parts: (string | Buffer)[]): void {
+    if (parts.length === 1) {
+      const only = parts[0] as string | Buffer;
+      if (typeof only === 'string') this.socket.write(only, 'latin1');
+      else this.socket.write(only);
+      return;
+    }
+    let total = 0;
+    for (const p of parts) total += p.length;
+    const buf = Buffer.allocUnsafe(total);
+    let offset = 0;
+    for (const p of parts) offset += typeof p === 'string' ? buf.write(p, offset, 'latin1') : p.copy(buf, offset);
+    this.socket.write(buf);
+  }
+
+  private aboveSoftLimit(): boolean {
+    return this.socket.writableLength > this.host.config.outputBufferSoftBytes;
+  }
+
+  private checkOutputLimits(): void {
+    const { outputBufferHardBytes, outputStallTimeoutMs } = this.host.config;
+    const queued = this.socket.writableLength;
+    if (queued > outputBufferHardBytes) {
+      this.kill(`output buffer ${queued} bytes passed the hard limit`);
+      return;
+    }
+    if (this.aboveSoftLimit()) {
+      this.pauseReading();
+      if (this.stalledSinceMs === null) {
+        this.stalledSinceMs = Date.now();
+        const timer = setTimeout(() => {
+          if (this.stalledSinceMs !== null && this.aboveSoftLimit()) this.kill('client stopped reading its replies');
+        }, outputStallTimeoutMs);
+        timer.unref();
+      }
+    } else {
+      this.stalledSinceMs = null;
+    }
+  }
+
+  private onDrain(): void {
+    this.stalledSinceMs = null;
+    if (this.readingPaused && this.pendingReplies < this.host.config.pipelineDepthMax) this.resumeReading();
+  }
+
+  private pauseReading(): void {
+    if (this.readingPaused) return;
+    this.readingPaused = true;
+    this.socket.pause();
+  }
+
+  private resumeReading(): void {
+    this.readingPaused = false;
+    this.socket.resume();
+    // Commands may already be buffered in the decoder.
+    try {
+      this.drainCommands();
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.protocolFailure(e.message);
+    }
+  }
+
+  /** Drops the connection at once (limits crossed). */
+  kill(reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.killReason = reason;
+    this.socket.destroy();
+  }
+
+  killReason: string | null = null;
+}

@@ -1,0 +1,199 @@
+// The LMDB store. One environment per data directory (`ordo.mdb`), with a
+// `meta` database (format marker) and a `kv` database (one record per key).
+// Every write that lmdb-js receives in one event-loop turn goes into one
+// transaction; ordo persists one batch per turn and waits for that
+// transaction's flush (separateFlushed), so a reply never precedes its fsync.
+
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { CorruptRecordError, decodeValue, encodeValue } from '../sequencer/codec.js';
+import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
+import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js';
+
+export const DATA_FILE = 'ordo.mdb';
+const LOCK_FILE = 'ordo.pid';
+const FORMAT_KEY = 'format';
+const FORMAT = { magic: 'ordo', version: 1 } as const;
+
+export type FsyncMode = 'always' | 'never';
+
+interface FlushablePromise extends Promise<unknown> {
+  flushed?: PromiseLike<unknown>;
+}
+
+export class LmdbStore implements KeyspaceStore {
+  readonly description: string;
+  private readonly root: RootDatabase;
+  private readonly kv: Database<Buffer, Buffer>;
+  private readonly lockPath: string;
+  private closed = false;
+
+  private constructor(
+    dataDir: string,
+    root: RootDatabase,
+    kv: Database<Buffer, Buffer>,
+    lockPath: string,
+    private readonly fsync: FsyncMode,
+  ) {
+    this.description = `lmdb:${join(dataDir, DATA_FILE)}`;
+    this.root = root;
+    this.kv = kv;
+    this.lockPath = lockPath;
+  }
+
+  /**
+   * Opens (or creates) the store in `dataDir`. Refuses, with a DataDirectoryError
+   * that says why, a directory used by a live process, one holding other files
+   * and no ordo data, and one whose data is not ordo's or cannot be read.
+   */
+  static open(dataDir: string, fsync: FsyncMode): LmdbStore {
+    const dir = resolve(dataDir);
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
+    }
+    const lockPath = join(dir, LOCK_FILE);
+    takeLock(lockPath);
+    try {
+      const dataPath = join(dir, DATA_FILE);
+      const fresh = !existsSync(dataPath);
+      if (fresh) {
+        const others = readdirSync(dir).filter((f) => f !== LOCK_FILE);
+        if (others.length > 0) {
+          throw new DataDirectoryError(
+            `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,
+          );
+        }
+      }
+      let root: RootDatabase;
+      try {
+        root = open({ path: dataPath, separateFlushed: true, noSync: fsync === 'never', maxDbs: 4 });
+      } catch (e) {
+        throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
+      }
+      const meta = root.openDB<unknown, string>({ name: 'meta' });
+      const kv = root.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
+      const format = meta.get(FORMAT_KEY);
+      if (fresh) {
+        meta.putSync(FORMAT_KEY, FORMAT);
+      } else if (!isFormat(format)) {
+        root.close();
+        throw new DataDirectoryError(`${dataPath} is not an ordo data file (no ordo format record); refusing to use it`);
+      } else if (format.version !== FORMAT.version) {
+        root.close();
+        throw new DataDirectoryError(
+          `${dataPath} has data format ${format.version}, this ordo reads format ${FORMAT.version}; refusing to start`,
+        );
+      }
+      return new LmdbStore(dir, root, kv, lockPath, fsync);
+    } catch (e) {
+      releaseLock(lockPath);
+      throw e;
+    }
+  }
+
+  recover(sm: StateMachine): void {
+    for (const { key, value } of this.kv.getRange()) {
+      try {
+        sm.load(Buffer.from(key).toString('latin1'), decodeValue(value));
+      } catch (e) {
+        if (e instanceof CorruptRecordError) {
+          throw new DataDirectoryError(`corrupt record for key ${JSON.stringify(String(key))}: ${e.message}`);
+        }
+        throw e;
+      }
+    }
+  }
+
+  async persist(changes: ChangeSet): Promise<void> {
+    // All calls below happen in this turn, so lmdb-js commits them in one transaction.
+    let last: FlushablePromise | null = null;
+    try {
+      if (changes.cleared) last = this.kv.clearAsync() as FlushablePromise;
+      for (const [key, value] of changes.values) {
+        const keyBytes = Buffer.from(key, 'latin1');
+        last = (value === null ? this.kv.remove(keyBytes) : this.kv.put(keyBytes, encodeValue(value))) as FlushablePromise;
+      }
+    } catch (e) {
+      throw new PersistError(`write failed: ${(e as Error).message}`, 'no');
+    }
+    if (last === null) return;
+    try {
+      await last;
+    } catch (e) {
+      throw new PersistError(`commit failed: ${(e as Error).message}`, 'no');
+    }
+    if (this.fsync === 'never') return;
+    try {
+      await (last.flushed ?? this.root.flushed);
+    } catch (e) {
+      throw new PersistError(`flush failed: ${(e as Error).message}`, 'unknown');
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.root.flushed;
+    await this.root.close();
+    releaseLock(this.lockPath);
+  }
+}
+
+function isFormat(value: unknown): value is { magic: string; version: number } {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as { magic?: unknown }).magic === FORMAT.magic &&
+    typeof (value as { version?: unknown }).version === 'number'
+  );
+}
+
+/** One process per data directory: LMDB itself would let two share it. */
+function takeLock(lockPath: string): void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockPath, 'wx');
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new DataDirectoryError(`cannot write ${lockPath}: ${(e as Error).message}`);
+      }
+    }
+    const pid = Number.parseInt(readFileSync(lockPath, 'utf8').trim(), 10);
+    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+      throw new DataDirectoryError(`data directory is in use by process ${pid} (${lockPath})`);
+    }
+    // Left behind by a process that died: take it over.
+    unlinkSync(lockPath);
+  }
+  throw new DataDirectoryError(`cannot take ${lockPath}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A process killed a moment ago can linger as a zombie until it is reaped.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return true;
+  }
+}
+
+function releaseLock(lockPath: string): void {
+  try {
+    unlinkSync(lockPath);
+  } catch {
+    // already gone
+  }
+}
