@@ -1,0 +1,207 @@
+// Binary encoding of ops, so a batch of them can travel as one replicated log
+// entry (an opaque byte payload to Raft) and be applied on every replica.
+//
+// entry := u8 version, u32 count, op*
+// op    := u8 tag, fields (keys and byte strings as u32 length + bytes,
+//          integers as int64 big-endian, flags as u8)
+
+import type { Op } from './state-machine.js';
+
+const ENTRY_VERSION = 1;
+
+const TAG = { incrby: 1, incrbyfloat: 2, set: 3, mset: 4, del: 5, flushall: 6 } as const;
+const CONDITIONS = ['always', 'nx', 'xx'] as const;
+
+export class OpDecodeError extends Error {}
+
+class Writer {
+  private parts: Buffer[] = [];
+  private scratch = Buffer.allocUnsafe(4096);
+  private used = 0;
+
+  private room(n: number): void {
+    if (this.used + n <= this.scratch.length) return;
+    this.parts.push(this.scratch.subarray(0, this.used));
+    this.scratch = Buffer.allocUnsafe(Math.max(4096, n));
+    this.used = 0;
+  }
+
+  u8(v: number): void {
+    this.room(1);
+    this.scratch[this.used++] = v;
+  }
+
+  u32(v: number): void {
+    this.room(4);
+    this.scratch.writeUInt32BE(v, this.used);
+    this.used += 4;
+  }
+
+  i64(v: bigint): void {
+    this.room(8);
+    this.scratch.writeBigInt64BE(v, this.used);
+    this.used += 8;
+  }
+
+  bytes(b: Buffer): void {
+    this.u32(b.length);
+    this.room(b.length);
+    b.copy(this.scratch, this.used);
+    this.used += b.length;
+  }
+
+  key(k: string): void {
+    this.u32(k.length);
+    this.room(k.length);
+    this.used += this.scratch.write(k, this.used, 'latin1');
+  }
+
+  finish(): Buffer {
+    this.parts.push(this.scratch.subarray(0, this.used));
+    return this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts);
+  }
+}
+
+class Reader {
+  private offset = 0;
+  constructor(private readonly buf: Buffer) {}
+
+  private need(n: number): void {
+    if (this.offset + n > this.buf.length) throw new OpDecodeError('entry truncated');
+  }
+
+  u8(): number {
+    this.need(1);
+    return this.buf[this.offset++] as number;
+  }
+
+  u32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32BE(this.offset);
+    this.offset += 4;
+    return v;
+  }
+
+  i64(): bigint {
+    this.need(8);
+    const v = this.buf.readBigInt64BE(this.offset);
+    this.offset += 8;
+    return v;
+  }
+
+  bytes(): Buffer {
+    const n = this.u32();
+    this.need(n);
+    const b = Buffer.from(this.buf.subarray(this.offset, this.offset + n));
+    this.offset += n;
+    return b;
+  }
+
+  key(): string {
+    const n = this.u32();
+    this.need(n);
+    const k = this.buf.toString('latin1', this.offset, this.offset + n);
+    this.offset += n;
+    return k;
+  }
+
+  done(): boolean {
+    return this.offset === this.buf.length;
+  }
+}
+
+function writeOp(w: Writer, op: Op): void {
+  switch (op.type) {
+    case 'incrby':
+      w.u8(TAG.incrby);
+      w.key(op.key);
+      w.i64(op.delta);
+      return;
+    case 'incrbyfloat':
+      w.u8(TAG.incrbyfloat);
+      w.key(op.key);
+      w.bytes(op.increment);
+      return;
+    case 'set':
+      w.u8(TAG.set);
+      w.key(op.key);
+      w.bytes(op.value);
+      w.u8(CONDITIONS.indexOf(op.condition));
+      w.u8(op.get ? 1 : 0);
+      return;
+    case 'mset':
+      w.u8(TAG.mset);
+      w.u32(op.keys.length);
+      op.keys.forEach((k, i) => {
+        w.key(k);
+        w.bytes(op.values[i] as Buffer);
+      });
+      return;
+    case 'del':
+      w.u8(TAG.del);
+      w.u32(op.keys.length);
+      for (const k of op.keys) w.key(k);
+      return;
+    case 'flushall':
+      w.u8(TAG.flushall);
+      return;
+  }
+}
+
+function readOp(r: Reader): Op {
+  const tag = r.u8();
+  switch (tag) {
+    case TAG.incrby:
+      return { type: 'incrby', key: r.key(), delta: r.i64() };
+    case TAG.incrbyfloat:
+      return { type: 'incrbyfloat', key: r.key(), increment: r.bytes() };
+    case TAG.set: {
+      const key = r.key();
+      const value = r.bytes();
+      const condition = CONDITIONS[r.u8()];
+      if (condition === undefined) throw new OpDecodeError('bad SET condition');
+      return { type: 'set', key, value, condition, get: r.u8() === 1 };
+    }
+    case TAG.mset: {
+      const n = r.u32();
+      const keys: string[] = [];
+      const values: Buffer[] = [];
+      for (let i = 0; i < n; i++) {
+        keys.push(r.key());
+        values.push(r.bytes());
+      }
+      return { type: 'mset', keys, values };
+    }
+    case TAG.del: {
+      const n = r.u32();
+      const keys: string[] = [];
+      for (let i = 0; i < n; i++) keys.push(r.key());
+      return { type: 'del', keys };
+    }
+    case TAG.flushall:
+      return { type: 'flushall' };
+    default:
+      throw new OpDecodeError(`unknown op tag ${tag}`);
+  }
+}
+
+/** Encodes a batch of ops as one entry payload. */
+export function encodeOps(ops: readonly Op[]): Buffer {
+  const w = new Writer();
+  w.u8(ENTRY_VERSION);
+  w.u32(ops.length);
+  for (const op of ops) writeOp(w, op);
+  return w.finish();
+}
+
+/** Decodes an entry payload; throws OpDecodeError on anything malformed. */
+export function decodeOps(payload: Uint8Array): Op[] {
+  const r = new Reader(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
+  const version = r.u8();
+  if (version !== ENTRY_VERSION) throw new OpDecodeError(`unknown entry version ${version}`);
+  const count = r.u32();
+  const ops: Op[] = [];
+  for (let i = 0; i < count; i++) ops.push(readOp(r));
+  if (!r.done()) throw new OpDecodeError('trailing bytes after the last op');
+  return ops;
+}

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { decodeOps, encodeOps, OpDecodeError } from '../src/sequencer/op-codec.js';
+import { StateMachine, type Op } from '../src/sequencer/state-machine.js';
+
+const key = fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b).toString('latin1'));
+const bytes = fc.uint8Array({ maxLength: 60 }).map((b) => Buffer.from(b));
+const int64 = fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n });
+
+// fast-check records have no prototype; spread them into plain objects like the decoder makes.
+const plain = <T extends object>(arb: fc.Arbitrary<T>): fc.Arbitrary<T> => arb.map((r) => ({ ...r }));
+
+const op: fc.Arbitrary<Op> = fc.oneof(
+  plain(fc.record({ type: fc.constant('incrby' as const), key, delta: int64 })),
+  plain(fc.record({ type: fc.constant('incrbyfloat' as const), key, increment: bytes })),
+  plain(fc.record({
+    type: fc.constant('set' as const),
+    key,
+    value: bytes,
+    condition: fc.constantFrom('always' as const, 'nx' as const, 'xx' as const),
+    get: fc.boolean(),
+  })),
+  fc
+    .array(fc.tuple(key, bytes), { maxLength: 5 })
+    .map((pairs) => ({ type: 'mset' as const, keys: pairs.map((p) => p[0]), values: pairs.map((p) => p[1]) })),
+  plain(fc.record({ type: fc.constant('del' as const), keys: fc.array(key, { maxLength: 5 }) })),
+  fc.constant({ type: 'flushall' as const }),
+);
+
+describe('op codec', () => {
+  it('decodes what it encodes, for any batch of ops', () => {
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+        assert.deepEqual(decodeOps(encodeOps(ops)), ops);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('a replica applying the decoded entry ends in the same state as the leader', () => {
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+        const leader = new StateMachine();
+        const replica = new StateMachine();
+        const leaderResults = ops.map((o) => leader.apply(o));
+        const replicaResults = decodeOps(encodeOps(ops)).map((o) => replica.apply(o));
+        assert.deepEqual(replicaResults, leaderResults);
+        assert.deepEqual([...replica.entries()].sort(), [...leader.entries()].sort());
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('refuses truncated, trailing and unknown input', () => {
+    const entry = encodeOps([{ type: 'incrby', key: 'k', delta: 5n }]);
+    assert.throws(() => decodeOps(entry.subarray(0, entry.length - 1)), OpDecodeError);
+    assert.throws(() => decodeOps(Buffer.concat([entry, Buffer.from([0])])), OpDecodeError);
+    assert.throws(() => decodeOps(Buffer.from([9, 0, 0, 0, 0])), /unknown entry version 9/);
+    assert.throws(() => decodeOps(Buffer.from([1, 0, 0, 0, 1, 77])), /unknown op tag 77/);
+  });
+
+  it('encodes a large batch (10000 increments) in one entry', () => {
+    const ops: Op[] = Array.from({ length: 10000 }, (_, i) => ({ type: 'incrby', key: `counter:${i % 100}`, delta: 1n }));
+    const decoded = decodeOps(encodeOps(ops));
+    assert.equal(decoded.length, 10000);
+    assert.deepEqual(decoded[9999], ops[9999]);
+  });
+});
