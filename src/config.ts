@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import type { SequenceMode } from './sequencer/sequence.js';
 import type { FsyncMode } from './storage/lmdb.js';
 
 export interface Config {
@@ -27,6 +28,16 @@ export interface Config {
   outputBufferHardBytes: number;
   /** A client whose replies stay above the soft limit this long (it does not read) is disconnected. */
   outputStallTimeoutMs: number;
+  /** Mode of counters that were never created with SEQCREATE. */
+  defaultMode: SequenceMode;
+  /** Glob patterns of keys whose INCR/SEQNEXT go through window mode (as if created MODE window). */
+  windowKeys: string[];
+  /** Values reserved at once for a window key that was not created with its own WINDOW. */
+  windowSize: bigint;
+  /** How long a SEQNEXT TOKEN is remembered. */
+  tokenRetentionMs: number;
+  /** Most tokens remembered per key; the oldest are forgotten first. */
+  tokensPerKeyMax: number;
 }
 
 const MiB = 1024 * 1024;
@@ -45,6 +56,11 @@ export const DEFAULT_CONFIG: Readonly<Config> = {
   outputBufferSoftBytes: 4 * MiB,
   outputBufferHardBytes: 256 * MiB,
   outputStallTimeoutMs: 60_000,
+  defaultMode: 'strict',
+  windowKeys: [],
+  windowSize: 10_000n,
+  tokenRetentionMs: 10 * 60 * 1000,
+  tokensPerKeyMax: 10_000,
 };
 
 export class ConfigError extends Error {}
@@ -67,6 +83,14 @@ const OPTIONS: Record<string, (c: Config, v: string) => void> = {
   'output-buffer-soft': (c, v) => (c.outputBufferSoftBytes = parseBytes(v, 'output-buffer-soft')),
   'output-buffer-hard': (c, v) => (c.outputBufferHardBytes = parseBytes(v, 'output-buffer-hard')),
   'output-stall-timeout-ms': (c, v) => (c.outputStallTimeoutMs = parseIntIn(v, 'output-stall-timeout-ms', 1, 86_400_000)),
+  'default-mode': (c, v) => {
+    if (v !== 'strict' && v !== 'window') throw new ConfigError(`--default-mode must be strict or window, not ${JSON.stringify(v)}`);
+    c.defaultMode = v;
+  },
+  'window-keys': (c, v) => (c.windowKeys = v.split(',').map((p) => p.trim()).filter((p) => p !== '')),
+  'window-size': (c, v) => (c.windowSize = BigInt(parseIntIn(v, 'window-size', 1, 1_000_000_000))),
+  'token-retention-ms': (c, v) => (c.tokenRetentionMs = parseIntIn(v, 'token-retention-ms', 1, 7 * 86_400_000)),
+  'tokens-per-key-max': (c, v) => (c.tokensPerKeyMax = parseIntIn(v, 'tokens-per-key-max', 1, 10_000_000)),
 };
 
 export const HELP = `ordo: a Raft-replicated sequencer that speaks the Redis protocol
@@ -89,6 +113,11 @@ Usage: ordo [options]
   --output-buffer-soft BYTES   queued reply bytes per client before reading pauses (default 4mb)
   --output-buffer-hard BYTES   queued reply bytes per client before it is disconnected (default 256mb)
   --output-stall-timeout-ms N  disconnect a client that stays above the soft limit this long (default 60000)
+  --default-mode strict|window mode of counters never created with SEQCREATE (default strict)
+  --window-keys PATTERN[,...]  keys (glob) whose INCR and SEQNEXT are served in window mode
+  --window-size N              values reserved at once for such keys (default 10000)
+  --token-retention-ms N       how long a SEQNEXT TOKEN is remembered (default 600000)
+  --tokens-per-key-max N       most tokens remembered per key (default 10000)
   --help                       print this help
   --version                    print the version
 

@@ -28,6 +28,17 @@ export const ERR = {
   helloNoAuth:
     'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
   helloProtoNotInteger: 'ERR Protocol version is not an integer or out of range',
+  seqExists: 'ERR key already exists; SEQCREATE ... REPLACE recreates it',
+  seqMax: 'ERR sequence would pass its MAX; nothing was allocated',
+  seqBackwards:
+    'ERR a sequence only moves forward: DECR, DECRBY, SET, INCRBYFLOAT and INCRBY with a negative increment are refused',
+  seqGone: 'TRYAGAIN the sequence was deleted or recreated while a window was reserved',
+  tokenMismatch: 'ERR TOKEN was already used on this key with a different COUNT',
+  countNotPositive: 'ERR COUNT must be a positive integer',
+  stepNotPositive: 'ERR STEP must be a positive integer',
+  windowNotPositive: 'ERR WINDOW must be a positive integer',
+  startAboveMax: 'ERR START is greater than MAX',
+  noSequence: 'ERR no such key',
   clusterDisabled: 'ERR This instance has cluster support disabled',
   configSetUnsupported: 'ERR CONFIG SET is not supported by ordo: restart the node with the option changed',
   noSuchClient: 'ERR No such client',

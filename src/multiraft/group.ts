@@ -4,7 +4,7 @@
 // single-voter LocalGroup serves it; Raft groups serve the same interface.
 
 import type { ErrorKey } from '../errors.js';
-import type { Op, OpResult, StateMachine } from '../sequencer/state-machine.js';
+import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
 
 export type ReadOutcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ErrorKey };
 
@@ -20,6 +20,11 @@ export interface Group {
   propose(op: Op, done: (result: OpResult) => void): void;
   /** Runs `query` against a linearizable view; `done` gets its value once it may be shown. */
   read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void;
+  /**
+   * The value as this replica has applied it, for routing decisions (is this
+   * key a window sequence?); not a linearizable read.
+   */
+  peek(key: string): StoredValue | undefined;
   readonly stats: GroupStats;
   /** Key count, for INFO keyspace (not linearizable). */
   readonly keyCount: number;

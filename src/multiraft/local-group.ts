@@ -11,7 +11,7 @@
 
 import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
-import type { Op, OpResult, StateMachine } from '../sequencer/state-machine.js';
+import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
 import { PersistError, type KeyspaceStore } from '../storage/store.js';
 import type { Group, GroupStats, ReadOutcome } from './group.js';
 
@@ -41,6 +41,10 @@ export class LocalGroup implements Group {
 
   get stats(): GroupStats {
     return { ...this.counters, batchesInFlight: this.inFlight.length };
+  }
+
+  peek(key: string): StoredValue | undefined {
+    return this.sm.getValue(key);
   }
 
   get keyCount(): number {

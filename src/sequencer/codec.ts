@@ -2,15 +2,19 @@
 // storage layer (one record per key) and by snapshots (all keys in one blob).
 
 import assert from 'node:assert/strict';
+import { isSequence, type Sequence, type TokenRecord, type TokenTable } from './sequence.js';
 import type { StateMachine, StoredValue } from './state-machine.js';
 
 const TAG_INT64 = 1;
 const TAG_BYTES = 2;
+const TAG_SEQUENCE = 3;
+const MODES = ['strict', 'window'] as const;
 const SNAPSHOT_MAGIC = 0x6f72646f; // "ordo"
 const SNAPSHOT_VERSION = 1;
 
-/** A tagged value record: 1 + int64 big-endian, or 2 + the bytes. */
+/** A tagged value record: 1 + int64 big-endian, 2 + the bytes, or 3 + a sequence. */
 export function encodeValue(value: StoredValue): Buffer {
+  if (isSequence(value)) return encodeSequence(value);
   if (typeof value === 'bigint') {
     const buf = Buffer.allocUnsafe(9);
     buf[0] = TAG_INT64;
@@ -29,7 +33,92 @@ export function decodeValue(record: Uint8Array): StoredValue {
   const buf = Buffer.from(record.buffer, record.byteOffset, record.byteLength);
   if (buf[0] === TAG_INT64 && buf.length === 9) return buf.readBigInt64BE(1);
   if (buf[0] === TAG_BYTES) return Buffer.from(buf.subarray(1));
+  if (buf[0] === TAG_SEQUENCE) return decodeSequence(buf);
   throw new CorruptRecordError(`unknown value record (tag ${String(buf[0])}, ${buf.length} bytes)`);
+}
+
+// Sequence: tag, u8 mode, start, step, max, window (int64 each), u8 flags
+// (1: current set, 2: reservedHigh set), current, reservedHigh, then the id.
+function encodeSequence(seq: Sequence): Buffer {
+  const id = Buffer.from(seq.id, 'utf8');
+  const buf = Buffer.alloc(1 + 1 + 8 * 4 + 1 + 16 + id.length);
+  buf[0] = TAG_SEQUENCE;
+  buf[1] = MODES.indexOf(seq.mode);
+  buf.writeBigInt64BE(seq.start, 2);
+  buf.writeBigInt64BE(seq.step, 10);
+  buf.writeBigInt64BE(seq.max, 18);
+  buf.writeBigInt64BE(seq.windowSize, 26);
+  buf[34] = (seq.current === null ? 0 : 1) | (seq.reservedHigh === null ? 0 : 2);
+  buf.writeBigInt64BE(seq.current ?? 0n, 35);
+  buf.writeBigInt64BE(seq.reservedHigh ?? 0n, 43);
+  id.copy(buf, 51);
+  return buf;
+}
+
+function decodeSequence(buf: Buffer): Sequence {
+  const mode = MODES[buf[1] ?? 99];
+  if (buf.length < 51 || mode === undefined) throw new CorruptRecordError(`bad sequence record (${buf.length} bytes)`);
+  const flags = buf[34] ?? 0;
+  return {
+    kind: 'sequence',
+    id: buf.toString('utf8', 51),
+    mode,
+    start: buf.readBigInt64BE(2),
+    step: buf.readBigInt64BE(10),
+    max: buf.readBigInt64BE(18),
+    windowSize: buf.readBigInt64BE(26),
+    current: flags & 1 ? buf.readBigInt64BE(35) : null,
+    reservedHigh: flags & 2 ? buf.readBigInt64BE(43) : null,
+  };
+}
+
+// Token table: u32 count, then per token u32 length + token bytes, first, last,
+// count (int64), u8 range, f64 atMs.
+export function encodeTokens(table: TokenTable): Buffer {
+  const parts: Buffer[] = [];
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32BE(table.size, 0);
+  parts.push(head);
+  for (const [token, r] of table) {
+    const t = Buffer.from(token, 'latin1');
+    const rec = Buffer.allocUnsafe(4 + t.length + 24 + 1 + 8);
+    rec.writeUInt32BE(t.length, 0);
+    t.copy(rec, 4);
+    const o = 4 + t.length;
+    rec.writeBigInt64BE(r.first, o);
+    rec.writeBigInt64BE(r.last, o + 8);
+    rec.writeBigInt64BE(r.count, o + 16);
+    rec[o + 24] = r.range ? 1 : 0;
+    rec.writeDoubleBE(r.atMs, o + 25);
+    parts.push(rec);
+  }
+  return Buffer.concat(parts);
+}
+
+export function decodeTokens(record: Uint8Array): Map<string, TokenRecord> {
+  const buf = Buffer.from(record.buffer, record.byteOffset, record.byteLength);
+  const table = new Map<string, TokenRecord>();
+  if (buf.length < 4) throw new CorruptRecordError('token table truncated');
+  const n = buf.readUInt32BE(0);
+  let o = 4;
+  for (let i = 0; i < n; i++) {
+    if (o + 4 > buf.length) throw new CorruptRecordError('token table truncated');
+    const len = buf.readUInt32BE(o);
+    o += 4;
+    if (o + len + 33 > buf.length) throw new CorruptRecordError('token table truncated');
+    const token = buf.toString('latin1', o, o + len);
+    o += len;
+    table.set(token, {
+      first: buf.readBigInt64BE(o),
+      last: buf.readBigInt64BE(o + 8),
+      count: buf.readBigInt64BE(o + 16),
+      range: buf[o + 24] === 1,
+      atMs: buf.readDoubleBE(o + 25),
+    });
+    o += 33;
+  }
+  if (o !== buf.length) throw new CorruptRecordError('token table has trailing bytes');
+  return table;
 }
 
 /** The whole keyspace as one blob: header, then (u32 key length, key, u32 record length, record) per key. */
@@ -48,6 +137,19 @@ export function snapshotState(sm: StateMachine): Buffer {
     const recordLength = Buffer.allocUnsafe(4);
     recordLength.writeUInt32BE(record.length, 0);
     parts.push(lengths, keyBytes, recordLength, record);
+  }
+  const tokenTables = [...sm.tokenEntries()];
+  const tokenHeader = Buffer.allocUnsafe(4);
+  tokenHeader.writeUInt32BE(tokenTables.length, 0);
+  parts.push(tokenHeader);
+  for (const [key, table] of tokenTables) {
+    const keyBytes = Buffer.from(key, 'latin1');
+    const record = encodeTokens(table);
+    const lengths = Buffer.allocUnsafe(8);
+    lengths.writeUInt32BE(keyBytes.length, 0);
+    parts.push(lengths.subarray(0, 4), keyBytes);
+    lengths.writeUInt32BE(record.length, 4);
+    parts.push(lengths.subarray(4, 8), record);
   }
   return Buffer.concat(parts);
 }
@@ -76,5 +178,21 @@ export function restoreState(sm: StateMachine, snapshot: Buffer): void {
     offset += recordLength;
   }
   assert.equal(sm.size, count, 'snapshot holds duplicate keys');
+  if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
+  const tokenKeys = snapshot.readUInt32BE(offset);
+  offset += 4;
+  for (let i = 0; i < tokenKeys; i++) {
+    if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
+    const keyLength = snapshot.readUInt32BE(offset);
+    offset += 4;
+    const key = snapshot.toString('latin1', offset, offset + keyLength);
+    offset += keyLength;
+    if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
+    const recordLength = snapshot.readUInt32BE(offset);
+    offset += 4;
+    if (offset + recordLength > snapshot.length) throw new CorruptRecordError('snapshot truncated');
+    sm.loadTokens(key, decodeTokens(snapshot.subarray(offset, offset + recordLength)));
+    offset += recordLength;
+  }
   if (offset !== snapshot.length) throw new CorruptRecordError('snapshot has trailing bytes');
 }

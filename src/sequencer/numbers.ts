@@ -121,8 +121,29 @@ export function addFloatText(current: Buffer | string | null, increment: Buffer 
   return { ok: true, text };
 }
 
+const HEX_FLOAT_TEXT = /^([-+]?)0[xX]([0-9a-fA-F]*)(?:\.([0-9a-fA-F]*))?(?:[pP]([-+]?\d+))?$/;
+/** Beyond this binary exponent a long double overflows or underflows (strtold: ERANGE). */
+const HEX_EXPONENT_ABS_MAX = 16_500;
+
+/** strtold also reads C99 hexadecimal floats (`0x10`, `0x1.8p3`); their value is exact in decimal. */
+function parseHexFloat(text: string): Decimal | null {
+  const m = HEX_FLOAT_TEXT.exec(text);
+  if (m === null) return null;
+  const whole = m[2] ?? '';
+  const fraction = m[3] ?? '';
+  if (whole.length === 0 && fraction.length === 0) return null;
+  const binaryExponent = (m[4] === undefined ? 0 : Number(m[4])) - 4 * fraction.length;
+  if (!Number.isSafeInteger(binaryExponent) || Math.abs(binaryExponent) > HEX_EXPONENT_ABS_MAX) return null;
+  let mantissa = BigInt(`0x${whole + fraction}`);
+  if (m[1] === '-') mantissa = -mantissa;
+  // m * 2^-k = m * 5^k * 10^-k
+  if (binaryExponent >= 0) return { mantissa: mantissa << BigInt(binaryExponent), exponent: 0 };
+  return { mantissa: mantissa * 5n ** BigInt(-binaryExponent), exponent: binaryExponent };
+}
+
 function parseFloatOperand(bytes: Buffer | string): Decimal | 'infinite' | null {
   const text = typeof bytes === 'string' ? bytes : bytes.toString('latin1');
   if (/^[-+]?inf(inity)?$/i.test(text)) return 'infinite';
+  if (/^[-+]?0[xX]/.test(text)) return text.length > 5000 ? null : parseHexFloat(text);
   return parseDecimal(text);
 }

@@ -3,12 +3,15 @@
 
 import type { Config } from '../config.js';
 import type { Group } from '../multiraft/group.js';
+import type { WindowAllocator } from '../multiraft/window.js';
 import type { Reply } from '../resp/encoder.js';
 import type { Connection } from './connection.js';
 
 export interface ServerContext {
   readonly config: Config;
   readonly group: Group;
+  /** Serves window-mode sequences from memory on this node. */
+  readonly windows: WindowAllocator;
   readonly startedAtMs: number;
   readonly version: string;
   readonly runId: string;

@@ -15,13 +15,15 @@ import type { KeyspaceStore } from '../storage/store.js';
 import { arityOk, type CommandSpec, type CommandTable, type ServerContext, type ServerStats } from './command.js';
 import { ADMIN_COMMANDS } from './commands/admin.js';
 import { CONNECTION_COMMANDS } from './commands/connection.js';
+import { SEQUENCE_COMMANDS } from './commands/sequences.js';
 import { STRING_COMMANDS } from './commands/strings.js';
+import { WindowAllocator } from '../multiraft/window.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { VERSION } from '../version.js';
 
 export function buildCommandTable(): CommandTable {
   const table = new Map<string, CommandSpec>();
-  for (const spec of [...STRING_COMMANDS, ...CONNECTION_COMMANDS, ...ADMIN_COMMANDS]) {
+  for (const spec of [...STRING_COMMANDS, ...SEQUENCE_COMMANDS, ...CONNECTION_COMMANDS, ...ADMIN_COMMANDS]) {
     if (table.has(spec.name)) throw new Error(`command ${spec.name} defined twice`);
     table.set(spec.name, spec);
   }
@@ -52,6 +54,7 @@ export class OrdoServer implements ConnectionHost {
     this.context = {
       config,
       group,
+      windows: new WindowAllocator(group),
       startedAtMs: Date.now(),
       version: VERSION,
       runId: randomBytes(20).toString('hex'),

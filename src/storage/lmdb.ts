@@ -7,7 +7,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { CorruptRecordError, decodeValue, encodeValue } from '../sequencer/codec.js';
+import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
 import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js';
 
@@ -26,6 +26,7 @@ export class LmdbStore implements KeyspaceStore {
   readonly description: string;
   private readonly root: RootDatabase;
   private readonly kv: Database<Buffer, Buffer>;
+  private readonly tokens: Database<Buffer, Buffer>;
   private readonly lockPath: string;
   private closed = false;
 
@@ -33,12 +34,14 @@ export class LmdbStore implements KeyspaceStore {
     dataDir: string,
     root: RootDatabase,
     kv: Database<Buffer, Buffer>,
+    tokens: Database<Buffer, Buffer>,
     lockPath: string,
     private readonly fsync: FsyncMode,
   ) {
     this.description = `lmdb:${join(dataDir, DATA_FILE)}`;
     this.root = root;
     this.kv = kv;
+    this.tokens = tokens;
     this.lockPath = lockPath;
   }
 
@@ -75,6 +78,7 @@ export class LmdbStore implements KeyspaceStore {
       }
       const meta = root.openDB<unknown, string>({ name: 'meta' });
       const kv = root.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
+      const tokens = root.openDB<Buffer, Buffer>({ name: 'tokens', keyEncoding: 'binary', encoding: 'binary' });
       const format = meta.get(FORMAT_KEY);
       if (fresh) {
         meta.putSync(FORMAT_KEY, FORMAT);
@@ -87,7 +91,7 @@ export class LmdbStore implements KeyspaceStore {
           `${dataPath} has data format ${format.version}, this ordo reads format ${FORMAT.version}; refusing to start`,
         );
       }
-      return new LmdbStore(dir, root, kv, lockPath, fsync);
+      return new LmdbStore(dir, root, kv, tokens, lockPath, fsync);
     } catch (e) {
       releaseLock(lockPath);
       throw e;
@@ -95,26 +99,37 @@ export class LmdbStore implements KeyspaceStore {
   }
 
   recover(sm: StateMachine): void {
-    for (const { key, value } of this.kv.getRange()) {
-      try {
-        sm.load(Buffer.from(key).toString('latin1'), decodeValue(value));
-      } catch (e) {
-        if (e instanceof CorruptRecordError) {
-          throw new DataDirectoryError(`corrupt record for key ${JSON.stringify(String(key))}: ${e.message}`);
+    const load = (db: Database<Buffer, Buffer>, into: (key: string, record: Buffer) => void): void => {
+      for (const { key, value } of db.getRange()) {
+        try {
+          into(Buffer.from(key).toString('latin1'), value);
+        } catch (e) {
+          if (e instanceof CorruptRecordError) {
+            throw new DataDirectoryError(`corrupt record for key ${JSON.stringify(String(key))}: ${e.message}`);
+          }
+          throw e;
         }
-        throw e;
       }
-    }
+    };
+    load(this.kv, (key, record) => sm.load(key, decodeValue(record)));
+    load(this.tokens, (key, record) => sm.loadTokens(key, decodeTokens(record)));
   }
 
   async persist(changes: ChangeSet): Promise<void> {
     // All calls below happen in this turn, so lmdb-js commits them in one transaction.
     let last: FlushablePromise | null = null;
     try {
-      if (changes.cleared) last = this.kv.clearAsync() as FlushablePromise;
+      if (changes.cleared) {
+        this.kv.clearAsync();
+        last = this.tokens.clearAsync() as FlushablePromise;
+      }
       for (const [key, value] of changes.values) {
         const keyBytes = Buffer.from(key, 'latin1');
         last = (value === null ? this.kv.remove(keyBytes) : this.kv.put(keyBytes, encodeValue(value))) as FlushablePromise;
+      }
+      for (const [key, table] of changes.tokens) {
+        const keyBytes = Buffer.from(key, 'latin1');
+        last = (table === null ? this.tokens.remove(keyBytes) : this.tokens.put(keyBytes, encodeTokens(table))) as FlushablePromise;
       }
     } catch (e) {
       throw new PersistError(`write failed: ${(e as Error).message}`, 'no');

@@ -12,6 +12,8 @@ export const REDIS_COMPAT_VERSION = '7.0.15';
 const lower = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1').toLowerCase());
 const text = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1'));
 const CONN = { group: 'connection', aclCategories: ['@fast', '@connection'] } as const;
+/** Redis's reply to SELECT with an integer outside the C int range (getIntFromObjectOrReply). */
+const SELECT_INDEX_OUT_OF_INT_RANGE = 'ERR value is out of range, value must between -2147483648 and 2147483647';
 
 /** Checks a password for `user`; ordo has one user, "default". */
 function checkAuth(ctx: ServerContext, user: string, password: string): boolean {
@@ -243,8 +245,10 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
   command({
     name: 'select', arity: 2, flags: ['loading', 'stale', 'fast'], ...CONN, summary: 'Changes the selected database.',
     handler: (_ctx, _conn, args, respond) => {
+      // Redis reads the index as a C int: first as a 64-bit integer, then checks the int range.
       const index = parseInt64(args[1] as Buffer);
-      if (index === null || index > 2147483647n || index < -2147483648n) return respond(R.error(ERR.invalidDbIndex));
+      if (index === null) return respond(R.error(ERR.notInteger));
+      if (index > 2147483647n || index < -2147483648n) return respond(R.error(SELECT_INDEX_OUT_OF_INT_RANGE));
       respond(index === 0n ? R.ok : R.error(ERR.dbIndexOutOfRange));
     },
   }),
@@ -273,7 +277,6 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
         proto = Number(ver) as 2 | 3;
       }
       let auth: [string, string] | null = null;
-      let setName: string | null = null;
       for (let j = 2; j < args.length; j++) {
         const opt = lower(args[j]);
         const more = args.length - j - 1;
@@ -281,7 +284,10 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
           auth = [text(args[j + 1]), text(args[j + 2])];
           j += 2;
         } else if (opt === 'setname' && more >= 1) {
-          setName = text(args[j + 1]);
+          // Redis 7.0 names the client as soon as it reads the option, even when a later option fails.
+          const name = text(args[j + 1]);
+          if (!validName(name)) return respond(R.error(ERR.clientNameSpaces));
+          conn.name = name === '' ? null : name;
           j += 1;
         } else return respond(R.error(helloOptionSyntax(text(args[j]))));
       }
@@ -290,10 +296,6 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
         conn.authenticated = true;
       }
       if (!conn.authenticated) return respond(R.error(ERR.helloNoAuth));
-      if (setName !== null) {
-        if (!validName(setName)) return respond(R.error(ERR.clientNameSpaces));
-        conn.name = setName === '' ? null : setName;
-      }
       conn.proto = proto;
       respond(helloReply(ctx, conn));
     },

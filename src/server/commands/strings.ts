@@ -6,39 +6,18 @@ import { ERR } from '../../errors.js';
 import { globMatch } from '../../glob.js';
 import { R, type Reply } from '../../resp/encoder.js';
 import { INT64_MIN, parseInt64 } from '../../sequencer/numbers.js';
-import type { Op, OpResult, StateMachine } from '../../sequencer/state-machine.js';
-import type { ReadOutcome } from '../../multiraft/group.js';
 import { command, type CommandSpec, type Respond, type ServerContext } from '../command.js';
+import { bulkOrNil, err, keyOf, lower, propose, read } from './common.js';
+import { allocateFromWindow, visibleValue } from './sequences.js';
 
-export const keyOf = (arg: Buffer): string => arg.toString('latin1');
-const lower = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1').toLowerCase());
-const err = (key: keyof typeof ERR): Reply => R.error(ERR[key]);
+export { keyOf, resultReply } from './common.js';
 
-export function resultReply(result: OpResult): Reply {
-  switch (result.type) {
-    case 'int':
-      return R.int(result.value);
-    case 'bulk':
-      return result.value === null ? R.nil : R.bulk(result.value);
-    case 'ok':
-      return R.ok;
-    case 'error':
-      return err(result.error);
-  }
-}
-
-function propose(ctx: ServerContext, op: Op, respond: Respond, map: (r: OpResult) => Reply = resultReply): void {
-  ctx.group.propose(op, (result) => respond(result.type === 'error' ? resultReply(result) : map(result)));
-}
-
-function read<T>(ctx: ServerContext, query: (sm: StateMachine) => T, respond: Respond, map: (value: T) => Reply): void {
-  ctx.group.read(query, (outcome: ReadOutcome<T>) => respond(outcome.ok ? map(outcome.value) : err(outcome.error)));
-}
-
-const bulkOrNil = (value: Buffer | null): Reply => (value === null ? R.nil : R.bulk(value));
-
+/** INCR and friends: a window sequence (or a key the operator made windowed) is served from its window. */
 function incrBy(ctx: ServerContext, key: Buffer, delta: bigint, respond: Respond): void {
-  propose(ctx, { type: 'incrby', key: keyOf(key), delta }, respond);
+  const k = keyOf(key);
+  const viaLog = (): void => propose(ctx, { type: 'incrby', key: k, delta }, respond);
+  if (delta < 1n) return viaLog();
+  allocateFromWindow(ctx, k, delta, (a) => respond(a.ok ? R.int(a.last) : err(a.error)), viaLog);
 }
 
 const WRITE = ['write', 'denyoom', 'fast'];
@@ -84,13 +63,27 @@ function expiryError(expiry: Buffer): Reply {
   return err('notSupportedExpiry');
 }
 
+/**
+ * A SCAN cursor as Redis reads it with strtoul: optional sign, decimal digits,
+ * the empty text is 0, a negative number wraps around 2^64; null when invalid.
+ */
+function parseScanCursor(text: string): bigint | null {
+  const m = /^([-+]?)(\d*)$/.exec(text);
+  if (m === null) return null;
+  const digits = m[2] ?? '';
+  if (digits === '') return m[1] === '' ? 0n : null;
+  const value = BigInt(digits);
+  if (value > 0xffffffffffffffffn) return null;
+  return m[1] === '-' && value !== 0n ? (1n << 64n) - value : value;
+}
+
 function scanReply(ctx: ServerContext, args: readonly Buffer[], respond: Respond): void {
-  const cursorText = args[1]?.toString('latin1') ?? '';
-  if (!/^\d+$/.test(cursorText) || BigInt(cursorText) > 0xffffffffffffffffn) {
+  const cursorValue = parseScanCursor(args[1]?.toString('latin1') ?? '');
+  if (cursorValue === null) {
     respond(err('invalidCursor'));
     return;
   }
-  const cursor = Number(BigInt(cursorText) > 0xffffffffn ? 0x100000000n : BigInt(cursorText));
+  const cursor = Number(cursorValue > 0xffffffffn ? 0x100000000n : cursorValue);
   let count = 10;
   let pattern: string | null = null;
   let type: string | null = null;
@@ -172,7 +165,7 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     name: 'get', arity: 2, flags: READ, ...ONE_KEY, ...STRING_READ, summary: 'Returns the string value of a key.',
     handler: (ctx, _c, args, respond) => {
       const key = keyOf(args[1] as Buffer);
-      read(ctx, (sm) => sm.getBytes(key), respond, bulkOrNil);
+      read(ctx, (sm) => visibleValue(ctx, sm, key), respond, bulkOrNil);
     },
   }),
   command({
@@ -209,7 +202,7 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     summary: 'Atomically returns the string values of one or more keys.',
     handler: (ctx, _c, args, respond) => {
       const keys = args.slice(1).map(keyOf);
-      read(ctx, (sm) => keys.map((k) => sm.getBytes(k)), respond, (values) => R.array(values.map(bulkOrNil)));
+      read(ctx, (sm) => keys.map((k) => visibleValue(ctx, sm, k)), respond, (values) => R.array(values.map(bulkOrNil)));
     },
   }),
   command({

@@ -1,0 +1,161 @@
+// Window mode: the leader reserves a window of a sequence's values through the
+// group (one durable log entry) and then hands them out from memory, reserving
+// the next window before this one runs out, so serving never waits on a disk
+// or a commit. Requests are served strictly in arrival order (FIFO), so a
+// request that arrived later never gets a smaller value than one that arrived
+// earlier, even when the earlier one had to wait for a reservation.
+//
+// Every serve first checks that the key still holds the sequence the window was
+// cut from (same id, still window mode): a window of a deleted or recreated
+// sequence is never served. A node that restarts (or, with Raft, a new leader)
+// starts with no window and reserves above the highest value ever reserved, so
+// the rest of an old window becomes a gap, never a duplicate.
+
+import assert from 'node:assert/strict';
+import type { ErrorKey } from '../errors.js';
+import { isSequence, type Sequence } from '../sequencer/sequence.js';
+import type { OpResult } from '../sequencer/state-machine.js';
+import type { Group } from './group.js';
+
+export type Allocation =
+  | { readonly ok: true; readonly first: bigint; readonly last: bigint }
+  | { readonly ok: false; readonly error: ErrorKey | 'retry' };
+
+interface Request {
+  readonly count: bigint;
+  readonly done: (a: Allocation) => void;
+}
+
+interface KeyWindow {
+  readonly seqId: string;
+  readonly step: bigint;
+  /** Next value to hand out; the window is empty when next > end. */
+  next: bigint;
+  end: bigint;
+  /** The last value handed out from this node's windows (null before the first). */
+  lastServed: bigint | null;
+  reserving: boolean;
+  readonly queue: Request[];
+}
+
+/** Bound on requests waiting for a reservation per key; past it, requests are told to retry. */
+export const WINDOW_QUEUE_MAX = 100_000;
+
+export interface WindowStats {
+  readonly keys: number;
+  readonly reservations: number;
+  readonly served: number;
+}
+
+export class WindowAllocator {
+  private readonly windows = new Map<string, KeyWindow>();
+  private reservations = 0;
+  private served = 0;
+
+  constructor(private readonly group: Group) {}
+
+  get stats(): WindowStats {
+    return { keys: this.windows.size, reservations: this.reservations, served: this.served };
+  }
+
+  /** The last value this node handed out for the key's current sequence, if it has served any. */
+  lastServed(key: string, seq: Sequence): bigint | null {
+    const w = this.windows.get(key);
+    return w !== undefined && w.seqId === seq.id ? w.lastServed : null;
+  }
+
+  /** The window being served, for SEQINFO. */
+  window(key: string, seq: Sequence): { next: bigint; end: bigint } | null {
+    const w = this.windows.get(key);
+    return w !== undefined && w.seqId === seq.id && w.next <= w.end ? { next: w.next, end: w.end } : null;
+  }
+
+  /** Forgets every window (leadership lost, or the node stops serving). */
+  reset(): void {
+    for (const w of this.windows.values()) this.failAll(w, 'retry');
+    this.windows.clear();
+  }
+
+  /** Allocates `count` consecutive values (by the sequence's step) of window sequence `seq` at `key`. */
+  allocate(key: string, seq: Sequence, count: bigint, done: (a: Allocation) => void): void {
+    assert.equal(seq.mode, 'window');
+    assert.ok(count >= 1n);
+    let w = this.windows.get(key);
+    if (w === undefined || w.seqId !== seq.id) {
+      if (w !== undefined) this.failAll(w, 'retry');
+      w = { seqId: seq.id, step: seq.step, next: 1n, end: 0n, lastServed: null, reserving: false, queue: [] };
+      this.windows.set(key, w);
+    }
+    if (w.queue.length >= WINDOW_QUEUE_MAX) {
+      done({ ok: false, error: 'retry' });
+      return;
+    }
+    w.queue.push({ count, done });
+    this.serve(key, w, seq);
+  }
+
+  private remaining(w: KeyWindow): bigint {
+    return w.next > w.end ? 0n : (w.end - w.next) / w.step + 1n;
+  }
+
+  /** Serves queued requests in order while the window holds enough; reserves ahead. */
+  private serve(key: string, w: KeyWindow, seq: Sequence): void {
+    while (w.queue.length > 0) {
+      const head = w.queue[0] as Request;
+      if (this.remaining(w) < head.count) break;
+      w.queue.shift();
+      const first = w.next;
+      const last = first + (head.count - 1n) * w.step;
+      w.next = last + w.step;
+      w.lastServed = last;
+      this.served++;
+      head.done({ ok: true, first, last });
+    }
+    const head = w.queue[0];
+    const lowWater = seq.windowSize / 2n;
+    if (!w.reserving && (head !== undefined || this.remaining(w) <= lowWater)) {
+      const needed = head === undefined ? 1n : head.count - this.remaining(w);
+      this.reserve(key, w, seq, needed > 0n ? needed : 1n);
+    }
+  }
+
+  private reserve(key: string, w: KeyWindow, seq: Sequence, minCount: bigint): void {
+    w.reserving = true;
+    this.reservations++;
+    this.group.propose({ type: 'reserve', key, id: w.seqId, minCount }, (result: OpResult) => {
+      w.reserving = false;
+      if (this.windows.get(key) !== w) return; // reset meanwhile; its requests were answered
+      if (result.type === 'range') {
+        // Windows reserved one after another by the same node are contiguous;
+        // anything else (never expected) drops the rest of the old one: a gap, never a repeat.
+        if (result.first === w.end + w.step && w.next <= w.end) w.end = result.last;
+        else {
+          w.next = result.first;
+          w.end = result.last;
+        }
+        const current = this.group.peek(key);
+        if (isSequence(current) && current.id === w.seqId) this.serve(key, w, current);
+        else this.dropKey(key, w, 'retry');
+        return;
+      }
+      if (result.type === 'error' && result.error === 'seqMax') {
+        // The head request cannot be served whole: it fails, nothing allocated; later ones may fit.
+        const head = w.queue.shift();
+        head?.done({ ok: false, error: 'seqMax' });
+        if (w.queue.length > 0) this.serve(key, w, seq);
+        return;
+      }
+      this.dropKey(key, w, result.type === 'error' && result.error !== 'seqGone' ? result.error : 'retry');
+    });
+  }
+
+  private dropKey(key: string, w: KeyWindow, error: ErrorKey | 'retry'): void {
+    this.windows.delete(key);
+    this.failAll(w, error);
+  }
+
+  private failAll(w: KeyWindow, error: ErrorKey | 'retry'): void {
+    const queued = w.queue.splice(0);
+    for (const r of queued) r.done({ ok: false, error });
+  }
+}
