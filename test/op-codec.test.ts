@@ -11,6 +11,18 @@ const int64 = fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n });
 // fast-check records have no prototype; spread them into plain objects like the decoder makes.
 const plain = <T extends object>(arb: fc.Arbitrary<T>): fc.Arbitrary<T> => arb.map((r) => ({ ...r }));
 
+const spec = plain(
+  fc.record({
+    id: key,
+    mode: fc.constantFrom('strict' as const, 'window' as const),
+    start: int64,
+    step: fc.bigInt({ min: 1n, max: 1000n }),
+    max: int64,
+    windowSize: fc.bigInt({ min: 1n, max: 100000n }),
+  }),
+);
+const policy = plain(fc.record({ retentionMs: fc.nat(), perKeyMax: fc.integer({ min: 1, max: 100000 }) }));
+
 const op: fc.Arbitrary<Op> = fc.oneof(
   plain(fc.record({ type: fc.constant('incrby' as const), key, delta: int64 })),
   plain(fc.record({ type: fc.constant('incrbyfloat' as const), key, increment: bytes })),
@@ -26,6 +38,29 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     .map((pairs) => ({ type: 'mset' as const, keys: pairs.map((p) => p[0]), values: pairs.map((p) => p[1]) })),
   plain(fc.record({ type: fc.constant('del' as const), keys: fc.array(key, { maxLength: 5 }) })),
   fc.constant({ type: 'flushall' as const }),
+  plain(fc.record({ type: fc.constant('seqcreate' as const), key, spec, replace: fc.boolean() })),
+  plain(fc.record({ type: fc.constant('adopt' as const), key, spec })),
+  plain(
+    fc.record({
+      type: fc.constant('seqnext' as const),
+      key,
+      count: fc.bigInt({ min: 1n, max: 1n << 40n }),
+      range: fc.boolean(),
+      token: fc.option(key, { nil: null }),
+      nowMs: fc.nat(),
+      policy,
+    }),
+  ),
+  plain(fc.record({ type: fc.constant('reserve' as const), key, id: key, minCount: fc.bigInt({ min: 1n, max: 1n << 40n }) })),
+  plain(
+    fc.record({
+      type: fc.constant('token' as const),
+      key,
+      token: key,
+      record: plain(fc.record({ first: int64, last: int64, count: fc.bigInt({ min: 1n, max: 1n << 40n }), range: fc.boolean(), atMs: fc.nat() })),
+      policy,
+    }),
+  ),
 );
 
 describe('op codec', () => {

@@ -5,12 +5,26 @@
 // op    := u8 tag, fields (keys and byte strings as u32 length + bytes,
 //          integers as int64 big-endian, flags as u8)
 
+import type { SequenceSpec, TokenPolicy, TokenRecord } from './sequence.js';
 import type { Op } from './state-machine.js';
 
 const ENTRY_VERSION = 1;
 
-const TAG = { incrby: 1, incrbyfloat: 2, set: 3, mset: 4, del: 5, flushall: 6 } as const;
+const TAG = {
+  incrby: 1,
+  incrbyfloat: 2,
+  set: 3,
+  mset: 4,
+  del: 5,
+  flushall: 6,
+  seqcreate: 7,
+  adopt: 8,
+  seqnext: 9,
+  reserve: 10,
+  token: 11,
+} as const;
 const CONDITIONS = ['always', 'nx', 'xx'] as const;
+const MODES = ['strict', 'window'] as const;
 
 export class OpDecodeError extends Error {}
 
@@ -40,6 +54,12 @@ class Writer {
   i64(v: bigint): void {
     this.room(8);
     this.scratch.writeBigInt64BE(v, this.used);
+    this.used += 8;
+  }
+
+  f64(v: number): void {
+    this.room(8);
+    this.scratch.writeDoubleBE(v, this.used);
     this.used += 8;
   }
 
@@ -89,6 +109,13 @@ class Reader {
     return v;
   }
 
+  f64(): number {
+    this.need(8);
+    const v = this.buf.readDoubleBE(this.offset);
+    this.offset += 8;
+    return v;
+  }
+
   bytes(): Buffer {
     const n = this.u32();
     this.need(n);
@@ -111,6 +138,7 @@ class Reader {
 }
 
 function writeOp(w: Writer, op: Op): void {
+  // Every op type has an encoding: the compiler checks the switch is exhaustive.
   switch (op.type) {
     case 'incrby':
       w.u8(TAG.incrby);
@@ -145,7 +173,74 @@ function writeOp(w: Writer, op: Op): void {
     case 'flushall':
       w.u8(TAG.flushall);
       return;
+    case 'seqcreate':
+      w.u8(TAG.seqcreate);
+      w.key(op.key);
+      writeSpec(w, op.spec);
+      w.u8(op.replace ? 1 : 0);
+      return;
+    case 'adopt':
+      w.u8(TAG.adopt);
+      w.key(op.key);
+      writeSpec(w, op.spec);
+      return;
+    case 'seqnext':
+      w.u8(TAG.seqnext);
+      w.key(op.key);
+      w.i64(op.count);
+      w.u8(op.range ? 1 : 0);
+      w.u8(op.token === null ? 0 : 1);
+      if (op.token !== null) w.key(op.token);
+      w.f64(op.nowMs);
+      writePolicy(w, op.policy);
+      return;
+    case 'reserve':
+      w.u8(TAG.reserve);
+      w.key(op.key);
+      w.key(op.id);
+      w.i64(op.minCount);
+      return;
+    case 'token':
+      w.u8(TAG.token);
+      w.key(op.key);
+      w.key(op.token);
+      w.i64(op.record.first);
+      w.i64(op.record.last);
+      w.i64(op.record.count);
+      w.u8(op.record.range ? 1 : 0);
+      w.f64(op.record.atMs);
+      writePolicy(w, op.policy);
+      return;
+    default: {
+      const unknown: never = op;
+      throw new Error(`op codec: no encoding for ${JSON.stringify(unknown)}`);
+    }
   }
+}
+
+function writeSpec(w: Writer, spec: SequenceSpec): void {
+  w.key(spec.id);
+  w.u8(MODES.indexOf(spec.mode));
+  w.i64(spec.start);
+  w.i64(spec.step);
+  w.i64(spec.max);
+  w.i64(spec.windowSize);
+}
+
+function readSpec(r: Reader): SequenceSpec {
+  const id = r.key();
+  const mode = MODES[r.u8()];
+  if (mode === undefined) throw new OpDecodeError('bad sequence mode');
+  return { id, mode, start: r.i64(), step: r.i64(), max: r.i64(), windowSize: r.i64() };
+}
+
+function writePolicy(w: Writer, policy: TokenPolicy): void {
+  w.f64(policy.retentionMs);
+  w.u32(policy.perKeyMax);
+}
+
+function readPolicy(r: Reader): TokenPolicy {
+  return { retentionMs: r.f64(), perKeyMax: r.u32() };
 }
 
 function readOp(r: Reader): Op {
@@ -180,6 +275,34 @@ function readOp(r: Reader): Op {
     }
     case TAG.flushall:
       return { type: 'flushall' };
+    case TAG.seqcreate: {
+      const key = r.key();
+      const spec = readSpec(r);
+      return { type: 'seqcreate', key, spec, replace: r.u8() === 1 };
+    }
+    case TAG.adopt: {
+      const key = r.key();
+      return { type: 'adopt', key, spec: readSpec(r) };
+    }
+    case TAG.seqnext: {
+      const key = r.key();
+      const count = r.i64();
+      const range = r.u8() === 1;
+      const token = r.u8() === 1 ? r.key() : null;
+      const nowMs = r.f64();
+      return { type: 'seqnext', key, count, range, token, nowMs, policy: readPolicy(r) };
+    }
+    case TAG.reserve: {
+      const key = r.key();
+      const id = r.key();
+      return { type: 'reserve', key, id, minCount: r.i64() };
+    }
+    case TAG.token: {
+      const key = r.key();
+      const token = r.key();
+      const record: TokenRecord = { first: r.i64(), last: r.i64(), count: r.i64(), range: r.u8() === 1, atMs: r.f64() };
+      return { type: 'token', key, token, record, policy: readPolicy(r) };
+    }
     default:
       throw new OpDecodeError(`unknown op tag ${tag}`);
   }
