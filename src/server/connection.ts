@@ -55,6 +55,8 @@ export class Connection {
   private readonly decoder: RequestDecoder;
   /** Replies in request order; `undefined` while a command is still running. */
   private readonly replies: (Reply | undefined)[] = [];
+  /** The protocol each reply is encoded in: the connection's when its command ran (HELLO switches it for its own reply). */
+  private readonly replyProtos: Protocol[] = [];
   /** Index in `replies` of the next reply to write. */
   private repliesHead = 0;
   /** Sequence number (count of commands received before it) of `replies[0]`. */
@@ -131,15 +133,19 @@ export class Connection {
       this.lastCommandAtMs = Date.now();
       const seq = this.repliesBase + this.replies.length;
       this.replies.push(undefined);
+      this.replyProtos.push(this.proto);
       let answered = false;
+      let dispatching = true;
       this.host.dispatch(this, args, (reply) => {
         assert.equal(answered, false, 'a command replied twice');
         answered = true;
         if (this.closing) return;
         const index = seq - this.repliesBase;
         this.replies[index] = reply;
+        if (dispatching) this.replyProtos[index] = this.proto;
         if (index === this.repliesHead) scheduleFlush(this);
       });
+      dispatching = false;
     }
   }
 
@@ -147,6 +153,7 @@ export class Connection {
   private protocolFailure(message: string): void {
     const index = this.replies.length;
     this.replies.push(R.error(protocolError(message)));
+    this.replyProtos.push(this.proto);
     this.closeAfterFlush = true;
     if (index === this.repliesHead) scheduleFlush(this);
   }
@@ -163,12 +170,13 @@ export class Connection {
     while (this.repliesHead < this.replies.length) {
       const reply = this.replies[this.repliesHead];
       if (reply === undefined) break;
-      encodeInto(reply, this.proto, parts);
+      encodeInto(reply, this.replyProtos[this.repliesHead] ?? this.proto, parts);
       this.host.onReply(reply);
       this.repliesHead++;
     }
     if (this.repliesHead === this.replies.length || (this.repliesHead > 1024 && this.repliesHead * 2 > this.replies.length)) {
       this.replies.splice(0, this.repliesHead);
+      this.replyProtos.splice(0, this.repliesHead);
       this.repliesBase += this.repliesHead;
       this.repliesHead = 0;
     }

@@ -110,6 +110,11 @@ function infoSections(ctx: ServerContext): Section[] {
       ['ops_per_batch_avg', stats.batchesPersisted === 0 ? '0.00' : (stats.opsPersisted / stats.batchesPersisted).toFixed(2)],
       ['batches_in_flight', stats.batchesInFlight],
       ['persist_failures', stats.persistFailures],
+      ['default_mode', ctx.config.defaultMode],
+      ['window_keys', ctx.config.windowKeys.join(',')],
+      ['window_sequences_served', ctx.windows.stats.keys],
+      ['window_reservations', ctx.windows.stats.reservations],
+      ['window_allocations', ctx.windows.stats.served],
     ]],
   ];
 }
