@@ -1,0 +1,1202 @@
+// One Raft group member as a pure, deterministic state machine.
+//
+// Driving loop (see docs/raft.md):
+//   node.tick()            on every logical clock tick
+//   node.step(msg)         for every message received
+//   node.propose(data)     to append a command (leader only)
+//   if (node.hasReady()) {
+//     const rd = node.ready();
+//     send rd.messages                       (safe to send at once)
+//     persist rd.snapshot, rd.entries, rd.hardState (in this order), make durable
+//     node.advance()                         (confirms durability)
+//     apply rd.committedEntries, serve rd.readStates
+//   }
+//
+// Persistence contract: every message whose meaning depends on durable state
+// (vote grants, append acks, vote requests, snapshot-installed acks) is held
+// inside the node and only released by advance() of the Ready that persisted
+// that state; Ready.messages never depend on anything not yet durable. The
+// leader's own appends go out in the same Ready that asks to persist them
+// (Raft thesis 10.2.1); the leader counts itself toward commit only up to the
+// index advance() confirmed durable.
+
+import assert from "node:assert/strict";
+import { ConfChange, applyConfChange, decodeConfState, encodeConfState } from "./confchange.js";
+import { RaftLog } from "./log.js";
+import { Progress, ProgressState } from "./progress.js";
+import { Storage } from "./storage.js";
+import {
+  ConfState,
+  Entry,
+  EntryType,
+  HardState,
+  Message,
+  MessageType,
+  NodeId,
+  ReadState,
+  Snapshot,
+  SnapshotMeta,
+  assertIndex,
+  newMessage,
+} from "./types.js";
+
+export const Role = {
+  Follower: "follower",
+  PreCandidate: "preCandidate",
+  Candidate: "candidate",
+  Leader: "leader",
+} as const;
+export type Role = (typeof Role)[keyof typeof Role];
+
+export interface RaftConfig {
+  readonly id: NodeId;
+  readonly storage: Storage;
+  /** Uniform random number in [0, 1); the only source of randomness. */
+  readonly random: () => number;
+  /** Base election timeout; the actual one is uniform in [this, 2 * this). */
+  readonly electionTimeoutTicks?: number;
+  readonly heartbeatIntervalTicks?: number;
+  readonly preVote?: boolean;
+  readonly checkQuorum?: boolean;
+  /** Max bytes of entries in one append message (at least one entry is always sent). */
+  readonly maxAppendBytes?: number;
+  /** Max append messages in flight to one follower (pipelining window). */
+  readonly maxInflightAppends?: number;
+  /** Max entries appended but not yet committed; propose() refuses beyond it. */
+  readonly maxUncommittedEntries?: number;
+  /** Max bytes of committed entries handed out in one Ready. */
+  readonly maxApplyBytes?: number;
+  /** Bytes of snapshot data per snapshot message. */
+  readonly snapshotChunkBytes?: number;
+  /**
+   * Bound on clock drift between members over one election timeout, in ticks.
+   * A lease read is served only if a quorum acknowledged a message sent less
+   * than electionTimeoutTicks - leaseClockDriftTicks ticks ago.
+   */
+  readonly leaseClockDriftTicks?: number;
+  /**
+   * A follower that streams (or probes) without any acknowledgement for this
+   * many ticks is probed again from its match index (lost appends).
+   */
+  readonly appendRetransmitTicks?: number;
+  /** A learner may be promoted only if its match index is within this many entries of the leader's last index. */
+  readonly maxPromoteLagEntries?: number;
+}
+
+/** Documented defaults of every RaftConfig limit. */
+export const RAFT_DEFAULTS = {
+  electionTimeoutTicks: 10,
+  heartbeatIntervalTicks: 1,
+  preVote: true,
+  checkQuorum: true,
+  maxAppendBytes: 1024 * 1024,
+  maxInflightAppends: 64,
+  maxUncommittedEntries: 8192,
+  maxApplyBytes: 64 * 1024 * 1024,
+  snapshotChunkBytes: 256 * 1024,
+  leaseClockDriftTicks: 2,
+  maxPromoteLagEntries: 64,
+  appendRetransmitTicks: 5,
+} as const;
+
+export interface Ready {
+  /** Hard state to persist, if it changed. */
+  readonly hardState: HardState | null;
+  /** Snapshot to install in storage (before `entries`), if one arrived. */
+  readonly snapshot: Snapshot | null;
+  /** Entries to append to storage (dropping existing entries at and after entries[0].index). */
+  readonly entries: Entry[];
+  /** Committed entries to apply, in order (only entries already durable locally). */
+  readonly committedEntries: Entry[];
+  /** Messages to send now; none of them depends on this Ready's persistence. */
+  readonly messages: Message[];
+  /** Reads that may be served once the application applied ReadState.index. */
+  readonly readStates: ReadState[];
+  /** Read request ids that will never complete here (leadership lost): retry elsewhere. */
+  readonly droppedReads: number[];
+}
+
+export type ProposeResult =
+  | { readonly ok: true; readonly index: number; readonly term: number }
+  | { readonly ok: false; readonly reason: "notLeader" | "transferring" | "overloaded" | "confChangePending" | "invalid"; readonly leader: NodeId | null; readonly detail?: string };
+
+export type ReadResult = "ok" | "notLeader" | "notReady";
+
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly role: Role;
+  readonly term: number;
+  readonly vote: NodeId | null;
+  readonly leader: NodeId | null;
+  readonly commit: number;
+  readonly applied: number;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly persistedIndex: number;
+  readonly conf: ConfState;
+}
+
+interface PendingRead {
+  readonly requestId: number;
+  readonly index: number;
+  readonly seq: number;
+  /** Node that asked (self, or a follower that forwarded the request). */
+  readonly from: NodeId;
+}
+
+interface IncomingSnapshot {
+  readonly term: number;
+  readonly leader: NodeId;
+  readonly meta: SnapshotMeta;
+  readonly chunks: Uint8Array[];
+  received: number;
+}
+
+interface OutstandingReady {
+  readonly lastEntryIndex: number;
+  readonly lastEntryTerm: number;
+  readonly snapshotIndex: number;
+  readonly release: Message[];
+}
+
+const EMPTY = new Uint8Array(0);
+
+export class RaftNode {
+  readonly id: NodeId;
+  private readonly random: () => number;
+  readonly electionTimeoutTicks: number;
+  private readonly heartbeatIntervalTicks: number;
+  private readonly preVote: boolean;
+  private readonly checkQuorum: boolean;
+  private readonly maxAppendBytes: number;
+  private readonly maxInflightAppends: number;
+  private readonly maxUncommittedEntries: number;
+  private readonly maxApplyBytes: number;
+  private readonly snapshotChunkBytes: number;
+  private readonly leaseClockDriftTicks: number;
+  private readonly maxPromoteLagEntries: number;
+  private readonly appendRetransmitTicks: number;
+
+  readonly log: RaftLog;
+  term = 0;
+  vote: NodeId | null = null;
+  leader: NodeId | null = null;
+  role: Role = Role.Follower;
+
+  private voters: NodeId[] = [];
+  private learners: NodeId[] = [];
+  private voterSet = new Set<NodeId>();
+  private baseConf: ConfState;
+  private confHistory: { index: number; conf: ConfState }[] = [];
+
+  private readonly progress = new Map<NodeId, Progress>();
+  private readonly votes = new Map<NodeId, boolean>();
+
+  /** Monotonic tick counter (never reset). */
+  private tickCount = 0;
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  /** Ticks since we last heard from a leader (or started): vote requests inside it are ignored. */
+  private ticksSinceLeaderContact = 0;
+
+  private leadTransferee: NodeId | null = null;
+  /**
+   * Set once this leader sent TimeoutNow in its term: the target may win an
+   * election that ignores leases at any later time (the message may be
+   * delayed), so lease reads stop for the rest of the term.
+   */
+  private leaseRevoked = false;
+  private pendingConfIndex = 0;
+  /** Leader: appends (new entries or a new commit index) must be sent at the next ready(). */
+  private needBroadcast = false;
+
+  private readSeq = 0;
+  private pendingReads: PendingRead[] = [];
+  private readStates: ReadState[] = [];
+  private droppedReads: number[] = [];
+
+  private incomingSnapshot: IncomingSnapshot | null = null;
+
+  /** Messages safe to send now. */
+  private msgs: Message[] = [];
+  /** Messages that depend on state not yet handed out for persistence. */
+  private msgsAfterPersist: Message[] = [];
+  private outstanding: OutstandingReady | null = null;
+  private lastHardState: HardState;
+
+  private readonly scratch: number[] = [];
+
+  constructor(cfg: RaftConfig) {
+    this.id = cfg.id;
+    this.random = cfg.random;
+    this.electionTimeoutTicks = cfg.electionTimeoutTicks ?? RAFT_DEFAULTS.electionTimeoutTicks;
+    this.heartbeatIntervalTicks = cfg.heartbeatIntervalTicks ?? RAFT_DEFAULTS.heartbeatIntervalTicks;
+    this.preVote = cfg.preVote ?? RAFT_DEFAULTS.preVote;
+    this.checkQuorum = cfg.checkQuorum ?? RAFT_DEFAULTS.checkQuorum;
+    this.maxAppendBytes = cfg.maxAppendBytes ?? RAFT_DEFAULTS.maxAppendBytes;
+    this.maxInflightAppends = cfg.maxInflightAppends ?? RAFT_DEFAULTS.maxInflightAppends;
+    this.maxUncommittedEntries = cfg.maxUncommittedEntries ?? RAFT_DEFAULTS.maxUncommittedEntries;
+    this.maxApplyBytes = cfg.maxApplyBytes ?? RAFT_DEFAULTS.maxApplyBytes;
+    this.snapshotChunkBytes = cfg.snapshotChunkBytes ?? RAFT_DEFAULTS.snapshotChunkBytes;
+    this.leaseClockDriftTicks = cfg.leaseClockDriftTicks ?? RAFT_DEFAULTS.leaseClockDriftTicks;
+    this.maxPromoteLagEntries = cfg.maxPromoteLagEntries ?? RAFT_DEFAULTS.maxPromoteLagEntries;
+    this.appendRetransmitTicks = cfg.appendRetransmitTicks ?? RAFT_DEFAULTS.appendRetransmitTicks;
+    assert.ok(this.heartbeatIntervalTicks >= 1 && this.electionTimeoutTicks > this.heartbeatIntervalTicks);
+    assert.ok(this.leaseClockDriftTicks >= 0 && this.leaseClockDriftTicks < this.electionTimeoutTicks);
+    assert.ok(this.snapshotChunkBytes >= 1 && this.maxInflightAppends >= 1);
+
+    const storage = cfg.storage;
+    const { hardState, snapshotConf } = storage.initialState();
+    assertIndex(hardState.term, "term");
+    this.term = hardState.term;
+    this.vote = hardState.vote;
+    this.lastHardState = hardState;
+    this.log = new RaftLog(storage, hardState.commit);
+    this.baseConf = snapshotConf;
+    // Membership is applied on append: replay the conf entries still in the log.
+    const first = storage.firstIndex();
+    const last = storage.lastIndex();
+    if (last >= first) {
+      for (const e of storage.entries(first, last + 1, Number.MAX_SAFE_INTEGER)) {
+        if (e.type === EntryType.ConfChange) this.confHistory.push({ index: e.index, conf: decodeConfState(e.data) });
+      }
+    }
+    this.setConf(this.currentConf());
+    this.becomeFollower(this.term, null);
+    // A node that ran before may have been part of a leader's lease quorum
+    // just before it restarted: it ignores vote requests for one election
+    // timeout after start, as if it had just heard from that leader. A brand
+    // new node (term 0) never promised anything.
+    this.ticksSinceLeaderContact = this.term > 0 ? 0 : this.electionTimeoutTicks;
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  tick(): void {
+    this.tickCount++;
+    if (this.role === Role.Leader) this.tickLeader();
+    else this.tickElection();
+  }
+
+  step(m: Message): void {
+    assert.equal(m.to, this.id, "message for another node");
+    assertIndex(m.term, "message term");
+    if (m.term > this.term) {
+      if ((m.type === "vote" || m.type === "preVote") && !m.transfer && this.inLease()) {
+        return; // we heard from a leader recently: do not help depose it
+      }
+      if (m.type === "preVote") {
+        // Pre-vote never changes our term.
+      } else if (m.type === "preVoteResp" && !m.reject) {
+        // Granted pre-votes carry the future term we asked about.
+      } else if (m.type === "append" || m.type === "heartbeat" || m.type === "snapshot") {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, null);
+      }
+    } else if (m.term < this.term) {
+      if (m.type === "append" || m.type === "heartbeat") {
+        // A stale leader: tell it our term so it steps down.
+        this.sendHeld(newMessage("appendResp", this.id, m.from, this.term));
+      } else if (m.type === "preVote") {
+        const r = newMessage("preVoteResp", this.id, m.from, this.term);
+        r.reject = true;
+        this.msgs.push(r);
+      }
+      return;
+    }
+
+    switch (m.type) {
+      case "preVote":
+      case "vote":
+        this.handleVoteRequest(m);
+        return;
+      case "timeoutNow":
+        if (this.promotable() && this.role !== Role.Leader) this.campaign(false, true);
+        return;
+      case "readIndexResp":
+        // Confirmed by the leader of this term after the request was made: valid whatever our role is now.
+        if (m.reject) this.droppedReads.push(m.requestId);
+        else this.readStates.push({ requestId: m.requestId, index: m.index });
+        return;
+      case "readIndex":
+        if (this.role !== Role.Leader) {
+          const r = newMessage("readIndexResp", this.id, m.from, this.term);
+          r.requestId = m.requestId;
+          r.reject = true;
+          this.msgs.push(r);
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    switch (this.role) {
+      case Role.Leader:
+        this.stepLeader(m);
+        return;
+      case Role.Candidate:
+      case Role.PreCandidate:
+        this.stepCandidate(m);
+        return;
+      case Role.Follower:
+        this.stepFollower(m);
+        return;
+    }
+  }
+
+  /** Start an election now (as if the election timeout fired), with pre-vote if enabled. */
+  hup(): void {
+    if (this.role === Role.Leader || !this.promotable()) return;
+    this.campaign(this.preVote, false);
+  }
+
+  /** Append a normal entry. Batch many operations into one entry where possible. */
+  propose(data: Uint8Array): ProposeResult {
+    return this.proposeEntry(EntryType.Normal, data);
+  }
+
+  /** Propose a single-server membership change (one at a time). */
+  proposeConfChange(cc: ConfChange): ProposeResult {
+    if (this.role !== Role.Leader) return { ok: false, reason: "notLeader", leader: this.leader };
+    if (this.pendingConfIndex > this.log.committed) return { ok: false, reason: "confChangePending", leader: this.id };
+    const next = applyConfChange(this.currentConf(), cc);
+    if (typeof next === "string") return { ok: false, reason: "invalid", leader: this.id, detail: next };
+    if (cc.op === "promote") {
+      const pr = this.progress.get(cc.nodeId);
+      if (pr === undefined || pr.match + this.maxPromoteLagEntries < this.log.lastIndex()) {
+        return { ok: false, reason: "invalid", leader: this.id, detail: `${cc.nodeId} has not caught up` };
+      }
+    }
+    return this.proposeEntry(EntryType.ConfChange, encodeConfState(next));
+  }
+
+  /**
+   * Ask for a linearizable read. 'safe' uses ReadIndex (a heartbeat round);
+   * 'lease' answers at once while the check-quorum lease holds, else falls
+   * back to ReadIndex. The answer arrives as a ReadState in a later Ready
+   * (possibly the next one), or the id appears in Ready.droppedReads.
+   */
+  read(requestId: number, mode: "safe" | "lease" = "safe"): ReadResult {
+    if (this.role !== Role.Leader) {
+      if (this.leader === null) return "notLeader";
+      const m = newMessage("readIndex", this.id, this.leader, this.term);
+      m.requestId = requestId;
+      this.msgs.push(m);
+      return "ok";
+    }
+    return this.leaderRead(requestId, this.id, mode);
+  }
+
+  /** Hand leadership to `target` (a voter): bring it up to date, then send it TimeoutNow. */
+  transferLeadership(target: NodeId): boolean {
+    if (this.role !== Role.Leader || target === this.id || !this.voterSet.has(target)) return false;
+    const pr = this.progress.get(target);
+    if (pr === undefined) return false;
+    this.leadTransferee = target;
+    this.electionElapsed = 0; // the transfer is abandoned after one election timeout
+    if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(target);
+    else this.sendAppend(target, pr, true);
+    return true;
+  }
+
+  hasReady(): boolean {
+    if (this.outstanding !== null) return false;
+    if (this.role === Role.Leader && this.needBroadcast) return true;
+    return (
+      this.msgs.length > 0 ||
+      this.msgsAfterPersist.length > 0 ||
+      this.hardStateChanged() ||
+      this.log.hasUnstableEntries() ||
+      (this.log.unstableSnapshot !== null && !this.log.snapshotInProgress) ||
+      this.log.hasCommittedToApply() ||
+      this.readStates.length > 0 ||
+      this.droppedReads.length > 0
+    );
+  }
+
+  ready(): Ready {
+    assert.equal(this.outstanding, null, "ready() called before advance() of the previous Ready");
+    if (this.role === Role.Leader && this.needBroadcast) this.broadcastAppend();
+    const hardState = this.hardStateChanged() ? { term: this.term, vote: this.vote, commit: this.log.committed } : null;
+    if (hardState !== null) this.lastHardState = hardState;
+    let snapshot: Snapshot | null = null;
+    if (this.log.unstableSnapshot !== null && !this.log.snapshotInProgress) {
+      snapshot = this.log.unstableSnapshot;
+      this.log.snapshotInProgress = true;
+    }
+    const entries = this.log.takeUnstableEntries();
+    const committedEntries = this.log.takeCommittedEntries(this.maxApplyBytes);
+    const messages = this.msgs;
+    this.msgs = [];
+    const persists = hardState !== null || snapshot !== null || entries.length > 0;
+    let release: Message[] = [];
+    if (this.msgsAfterPersist.length > 0) {
+      if (persists) release = this.msgsAfterPersist;
+      else for (const m of this.msgsAfterPersist) messages.push(m);
+      this.msgsAfterPersist = [];
+    }
+    const lastEntry = entries.length > 0 ? (entries[entries.length - 1] as Entry) : null;
+    this.outstanding = {
+      lastEntryIndex: lastEntry === null ? 0 : lastEntry.index,
+      lastEntryTerm: lastEntry === null ? 0 : lastEntry.term,
+      snapshotIndex: snapshot === null ? 0 : snapshot.meta.index,
+      release,
+    };
+    const readStates = this.readStates;
+    this.readStates = [];
+    const droppedReads = this.droppedReads;
+    this.droppedReads = [];
+    return { hardState, snapshot, entries, committedEntries, messages, readStates, droppedReads };
+  }
+
+  /** Confirms that everything the last Ready asked to persist is durable. */
+  advance(): void {
+    const o = this.outstanding;
+    assert.ok(o !== null, "advance() without ready()");
+    this.outstanding = null;
+    if (o.snapshotIndex > 0) this.log.stableSnapshotTo(o.snapshotIndex);
+    if (o.lastEntryIndex > 0) this.log.stableTo(o.lastEntryIndex, o.lastEntryTerm);
+    for (const m of o.release) this.msgs.push(m);
+    if (this.role === Role.Leader) {
+      // Leader self-ack: it counts toward commit only up to its durable index.
+      if (this.maybeCommit()) this.needBroadcast = true;
+    }
+  }
+
+  status(): RaftStatus {
+    return {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      vote: this.vote,
+      leader: this.leader,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      firstIndex: this.log.firstIndex(),
+      lastIndex: this.log.lastIndex(),
+      persistedIndex: this.log.persistedIndex(),
+      conf: this.currentConf(),
+    };
+  }
+
+  /** Membership as of log index `index` (for the application's snapshots). */
+  confStateAt(index: number): ConfState {
+    for (let k = this.confHistory.length - 1; k >= 0; k--) {
+      const h = this.confHistory[k] as { index: number; conf: ConfState };
+      if (h.index <= index) return h.conf;
+    }
+    return this.baseConf;
+  }
+
+  /** Follower progress as the leader sees it (undefined if not leader or unknown peer). */
+  matchIndexOf(peer: NodeId): number | undefined {
+    if (this.role !== Role.Leader) return undefined;
+    if (peer === this.id) return this.log.persistedIndex();
+    return this.progress.get(peer)?.match;
+  }
+
+  /** Whether a lease read would be served locally right now. */
+  leaseValid(): boolean {
+    if (this.role !== Role.Leader || !this.checkQuorum || this.leadTransferee !== null || this.leaseRevoked) return false;
+    const n = this.voters.length;
+    if (n === 0) return false;
+    const a = this.scratch;
+    a.length = 0;
+    for (const v of this.voters) {
+      a.push(v === this.id ? this.tickCount : (this.progress.get(v)?.ackedSentTick ?? -1));
+    }
+    const leaseStart = this.quorumValue(a);
+    if (leaseStart < 0) return false;
+    return this.tickCount < leaseStart + this.electionTimeoutTicks - this.leaseClockDriftTicks;
+  }
+
+  // ------------------------------------------------------------- roles & terms
+
+  private promotable(): boolean {
+    return this.voterSet.has(this.id);
+  }
+
+  private inLease(): boolean {
+    if (!this.checkQuorum) return false;
+    if (this.role === Role.Leader) return true;
+    return this.ticksSinceLeaderContact < this.electionTimeoutTicks;
+  }
+
+  private resetTerm(term: number): void {
+    assertIndex(term, "term");
+    if (term !== this.term) {
+      assert.ok(term > this.term, "term went backwards");
+      this.term = term;
+      this.vote = null;
+    }
+    this.leader = null;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout = this.electionTimeoutTicks + Math.floor(this.random() * this.electionTimeoutTicks);
+    this.votes.clear();
+    this.progress.clear();
+    this.leadTransferee = null;
+    this.leaseRevoked = false;
+    this.needBroadcast = false;
+    this.dropPendingReads();
+  }
+
+  private dropPendingReads(): void {
+    for (const r of this.pendingReads) if (r.from === this.id) this.droppedReads.push(r.requestId);
+    this.pendingReads = [];
+  }
+
+  private becomeFollower(term: number, leader: NodeId | null): void {
+    this.resetTerm(term);
+    this.role = Role.Follower;
+    this.leader = leader;
+    if (leader !== null) this.ticksSinceLeaderContact = 0;
+  }
+
+  private becomePreCandidate(): void {
+    assert.notEqual(this.role, Role.Leader);
+    // Pre-vote changes neither term nor vote.
+    this.votes.clear();
+    this.role = Role.PreCandidate;
+    this.leader = null;
+    this.electionElapsed = 0;
+    this.randomizedElectionTimeout = this.electionTimeoutTicks + Math.floor(this.random() * this.electionTimeoutTicks);
+  }
+
+  private becomeCandidate(): void {
+    assert.notEqual(this.role, Role.Leader);
+    this.resetTerm(this.term + 1);
+    this.vote = this.id;
+    this.role = Role.Candidate;
+  }
+
+  private becomeLeader(): void {
+    assert.ok(this.role === Role.Candidate, "only a candidate becomes leader");
+    this.resetTerm(this.term);
+    this.role = Role.Leader;
+    this.leader = this.id;
+    const last = this.log.lastIndex();
+    for (const p of this.voters) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, false));
+    for (const p of this.learners) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, true));
+    // Membership changes still uncommitted in our log must commit before a new one.
+    this.pendingConfIndex = last;
+    // The no-op of this term: nothing is served from this term before it commits.
+    this.appendLocal([{ term: this.term, index: last + 1, type: EntryType.Normal, data: EMPTY }]);
+    this.needBroadcast = true;
+  }
+
+  private campaign(usePreVote: boolean, transfer: boolean): void {
+    if (!this.promotable()) return;
+    let voteTerm: number;
+    let type: MessageType;
+    if (usePreVote) {
+      this.becomePreCandidate();
+      voteTerm = this.term + 1;
+      type = "preVote";
+    } else {
+      this.becomeCandidate();
+      voteTerm = this.term;
+      type = "vote";
+    }
+    this.votes.set(this.id, true);
+    if (this.pollResult() === "won") {
+      if (usePreVote) this.campaign(false, false);
+      else this.becomeLeader();
+      return;
+    }
+    const lastIndex = this.log.lastIndex();
+    const lastTerm = this.log.lastTerm();
+    for (const v of this.voters) {
+      if (v === this.id) continue;
+      const m = newMessage(type, this.id, v, voteTerm);
+      m.index = lastIndex;
+      m.logTerm = lastTerm;
+      m.transfer = transfer;
+      // A vote request depends on our durable vote for ourselves; a pre-vote on nothing.
+      if (usePreVote) this.msgs.push(m);
+      else this.sendHeld(m);
+    }
+  }
+
+  private pollResult(): "won" | "lost" | "pending" {
+    let granted = 0;
+    let rejected = 0;
+    for (const v of this.voters) {
+      const g = this.votes.get(v);
+      if (g === true) granted++;
+      else if (g === false) rejected++;
+    }
+    const q = (this.voters.length >> 1) + 1;
+    if (granted >= q) return "won";
+    if (rejected >= q) return "lost";
+    return "pending";
+  }
+
+  private handleVoteRequest(m: Message): void {
+    const isPre = m.type === "preVote";
+    const canVote =
+      this.vote === m.from || (this.vote === null && this.leader === null) || (isPre && m.term > this.term);
+    const grant = canVote && this.log.isUpToDate(m.index, m.logTerm);
+    const r = newMessage(isPre ? "preVoteResp" : "voteResp", this.id, m.from, grant ? m.term : this.term);
+    r.reject = !grant;
+    if (isPre) {
+      this.msgs.push(r);
+      return;
+    }
+    if (grant) {
+      this.electionElapsed = 0;
+      this.vote = m.from;
+    }
+    this.sendHeld(r); // released only once our vote is durable
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    this.ticksSinceLeaderContact++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.campaign(this.preVote, false);
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.electionTimeoutTicks) {
+      this.electionElapsed = 0;
+      if (this.checkQuorum) {
+        if (!this.quorumActive()) {
+          this.becomeFollower(this.term, null);
+          return;
+        }
+      }
+      this.leadTransferee = null; // a transfer that did not finish in time is abandoned
+    }
+    if (this.heartbeatElapsed >= this.heartbeatIntervalTicks) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat();
+      for (const [id, pr] of this.progress) {
+        if (pr.state === ProgressState.Snapshot && this.tickCount - pr.snapshotSentTick >= this.appendRetransmitTicks) {
+          this.sendSnapshotChunk(id, pr); // the previous chunk or its ack was lost
+        }
+      }
+    }
+  }
+
+  private quorumActive(): boolean {
+    let active = 0;
+    for (const v of this.voters) {
+      if (v === this.id) {
+        active++;
+        continue;
+      }
+      const pr = this.progress.get(v);
+      if (pr !== undefined && pr.recentActive) active++;
+    }
+    for (const pr of this.progress.values()) pr.recentActive = false;
+    return active >= (this.voters.length >> 1) + 1;
+  }
+
+  // ----------------------------------------------------------------- leader
+
+  private proposeEntry(type: EntryType, data: Uint8Array): ProposeResult {
+    if (this.role !== Role.Leader) return { ok: false, reason: "notLeader", leader: this.leader };
+    if (this.leadTransferee !== null) return { ok: false, reason: "transferring", leader: this.id };
+    const last = this.log.lastIndex();
+    if (last - this.log.committed >= this.maxUncommittedEntries) return { ok: false, reason: "overloaded", leader: this.id };
+    const index = last + 1;
+    this.appendLocal([{ term: this.term, index, type, data }]);
+    if (type === EntryType.ConfChange) this.pendingConfIndex = index;
+    this.needBroadcast = true; // appends leave at the next ready(), together with this turn's other proposals
+    return { ok: true, index, term: this.term };
+  }
+
+  private stepLeader(m: Message): void {
+    switch (m.type) {
+      case "appendResp":
+        this.handleAppendResp(m);
+        return;
+      case "heartbeatResp":
+        this.handleHeartbeatResp(m);
+        return;
+      case "snapshotResp":
+        this.handleSnapshotResp(m);
+        return;
+      case "readIndex": {
+        const res = this.leaderRead(m.requestId, m.from, "safe");
+        if (res !== "ok") {
+          const r = newMessage("readIndexResp", this.id, m.from, this.term);
+          r.requestId = m.requestId;
+          r.reject = true;
+          this.msgs.push(r);
+        }
+        return;
+      }
+      case "append":
+      case "heartbeat":
+      case "snapshot":
+        assert.fail(`two leaders in term ${this.term}: ${this.id} and ${m.from}`);
+        return;
+      default:
+        return; // stale vote responses etc.
+    }
+  }
+
+  private touch(pr: Progress, m: Message): void {
+    pr.recentActive = true;
+    if (m.sentTick > pr.ackedSentTick) pr.ackedSentTick = m.sentTick;
+  }
+
+  private handleAppendResp(m: Message): void {
+    const pr = this.progress.get(m.from);
+    if (pr === undefined) return;
+    this.touch(pr, m);
+    if (m.reject) {
+      const hint = m.hintTerm > 0 ? this.log.findConflictByTerm(m.hintIndex, m.hintTerm).index : m.hintIndex;
+      if (pr.maybeDecrTo(m.index, hint)) {
+        if (pr.state === ProgressState.Replicate) pr.becomeProbe();
+        pr.lastProgressTick = this.tickCount;
+        this.sendAppend(m.from, pr, true);
+      }
+      return;
+    }
+    const updated = pr.maybeUpdate(m.index);
+    if (pr.state === ProgressState.Replicate) pr.inflights.freeTo(m.index);
+    if (!updated) return;
+    pr.lastProgressTick = this.tickCount;
+    if (pr.state === ProgressState.Probe) pr.becomeReplicate();
+    else if (pr.state === ProgressState.Snapshot && pr.pendingSnapshot !== null && pr.match >= pr.pendingSnapshot.meta.index) {
+      pr.becomeProbe();
+    }
+    if (this.maybeCommit()) {
+      this.needBroadcast = true;
+    } else if (pr.match < this.log.lastIndex()) {
+      this.needBroadcast = true;
+    }
+    if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) this.sendTimeoutNow(m.from);
+  }
+
+  private handleHeartbeatResp(m: Message): void {
+    const pr = this.progress.get(m.from);
+    if (pr === undefined) return;
+    this.touch(pr, m);
+    if (pr.match < this.log.lastIndex() && pr.state !== ProgressState.Snapshot) {
+      // The follower is alive but behind. If nothing was acknowledged for a
+      // while, appends (or their acks) were lost: probe again from match.
+      if (this.tickCount - pr.lastProgressTick >= this.appendRetransmitTicks) {
+        pr.becomeProbe();
+        pr.lastProgressTick = this.tickCount;
+        this.sendAppend(m.from, pr, true);
+      } else if (pr.state === ProgressState.Replicate) {
+        this.sendAppend(m.from, pr, false);
+      }
+    }
+    if (m.readSeq > pr.ackedReadSeq && !pr.isLearner) {
+      pr.ackedReadSeq = m.readSeq;
+      this.releaseReads();
+    }
+  }
+
+  private handleSnapshotResp(m: Message): void {
+    const pr = this.progress.get(m.from);
+    if (pr === undefined) return;
+    this.touch(pr, m);
+    if (pr.state !== ProgressState.Snapshot || pr.pendingSnapshot === null) return;
+    if (m.index !== pr.pendingSnapshot.meta.index) return;
+    if (m.offset >= m.totalBytes && !m.reject) {
+      // Installed and durable on the follower.
+      pr.maybeUpdate(m.index);
+      pr.becomeProbe();
+      this.sendAppend(m.from, pr, true);
+      return;
+    }
+    pr.snapshotAckedOffset = m.offset;
+    this.sendSnapshotChunk(m.from, pr);
+  }
+
+  /** Recompute the commit index from the voters' durable match indexes. */
+  private maybeCommit(): boolean {
+    const a = this.scratch;
+    a.length = 0;
+    for (const v of this.voters) {
+      a.push(v === this.id ? this.log.persistedIndex() : (this.progress.get(v)?.match ?? 0));
+    }
+    if (a.length === 0) return false;
+    const idx = this.quorumValue(a);
+    if (idx <= this.log.committed) return false;
+    // Only entries of the current term are committed by counting (Raft §5.4.2).
+    if (this.log.term(idx) !== this.term) return false;
+    this.log.commitTo(idx);
+    this.afterCommit();
+    return true;
+  }
+
+  private afterCommit(): void {
+    if (this.role !== Role.Leader) return;
+    // A leader that removed itself steps down once that change is committed.
+    if (!this.voterSet.has(this.id) && this.lastConfIndex() <= this.log.committed) {
+      let best: NodeId | null = null;
+      let bestMatch = -1;
+      for (const v of this.voters) {
+        const pr = this.progress.get(v);
+        if (pr !== undefined && pr.match > bestMatch) {
+          best = v;
+          bestMatch = pr.match;
+        }
+      }
+      this.broadcastAppend();
+      if (best !== null && bestMatch === this.log.lastIndex()) this.sendTimeoutNow(best);
+      this.becomeFollower(this.term, null);
+      return;
+    }
+    this.releaseReads();
+  }
+
+  /** The value a quorum of the entries in `a` reaches (k-th largest, k = majority). */
+  private quorumValue(a: number[]): number {
+    a.sort((x, y) => y - x);
+    return a[(a.length >> 1)] as number;
+  }
+
+  private broadcastAppend(): void {
+    this.needBroadcast = false;
+    for (const [id, pr] of this.progress) this.sendAppend(id, pr, false);
+  }
+
+  private broadcastHeartbeat(): void {
+    for (const [id, pr] of this.progress) {
+      const m = newMessage("heartbeat", this.id, id, this.term);
+      m.commit = Math.min(pr.match, this.log.committed);
+      m.readSeq = this.readSeq;
+      m.sentTick = this.tickCount;
+      this.msgs.push(m);
+    }
+  }
+
+  /**
+   * Send what `to` is missing, as many append messages as the inflight window
+   * and maxAppendBytes allow. `force`: send even an empty append (a probe, or
+   * to carry the commit index).
+   */
+  private sendAppend(to: NodeId, pr: Progress, force: boolean): void {
+    const last = this.log.lastIndex();
+    for (;;) {
+      if (pr.isPaused()) return;
+      const prevIndex = pr.next - 1;
+      const prevTerm = this.log.term(prevIndex);
+      if (prevTerm === undefined) {
+        this.startSnapshot(to, pr);
+        return;
+      }
+      const hasEntries = pr.next <= last;
+      if (!hasEntries && !force && pr.commitSent >= this.log.committed) return;
+      const entries = hasEntries ? this.log.slice(pr.next, last + 1, this.maxAppendBytes) : [];
+      const m = newMessage("append", this.id, to, this.term);
+      m.index = prevIndex;
+      m.logTerm = prevTerm;
+      m.entries = entries;
+      m.commit = this.log.committed;
+      m.sentTick = this.tickCount;
+      this.msgs.push(m);
+      pr.commitSent = this.log.committed;
+      if (pr.state === ProgressState.Probe) {
+        pr.probeSent = true;
+        return;
+      }
+      if (entries.length === 0) return;
+      const sentLast = (entries[entries.length - 1] as Entry).index;
+      pr.next = sentLast + 1;
+      pr.inflights.add(sentLast);
+      if (pr.next > last) return;
+      force = false;
+    }
+  }
+
+  private startSnapshot(to: NodeId, pr: Progress): void {
+    const snap = this.log.storage.snapshot();
+    assert.ok(snap.meta.index >= pr.next - 1, "log compacted without a covering snapshot");
+    pr.becomeSnapshot(snap, this.tickCount);
+    this.sendSnapshotChunk(to, pr);
+  }
+
+  private sendSnapshotChunk(to: NodeId, pr: Progress): void {
+    const snap = pr.pendingSnapshot;
+    assert.ok(snap !== null);
+    const offset = pr.snapshotAckedOffset;
+    const m = newMessage("snapshot", this.id, to, this.term);
+    m.snapshotMeta = snap.meta;
+    m.offset = offset;
+    m.chunk = snap.data.subarray(offset, Math.min(snap.data.length, offset + this.snapshotChunkBytes));
+    m.totalBytes = snap.data.length;
+    m.sentTick = this.tickCount;
+    this.msgs.push(m);
+    pr.snapshotSentTick = this.tickCount;
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.leaseRevoked = true;
+    this.msgs.push(newMessage("timeoutNow", this.id, to, this.term));
+  }
+
+  private leaderRead(requestId: number, from: NodeId, mode: "safe" | "lease"): ReadResult {
+    if (this.log.term(this.log.committed) !== this.term) return "notReady"; // no-op not committed yet
+    const index = this.log.committed;
+    const single = this.voters.length === 1 && this.voters[0] === this.id;
+    if (single || (mode === "lease" && this.leaseValid())) {
+      this.answerRead({ requestId, index, seq: 0, from });
+      return "ok";
+    }
+    this.readSeq++;
+    this.pendingReads.push({ requestId, index, seq: this.readSeq, from });
+    this.broadcastHeartbeat();
+    return "ok";
+  }
+
+  private answerRead(r: PendingRead): void {
+    if (r.from === this.id) {
+      this.readStates.push({ requestId: r.requestId, index: r.index });
+    } else {
+      const m = newMessage("readIndexResp", this.id, r.from, this.term);
+      m.requestId = r.requestId;
+      m.index = r.index;
+      this.msgs.push(m);
+    }
+  }
+
+  private releaseReads(): void {
+    if (this.pendingReads.length === 0) return;
+    if (this.log.term(this.log.committed) !== this.term) return;
+    const a = this.scratch;
+    a.length = 0;
+    for (const v of this.voters) a.push(v === this.id ? this.readSeq : (this.progress.get(v)?.ackedReadSeq ?? 0));
+    if (a.length === 0) return;
+    const seq = this.quorumValue(a);
+    let k = 0;
+    while (k < this.pendingReads.length && (this.pendingReads[k] as PendingRead).seq <= seq) {
+      this.answerRead(this.pendingReads[k] as PendingRead);
+      k++;
+    }
+    if (k > 0) this.pendingReads = this.pendingReads.slice(k);
+  }
+
+  // --------------------------------------------------------------- follower
+
+  private stepCandidate(m: Message): void {
+    switch (m.type) {
+      case "append":
+      case "heartbeat":
+      case "snapshot":
+        this.becomeFollower(m.term, m.from);
+        this.stepFollower(m);
+        return;
+      case "preVoteResp":
+      case "voteResp": {
+        const expected = this.role === Role.PreCandidate ? "preVoteResp" : "voteResp";
+        if (m.type !== expected) return;
+        if (m.type === "preVoteResp" && !m.reject && m.term !== this.term + 1) return;
+        this.votes.set(m.from, !m.reject);
+        const res = this.pollResult();
+        if (res === "won") {
+          if (this.role === Role.PreCandidate) this.campaign(false, false);
+          else this.becomeLeader();
+        } else if (res === "lost") {
+          this.becomeFollower(this.term, null);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case "append":
+        this.heardFromLeader(m.from);
+        this.handleAppend(m);
+        return;
+      case "heartbeat":
+        this.heardFromLeader(m.from);
+        this.handleHeartbeat(m);
+        return;
+      case "snapshot":
+        this.heardFromLeader(m.from);
+        this.handleSnapshotChunk(m);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private heardFromLeader(from: NodeId): void {
+    this.electionElapsed = 0;
+    this.ticksSinceLeaderContact = 0;
+    this.leader = from;
+  }
+
+  private handleAppend(m: Message): void {
+    const r = newMessage("appendResp", this.id, m.from, this.term);
+    r.sentTick = m.sentTick;
+    if (m.index < this.log.committed) {
+      r.index = this.log.committed;
+      this.sendHeld(r);
+      return;
+    }
+    if (this.log.matchTerm(m.index, m.logTerm)) {
+      const lastNew = m.index + m.entries.length;
+      const conflict = this.log.findConflict(m.entries);
+      if (conflict !== 0) {
+        assert.ok(conflict > this.log.committed, `conflict at ${conflict} with committed entry (commit ${this.log.committed})`);
+        const from = conflict - (m.index + 1);
+        this.appendLocal(from === 0 ? m.entries : m.entries.slice(from));
+      }
+      this.log.commitTo(Math.min(m.commit, lastNew));
+      r.index = lastNew;
+      this.sendHeld(r);
+      return;
+    }
+    const hintIndex = Math.min(m.index, this.log.lastIndex());
+    const hint = this.log.findConflictByTerm(hintIndex, m.logTerm);
+    r.reject = true;
+    r.index = m.index;
+    r.hintIndex = hint.index;
+    r.hintTerm = hint.term;
+    this.sendHeld(r);
+  }
+
+  private handleHeartbeat(m: Message): void {
+    this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+    const r = newMessage("heartbeatResp", this.id, m.from, this.term);
+    r.readSeq = m.readSeq;
+    r.sentTick = m.sentTick;
+    this.sendHeld(r);
+  }
+
+  private handleSnapshotChunk(m: Message): void {
+    const meta = m.snapshotMeta;
+    assert.ok(meta !== null && m.chunk !== null, "snapshot message without snapshot");
+    const r = newMessage("snapshotResp", this.id, m.from, this.term);
+    r.index = meta.index;
+    r.totalBytes = m.totalBytes;
+    r.sentTick = m.sentTick;
+    if (meta.index <= this.log.committed) {
+      // Already have everything the snapshot covers.
+      r.offset = m.totalBytes;
+      this.sendHeld(r);
+      return;
+    }
+    let inc = this.incomingSnapshot;
+    if (inc === null || inc.meta.index !== meta.index || inc.term !== this.term || inc.leader !== m.from) {
+      inc = null;
+      this.incomingSnapshot = null;
+      if (m.offset !== 0) {
+        r.offset = 0; // start over
+        this.msgs.push(r);
+        return;
+      }
+      inc = { term: this.term, leader: m.from, meta, chunks: [], received: 0 };
+      this.incomingSnapshot = inc;
+    }
+    if (m.offset !== inc.received) {
+      r.offset = inc.received;
+      this.msgs.push(r);
+      return;
+    }
+    inc.chunks.push(m.chunk);
+    inc.received += m.chunk.length;
+    assert.ok(inc.received <= m.totalBytes, "snapshot chunks exceed total size");
+    if (inc.received < m.totalBytes) {
+      r.offset = inc.received;
+      this.msgs.push(r); // chunk acks carry no durable claim
+      return;
+    }
+    const data = new Uint8Array(inc.received);
+    let at = 0;
+    for (const c of inc.chunks) {
+      data.set(c, at);
+      at += c.length;
+    }
+    this.incomingSnapshot = null;
+    this.restoreSnapshot({ meta, data });
+    r.offset = m.totalBytes;
+    this.sendHeld(r); // released once the snapshot is durable
+  }
+
+  private restoreSnapshot(snap: Snapshot): void {
+    const meta = snap.meta;
+    if (this.log.matchTerm(meta.index, meta.term)) {
+      // Our log already contains the snapshot's last entry: just fast-forward the commit.
+      this.log.commitTo(meta.index);
+      return;
+    }
+    this.log.restore(snap);
+    this.baseConf = meta.conf;
+    this.confHistory = [];
+    this.setConf(meta.conf);
+  }
+
+  // ----------------------------------------------------------- log & config
+
+  /** Append to our log; membership changes take effect as soon as they are appended. */
+  private appendLocal(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    const first = (entries[0] as Entry).index;
+    const truncating = first <= this.log.lastIndex();
+    this.log.append(entries);
+    let confChanged = false;
+    if (truncating) {
+      while (this.confHistory.length > 0 && (this.confHistory[this.confHistory.length - 1] as { index: number }).index >= first) {
+        this.confHistory.pop();
+        confChanged = true;
+      }
+    }
+    for (const e of entries) {
+      if (e.type === EntryType.ConfChange) {
+        this.confHistory.push({ index: e.index, conf: decodeConfState(e.data) });
+        confChanged = true;
+      }
+    }
+    if (confChanged) this.setConf(this.currentConf());
+  }
+
+  private currentConf(): ConfState {
+    const h = this.confHistory[this.confHistory.length - 1];
+    return h === undefined ? this.baseConf : h.conf;
+  }
+
+  private lastConfIndex(): number {
+    const h = this.confHistory[this.confHistory.length - 1];
+    return h === undefined ? 0 : h.index;
+  }
+
+  private setConf(conf: ConfState): void {
+    this.voters = conf.voters.slice();
+    this.learners = conf.learners.slice();
+    this.voterSet = new Set(this.voters);
+    if (this.role !== Role.Leader) return;
+    const last = this.log.lastIndex();
+    const members = new Set<NodeId>();
+    for (const v of this.voters) members.add(v);
+    for (const l of this.learners) members.add(l);
+    for (const p of members) {
+      if (p === this.id) continue;
+      const pr = this.progress.get(p);
+      const learner = !this.voterSet.has(p);
+      if (pr === undefined) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, learner));
+      else pr.isLearner = learner;
+    }
+    for (const p of [...this.progress.keys()]) if (!members.has(p)) this.progress.delete(p);
+    if (this.leadTransferee !== null && !this.voterSet.has(this.leadTransferee)) this.leadTransferee = null;
+  }
+
+  private hardStateChanged(): boolean {
+    const h = this.lastHardState;
+    return h.term !== this.term || h.vote !== this.vote || h.commit !== this.log.committed;
+  }
+
+  private sendHeld(m: Message): void {
+    this.msgsAfterPersist.push(m);
+  }
+}
