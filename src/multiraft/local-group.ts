@@ -11,7 +11,7 @@
 
 import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
-import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
+import { isEmpty, type Op, type OpResult, type StateMachine, type StoredValue } from '../sequencer/state-machine.js';
 import { PersistError, type KeyspaceStore } from '../storage/store.js';
 import type { Group, GroupStats, ReadOutcome } from './group.js';
 
@@ -104,7 +104,7 @@ export class LocalGroup implements Group {
         this.inFlight = [];
         const changes = this.sm.takeChanges();
         let failure: ErrorKey | null = null;
-        if (changes.cleared || changes.values.size > 0) {
+        if (changes.cleared || changes.values.size > 0 || changes.tokens.size > 0) {
           try {
             await this.store.persist(changes);
           } catch (e) {

@@ -49,6 +49,11 @@ export interface WindowStats {
 
 export class WindowAllocator {
   private readonly windows = new Map<string, KeyWindow>();
+  /**
+   * Keys being turned into window sequences (--window-keys), with the requests
+   * that arrived meanwhile; they run after the adoption, in arrival order.
+   */
+  readonly adopting = new Map<string, (() => void)[]>();
   private reservations = 0;
   private served = 0;
 

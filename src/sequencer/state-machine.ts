@@ -85,6 +85,11 @@ export interface ChangeSet {
 
 const emptyChanges = (cleared: boolean): ChangeSet => ({ cleared, values: new Map(), tokens: new Map() });
 
+/** Whether a change set holds nothing to persist. */
+export function isEmpty(changes: ChangeSet): boolean {
+  return !changes.cleared && changes.values.size === 0 && changes.tokens.size === 0;
+}
+
 export class StateMachine {
   private readonly data = new Map<string, StoredValue>();
   private readonly tokens = new Map<string, TokenTable>();
@@ -154,6 +159,8 @@ export class StateMachine {
         if (current !== undefined) {
           base = typeof current === 'bigint' ? current : parseInt64(current);
           if (base === null) return { type: 'error', error: 'notInteger' };
+          // A counter at the 64-bit maximum has no next value (INCR there overflows, as in Redis).
+          if (base === INT64_MAX) return { type: 'error', error: 'overflow' };
         }
         this.write(op.key, newSequence({ ...op.spec, start: base === null ? 1n : base + 1n }, base));
         return OK;
@@ -282,7 +289,7 @@ export class StateMachine {
   }
 
   hasChanges(): boolean {
-    return this.changes.cleared || this.changes.values.size > 0 || this.changes.tokens.size > 0;
+    return !isEmpty(this.changes);
   }
 
   /** Loads a key's tokens during recovery, without recording a change. */

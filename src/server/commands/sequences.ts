@@ -49,6 +49,14 @@ export function allocateFromWindow(
   viaLog: () => void,
   attempt = 0,
 ): void {
+  const adopting = ctx.windows.adopting;
+  const pending = adopting.get(key);
+  if (pending !== undefined) {
+    // The key is being adopted: wait behind the request that started it, so a
+    // connection's pipelined INCRs are served in the order they were sent.
+    pending.push(() => allocateFromWindow(ctx, key, count, done, viaLog, attempt));
+    return;
+  }
   const value = ctx.group.peek(key);
   const retry = (): void => {
     if (attempt + 1 >= RETRIES_MAX) done({ ok: false, error: 'seqGone' });
@@ -65,9 +73,14 @@ export function allocateFromWindow(
   }
   if (!operatorWantsWindow(ctx, key) || !isPlainCounter(value)) return viaLog();
   const spec: SequenceSpec = { id: newSequenceId(), mode: 'window', start: 1n, step: 1n, max: INT64_MAX, windowSize: ctx.config.windowSize };
+  const waiting: (() => void)[] = [];
+  adopting.set(key, waiting);
   ctx.group.propose({ type: 'adopt', key, spec }, (result) => {
+    adopting.delete(key);
     if (result.type === 'error') done({ ok: false, error: result.error });
     else retry();
+    // Requests that arrived during the adoption follow, in their arrival order.
+    for (const resume of waiting) resume();
   });
 }
 

@@ -1,0 +1,258 @@
+// Window mode against redis-server, measured by the stock `redis-benchmark`:
+//
+// 1. INCR on 1000 random keys (counter:000000000000 ..) from 50 connections,
+//    16 deep and without pipelining, against ordo started with
+//    --window-keys 'counter:*' (so plain INCR is served from windows, durably
+//    reserved) and against redis-server without persistence. Target: ordo at
+//    least 0.8 of redis-server at -P 16.
+// 2. Ids handed out per second by `SEQNEXT key COUNT 1000` on 1000 keys, for
+//    strict sequences (every request a durable commit) and window sequences.
+//    ids/s = requests/s * 1000. Target: 100M ids/s.
+//
+// Servers listen on 127.0.0.1 on free ports with temporary data directories and
+// are stopped at the end, also on failure. Each redis-benchmark run is killed
+// after RUN_TIMEOUT_MS (it spins forever against a dead server) and reported as
+// overrun. Numbers only: nothing here fails on time.
+//
+// Run: node dist/bench/sequences.js
+
+import { spawn } from 'node:child_process';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { RawClient, removeDir, startOrdo, startRedis, type RunningProcess } from '../test/helpers/processes.js';
+
+/** Parallel connections (-c). */
+export const CLIENT_COUNT = 50;
+/** Distinct keys (-r). */
+export const KEYSPACE_SIZE = 1000;
+/** Requests per INCR run (-n). */
+export const INCR_REQUESTS = 300_000;
+/** Requests per SEQNEXT run (-n). */
+export const SEQNEXT_REQUESTS = 200_000;
+/** Values per SEQNEXT request. */
+export const SEQNEXT_COUNT = 1000;
+/** Pipeline depth of the SEQNEXT runs. */
+export const SEQNEXT_PIPELINE = 16;
+/** Pipeline depths of the INCR runs. */
+export const INCR_PIPELINES: readonly number[] = [16, 1];
+/** A redis-benchmark run taking longer than this is killed and reported as overrun. */
+export const RUN_TIMEOUT_MS = 120_000;
+
+export interface RunResult {
+  readonly requestsPerSec: number | null;
+  /** Set when the run did not finish normally (overrun, or no result printed). */
+  readonly problem: string | null;
+  readonly seconds: number;
+}
+
+export interface IncrRow {
+  readonly pipeline: number;
+  readonly ordo: RunResult;
+  readonly redis: RunResult;
+  /** ordo requests/s over redis-server requests/s. */
+  readonly ratio: number | null;
+}
+
+export interface SeqnextRow {
+  readonly mode: 'strict' | 'window';
+  readonly run: RunResult;
+  readonly idsPerSec: number | null;
+}
+
+export interface SequenceBenchResult {
+  readonly dateIso: string;
+  readonly machine: string;
+  readonly node: string;
+  /** 1-minute load average before and after the runs: other work on the machine skews the numbers. */
+  readonly loadBefore: number;
+  readonly loadAfter: number;
+  readonly incr: IncrRow[];
+  readonly seqnext: SeqnextRow[];
+  /** Sanity checks after the runs (values the servers hold), for the reader. */
+  readonly notes: string[];
+}
+
+/** Runs redis-benchmark with `args`; parses the last "N requests per second". */
+export function runRedisBenchmark(args: readonly string[], timeoutMs = RUN_TIMEOUT_MS): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const started = process.hrtime.bigint();
+    const proc = spawn('redis-benchmark', [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    let overrun = false;
+    const timer = setTimeout(() => {
+      overrun = true;
+      proc.kill('SIGKILL');
+    }, timeoutMs);
+    const finish = (problem: string | null): void => {
+      clearTimeout(timer);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const matches = [...out.matchAll(/([\d.]+) requests per second/g)];
+      const last = matches[matches.length - 1]?.[1];
+      const rate = last === undefined ? null : Number(last);
+      const why = problem ?? (rate === null ? `no result in its output: ${out.slice(-300).trim()}` : null);
+      resolve({ requestsPerSec: problem === null ? rate : null, problem: why, seconds });
+    };
+    proc.once('error', (e) => finish(`could not start redis-benchmark: ${e.message}`));
+    proc.once('exit', (code, signal) => {
+      if (overrun) finish(`overrun: killed after ${timeoutMs / 1000} s`);
+      else if (code !== 0) finish(`redis-benchmark exited with ${code ?? signal ?? 'unknown'}: ${out.slice(-300).trim()}`);
+      else if (/error/i.test(out)) finish(`errors from the server: ${(/.*error.*/i.exec(out)?.[0] ?? '').trim()}`);
+      else finish(null);
+    });
+  });
+}
+
+const incrArgs = (port: number, pipeline: number): string[] => [
+  '-h', '127.0.0.1', '-p', String(port), '-q', '-t', 'incr',
+  '-c', String(CLIENT_COUNT), '-n', String(INCR_REQUESTS), '-r', String(KEYSPACE_SIZE), '-P', String(pipeline),
+];
+
+const seqnextArgs = (port: number, prefix: string): string[] => [
+  '-h', '127.0.0.1', '-p', String(port), '-q',
+  '-c', String(CLIENT_COUNT), '-n', String(SEQNEXT_REQUESTS), '-P', String(SEQNEXT_PIPELINE), '-r', String(KEYSPACE_SIZE),
+  'SEQNEXT', `${prefix}__rand_int__`, 'COUNT', String(SEQNEXT_COUNT),
+];
+
+/** The key redis-benchmark makes of `prefix__rand_int__` for random number i (12 digits, zero padded). */
+const benchKey = (prefix: string, i: number): string => `${prefix}${String(i).padStart(12, '0')}`;
+
+const frame = (args: readonly string[]): string =>
+  `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+
+/** Sends every command on one connection, pipelined; returns the replies' first lines. */
+async function sendAll(port: number, commands: readonly (readonly string[])[]): Promise<string[]> {
+  const c = await RawClient.connect(port);
+  try {
+    c.send(commands.map(frame).join(''));
+    const countLines = (b: Buffer): number => b.toString('latin1').split('\r\n').length - 1;
+    // Every reply sent here is one line (+OK, -ERR, :n).
+    const bytes = await c.until((b) => countLines(b) >= commands.length, 30_000);
+    return bytes.toString('latin1').split('\r\n').slice(0, commands.length);
+  } finally {
+    c.close();
+  }
+}
+
+/** The mode SEQINFO reports for a key (window, strict, counter), or what came back instead. */
+async function seqInfoMode(port: number, key: string): Promise<string> {
+  const c = await RawClient.connect(port);
+  try {
+    c.send(frame(['SEQINFO', key]));
+    const pattern = /\$4\r\nmode\r\n\$\d+\r\n(\w+)\r\n/;
+    const bytes = await c.until((b) => pattern.test(b.toString('latin1')) || b[0] === 45 /* - */, 5_000);
+    const text = bytes.toString('latin1');
+    return pattern.exec(text)?.[1] ?? JSON.stringify(text.slice(0, 100));
+  } finally {
+    c.close();
+  }
+}
+
+async function createSequences(port: number, prefix: string, mode: 'strict' | 'window'): Promise<void> {
+  const commands = Array.from({ length: KEYSPACE_SIZE }, (_v, i) => ['SEQCREATE', benchKey(prefix, i), 'MODE', mode]);
+  const replies = await sendAll(port, commands);
+  const bad = replies.filter((r) => r !== '+OK');
+  if (bad.length > 0) throw new Error(`SEQCREATE failed: ${bad[0] ?? 'no reply'}`);
+}
+
+const rate = (n: number | null): string => (n === null ? '-' : Math.round(n).toLocaleString('en-US'));
+
+function machineText(): string {
+  const list = cpus();
+  return `${list[0]?.model.trim() ?? 'unknown cpu'}, ${list.length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM`;
+}
+
+export async function runSequenceBench(log: (line: string) => void = () => undefined): Promise<SequenceBenchResult> {
+  const servers: RunningProcess[] = [];
+  const dirs: string[] = [];
+  const notes: string[] = [];
+  const loadBefore = loadavg()[0] ?? 0;
+  try {
+    const ordo = await startOrdo({ args: ['--window-keys', 'counter:*'] });
+    servers.push(ordo);
+    dirs.push(ordo.dataDir);
+    const redis = await startRedis();
+    servers.push(redis);
+
+    const incr: IncrRow[] = [];
+    for (const pipeline of INCR_PIPELINES) {
+      log(`INCR -P ${pipeline}: ordo`);
+      const o = await runRedisBenchmark(incrArgs(ordo.port, pipeline));
+      log(`INCR -P ${pipeline}: redis-server`);
+      const r = await runRedisBenchmark(incrArgs(redis.port, pipeline));
+      const ratio = o.requestsPerSec !== null && r.requestsPerSec !== null ? o.requestsPerSec / r.requestsPerSec : null;
+      incr.push({ pipeline, ordo: o, redis: r, ratio });
+    }
+    notes.push(`after the INCR runs, SEQINFO ${benchKey('counter:', 0)} on ordo says mode ${await seqInfoMode(ordo.port, benchKey('counter:', 0))}`);
+
+    await createSequences(ordo.port, 'strict:', 'strict');
+    await createSequences(ordo.port, 'window:', 'window');
+    const seqnext: SeqnextRow[] = [];
+    for (const m of ['strict', 'window'] as const) {
+      log(`SEQNEXT COUNT ${SEQNEXT_COUNT}: ${m}`);
+      const run = await runRedisBenchmark(seqnextArgs(ordo.port, `${m}:`));
+      seqnext.push({ mode: m, run, idsPerSec: run.requestsPerSec === null ? null : run.requestsPerSec * SEQNEXT_COUNT });
+      const [current] = await sendAll(ordo.port, [['SEQCURRENT', benchKey(`${m}:`, 0)]]);
+      notes.push(`after the ${m} SEQNEXT run, SEQCURRENT ${benchKey(`${m}:`, 0)} = ${current ?? '?'}`);
+    }
+    return {
+      dateIso: new Date().toISOString(),
+      machine: machineText(),
+      node: process.version,
+      loadBefore,
+      loadAfter: loadavg()[0] ?? 0,
+      incr,
+      seqnext,
+      notes,
+    };
+  } finally {
+    for (const s of servers) await s.stop();
+    for (const d of dirs) removeDir(d);
+  }
+}
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+const runText = (r: RunResult): string => (r.problem !== null ? `(${r.problem})` : rate(r.requestsPerSec));
+
+export function formatSequenceBench(r: SequenceBenchResult): string {
+  const incrTable = table(
+    ['benchmark', 'ordo req/s', 'redis-server req/s', 'ordo / redis'],
+    r.incr.map((row) => [
+      `INCR -c ${CLIENT_COUNT} -n ${INCR_REQUESTS} -r ${KEYSPACE_SIZE} -P ${row.pipeline}`,
+      runText(row.ordo),
+      runText(row.redis),
+      row.ratio === null ? '-' : row.ratio.toFixed(2),
+    ]),
+  );
+  const seqTable = table(
+    ['benchmark', 'requests/s', 'ids/s'],
+    r.seqnext.map((row) => [
+      `SEQNEXT COUNT ${SEQNEXT_COUNT}, ${row.mode}, -c ${CLIENT_COUNT} -n ${SEQNEXT_REQUESTS} -P ${SEQNEXT_PIPELINE} -r ${KEYSPACE_SIZE}`,
+      runText(row.run),
+      rate(row.idsPerSec),
+    ]),
+  );
+  return [
+    `sequences benchmark, ${r.dateIso}`,
+    `machine: ${r.machine}; node ${r.node}; load average (1 min) ${r.loadBefore.toFixed(2)} before, ${r.loadAfter.toFixed(2)} after`,
+    `ordo: --window-keys 'counter:*' (default --fsync always, --window-size 10000); redis-server: --save '' --appendonly no`,
+    '',
+    incrTable,
+    '',
+    seqTable,
+    '',
+    ...r.notes.map((n) => `note: ${n}`),
+  ].join('\n');
+}
+
+const invokedPath = process.argv[1];
+if (invokedPath !== undefined && import.meta.url === pathToFileURL(invokedPath).href) {
+  const result = await runSequenceBench((line) => process.stderr.write(`  ${line}\n`));
+  console.log(formatSequenceBench(result));
+}
