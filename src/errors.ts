@@ -11,7 +11,7 @@ export const ERR = {
   nanOrInfinity: 'ERR increment would produce NaN or Infinity',
   syntax: 'ERR syntax error',
   dbIndexOutOfRange: 'ERR DB index is out of range',
-  invalidDbIndex: 'ERR invalid DB index',
+  intOutOfRange: 'ERR value is out of range, value must between -2147483648 and 2147483647',
   noAuth: 'NOAUTH Authentication required.',
   wrongPass: 'WRONGPASS invalid username-password pair or user is disabled.',
   authNotConfigured:
@@ -26,7 +26,7 @@ export const ERR = {
   persistUnknown: 'TRYAGAIN write outcome unknown: disk flush failed',
   shuttingDown: 'ERR server is shutting down, write not applied',
   helloNoAuth:
-    'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
+    'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
   helloProtoNotInteger: 'ERR Protocol version is not an integer or out of range',
   seqExists: 'ERR key already exists; SEQCREATE ... REPLACE recreates it',
   seqMax: 'ERR sequence would pass its MAX; nothing was allocated',
@@ -51,15 +51,22 @@ export function wrongArity(commandName: string): string {
   return `ERR wrong number of arguments for '${commandName.toLowerCase()}' command`;
 }
 
-/** Redis quotes at most the first few arguments of an unknown command, each cut short. */
+/**
+ * Redis quotes at most the first few arguments of an unknown command, each cut
+ * short, and, printing them as C strings, each only up to its first NUL byte.
+ */
 export function unknownCommand(name: string, args: readonly string[]): string {
+  const cString = (text: string): string => {
+    const nul = text.indexOf('\0');
+    return nul < 0 ? text : text.slice(0, nul);
+  };
   let argsText = '';
   for (const arg of args) {
     const remaining = 128 - argsText.length;
     if (remaining <= 0) break;
-    argsText += `'${arg.slice(0, remaining)}' `;
+    argsText += `'${cString(arg).slice(0, remaining)}' `;
   }
-  return noNewlines(`ERR unknown command '${name.slice(0, 128)}', with args beginning with: ${argsText}`);
+  return noNewlines(`ERR unknown command '${cString(name).slice(0, 128)}', with args beginning with: ${argsText}`);
 }
 
 export function unknownSubcommand(subcommand: string, command: string): string {

@@ -144,6 +144,18 @@ function parseHexFloat(text: string): Decimal | null {
 function parseFloatOperand(bytes: Buffer | string): Decimal | 'infinite' | null {
   const text = typeof bytes === 'string' ? bytes : bytes.toString('latin1');
   if (/^[-+]?inf(inity)?$/i.test(text)) return 'infinite';
-  if (/^[-+]?0[xX]/.test(text)) return text.length > 5000 ? null : parseHexFloat(text);
-  return parseDecimal(text);
+  const value = /^[-+]?0[xX]/.test(text) ? (text.length > 5000 ? null : parseHexFloat(text)) : parseDecimal(text);
+  return value === null || outsideLongDouble(value) ? null : value;
+}
+
+/**
+ * strtold fails with ERANGE beyond the long double range: Redis then calls the
+ * text not a valid float. Magnitudes of 10^4933 and more overflow; nonzero ones
+ * below 10^-4951 round to zero.
+ */
+function outsideLongDouble(d: Decimal): boolean {
+  if (d.mantissa === 0n) return false;
+  const digits = (d.mantissa < 0n ? -d.mantissa : d.mantissa).toString().length;
+  const order = digits + d.exponent; // 10^(order-1) <= |d| < 10^order
+  return order > LONG_DOUBLE_MAX_DIGITS || order < -4950;
 }

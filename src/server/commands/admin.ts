@@ -282,9 +282,15 @@ const CONFIG_SUBCOMMANDS: readonly CommandSpec[] = [
   command({
     name: 'config|get', arity: -3, flags: ['admin', 'noscript', 'loading', 'stale'], ...ADMIN, summary: 'Returns the effective values of configuration parameters.',
     handler: (ctx, _conn, args, respond) => {
-      const patterns = args.slice(2).map((a) => lower(a));
-      const matched = configParameters(ctx).filter(([name]) => patterns.some((p) => globMatch(p, name)));
-      respond(R.map(matched.map(([k, v]) => [R.bulk(k), R.bulk(v)] as const)));
+      // Redis echoes a parameter asked for by its exact name as it was written (CONFIG GET DATABASES).
+      const asked = args.slice(2).map((a) => a.toString('latin1'));
+      const entries: (readonly [Reply, Reply])[] = [];
+      for (const [name, value] of configParameters(ctx)) {
+        const exact = asked.find((p) => p.toLowerCase() === name);
+        if (exact !== undefined) entries.push([R.bulk(exact), R.bulk(value)]);
+        else if (asked.some((p) => globMatch(p.toLowerCase(), name))) entries.push([R.bulk(name), R.bulk(value)]);
+      }
+      respond(R.map(entries));
     },
   }),
   command({

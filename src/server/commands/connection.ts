@@ -12,8 +12,6 @@ export const REDIS_COMPAT_VERSION = '7.0.15';
 const lower = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1').toLowerCase());
 const text = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1'));
 const CONN = { group: 'connection', aclCategories: ['@fast', '@connection'] } as const;
-/** Redis's reply to SELECT with an integer outside the C int range (getIntFromObjectOrReply). */
-const SELECT_INDEX_OUT_OF_INT_RANGE = 'ERR value is out of range, value must between -2147483648 and 2147483647';
 
 /** Checks a password for `user`; ordo has one user, "default". */
 function checkAuth(ctx: ServerContext, user: string, password: string): boolean {
@@ -248,7 +246,7 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
       // Redis reads the index as a C int: first as a 64-bit integer, then checks the int range.
       const index = parseInt64(args[1] as Buffer);
       if (index === null) return respond(R.error(ERR.notInteger));
-      if (index > 2147483647n || index < -2147483648n) return respond(R.error(SELECT_INDEX_OUT_OF_INT_RANGE));
+      if (index > 2147483647n || index < -2147483648n) return respond(R.error(ERR.intOutOfRange));
       respond(index === 0n ? R.ok : R.error(ERR.dbIndexOutOfRange));
     },
   }),
