@@ -100,8 +100,7 @@ const SCENARIOS: readonly Scenario[] = [
     ],
   },
   {
-    name: 'INCRBYFLOAT results from 1000 up show long double rounding in Redis',
-    todo: 'Redis prints the long double sum with %.17Lf (1000.1 -> 1000.09999999999999998); ordo adds exact decimals (1000.1)',
+    name: 'INCRBYFLOAT results from 1000 up show long double rounding, as in Redis',
     steps: [
       cmd('INCRBYFLOAT', 'a', '1000.1'), cmd('INCRBYFLOAT', 'b', '123456.789'), cmd('SET', 'c', '12345678.9'), cmd('INCRBYFLOAT', 'c', '0.1'),
       cmd('INCRBYFLOAT', 'd', '99.99'), cmd('INCRBYFLOAT', 'd', '1000'),
@@ -431,10 +430,10 @@ describe('differential test against redis-server', () => {
     );
   });
 
-  // Short decimals of small magnitude, where long double arithmetic is exact to 17 places (see the todo above for larger ones).
-  test('random short-decimal INCRBYFLOAT sequences give the same replies', async () => {
+  // Decimals of any magnitude up to 10^12: the long double rounding shows in the last digits of large ones.
+  test('random INCRBYFLOAT sequences give the same replies', async () => {
     const decimalText = fc
-      .tuple(fc.integer({ min: -399_999, max: 399_999 }), fc.integer({ min: 5, max: 8 }), fc.boolean())
+      .tuple(fc.integer({ min: -999_999_999, max: 999_999_999 }), fc.integer({ min: 0, max: 8 }), fc.boolean())
       .map(([mantissa, scale, exponentForm]) => {
         if (exponentForm) return `${mantissa}e-${scale}`;
         const digits = String(Math.abs(mantissa)).padStart(scale + 1, '0');

@@ -31,10 +31,13 @@ export function parseInt64(bytes: Buffer | string): bigint | null {
   return value;
 }
 
-// INCRBYFLOAT: Redis computes in long double and prints with "%.17Lf", then
-// strips trailing zeros. ordo computes the sum exactly in decimal and rounds it
-// to 17 fractional digits, which gives the same text for the values people use
-// (short decimals); see docs/commands.md for the fine print.
+// INCRBYFLOAT: Redis reads both operands with strtold into an x87 80-bit long
+// double (64-bit mantissa), adds them in long double, and prints the sum with
+// "%.17Lf" before stripping trailing zeros. ordo does the same arithmetic with
+// exact integers: each operand is rounded to the nearest 64-bit-mantissa binary
+// value, the sum is rounded the same way, and the exact binary result is
+// printed to 17 fractional digits. So 1000.1 gives 1000.09999999999999998, as
+// Redis does on x86-64.
 
 /** An exact decimal: mantissa * 10^exponent. */
 interface Decimal {
@@ -62,13 +65,6 @@ export function parseDecimal(bytes: Buffer | string): Decimal | null {
   let mantissa = BigInt((whole + fraction).replace(/^0+(?=\d)/, '') || '0');
   if (sign === '-') mantissa = -mantissa;
   return { mantissa, exponent: exp - fraction.length };
-}
-
-function addDecimals(a: Decimal, b: Decimal): Decimal {
-  const exponent = Math.min(a.exponent, b.exponent);
-  const scaleA = 10n ** BigInt(a.exponent - exponent);
-  const scaleB = 10n ** BigInt(b.exponent - exponent);
-  return { mantissa: a.mantissa * scaleA + b.mantissa * scaleB, exponent };
 }
 
 const FRACTION_DIGITS = 17;
@@ -114,11 +110,70 @@ export function addFloatText(current: Buffer | string | null, increment: Buffer 
   // Redis reads the stored value first, then the increment; an infinite operand parses but cannot be added.
   if (cur === null || inc === null) return { ok: false, error: 'notFloat' };
   if (inc === 'infinite' || cur === 'infinite') return { ok: false, error: 'nanOrInfinity' };
-  const sum = addDecimals(cur, inc);
-  const text = formatDecimal(sum);
-  const integerDigits = text.replace(/^-/, '').split('.')[0]?.length ?? 0;
-  if (integerDigits > LONG_DOUBLE_MAX_DIGITS) return { ok: false, error: 'nanOrInfinity' };
-  return { ok: true, text };
+  const sum = addExtended(toExtended(cur), toExtended(inc));
+  if (sum.exponent > EXTENDED_EXPONENT_MAX) return { ok: false, error: 'nanOrInfinity' };
+  return { ok: true, text: formatDecimal(extendedToDecimal(sum)) };
+}
+
+/** A long double value: (negative ? -1 : 1) * mantissa * 2^exponent, mantissa 0 or in [2^63, 2^64). */
+interface Extended {
+  negative: boolean;
+  mantissa: bigint;
+  exponent: number;
+}
+
+const MANTISSA_BITS = 64;
+const MANTISSA_LOW = 1n << 63n;
+const MANTISSA_HIGH = 1n << 64n;
+/** Past this exponent (with a 64-bit mantissa) a long double is infinite. */
+const EXTENDED_EXPONENT_MAX = 16383 - 63;
+
+const bitLength = (n: bigint): number => (n === 0n ? 0 : n.toString(2).length);
+
+/** Rounds the positive rational num/den to a 64-bit mantissa, half to even. */
+function roundRational(negative: boolean, num: bigint, den: bigint): Extended {
+  if (num === 0n) return { negative, mantissa: 0n, exponent: 0 };
+  let shift = MANTISSA_BITS - (bitLength(num) - bitLength(den));
+  for (;;) {
+    const n = shift >= 0 ? num << BigInt(shift) : num;
+    const d = shift >= 0 ? den : den << BigInt(-shift);
+    let q = n / d;
+    if (q >= MANTISSA_HIGH) {
+      shift--;
+      continue;
+    }
+    if (q < MANTISSA_LOW) {
+      shift++;
+      continue;
+    }
+    const twiceRemainder = (n % d) * 2n;
+    if (twiceRemainder > d || (twiceRemainder === d && (q & 1n) === 1n)) q++;
+    if (q === MANTISSA_HIGH) return { negative, mantissa: MANTISSA_LOW, exponent: 1 - shift };
+    return { negative, mantissa: q, exponent: -shift };
+  }
+}
+
+function toExtended(d: Decimal): Extended {
+  const negative = d.mantissa < 0n;
+  const abs = negative ? -d.mantissa : d.mantissa;
+  if (d.exponent >= 0) return roundRational(negative, abs * 10n ** BigInt(d.exponent), 1n);
+  return roundRational(negative, abs, 10n ** BigInt(-d.exponent));
+}
+
+function addExtended(a: Extended, b: Extended): Extended {
+  const low = Math.min(a.exponent, b.exponent);
+  const scaled = (x: Extended): bigint => (x.negative ? -x.mantissa : x.mantissa) << BigInt(x.exponent - low);
+  const sum = scaled(a) + scaled(b);
+  const negative = sum < 0n;
+  const abs = negative ? -sum : sum;
+  return low >= 0 ? roundRational(negative, abs << BigInt(low), 1n) : roundRational(negative, abs, 1n << BigInt(-low));
+}
+
+/** The exact decimal value of a long double (m * 2^-k = m * 5^k * 10^-k). */
+function extendedToDecimal(x: Extended): Decimal {
+  const signed = x.negative ? -x.mantissa : x.mantissa;
+  if (x.exponent >= 0) return { mantissa: signed << BigInt(x.exponent), exponent: 0 };
+  return { mantissa: signed * 5n ** BigInt(-x.exponent), exponent: x.exponent };
 }
 
 const HEX_FLOAT_TEXT = /^([-+]?)0[xX]([0-9a-fA-F]*)(?:\.([0-9a-fA-F]*))?(?:[pP]([-+]?\d+))?$/;
