@@ -2,7 +2,7 @@
 //
 //   npm run bench                          full run (a few minutes)
 //   npm run bench -- --quick               smaller runs, a smoke test
-//   npm run bench -- --only redis-benchmark|resp|raft
+//   npm run bench -- --only redis-benchmark|sequences|resp|raft
 //   npm run bench -- --rounds 5            measured runs per target and depth (default 3; medians shown)
 //   npm run bench -- --timeout-s 120       bound on one redis-benchmark run
 //   npm run bench -- --dir PATH            where the servers' temporary data directories go
@@ -31,6 +31,7 @@ import {
   toolVersion,
 } from './redis-benchmark.js';
 import { runRespBench } from './resp.js';
+import { formatSequenceBench, runSequenceBench } from './sequences.js';
 
 /**
  * Measured redis-benchmark runs per target and depth. fsync latency on a shared
@@ -39,7 +40,7 @@ import { runRespBench } from './resp.js';
  */
 const ROUNDS_DEFAULT = 3;
 
-const SECTIONS = ['redis-benchmark', 'resp', 'raft'] as const;
+const SECTIONS = ['redis-benchmark', 'sequences', 'resp', 'raft'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only ${SECTIONS.join('|')}] [--rounds N] [--timeout-s S] [--dir PATH]
@@ -197,6 +198,9 @@ async function main(): Promise<number> {
     });
     console.log(['exact command lines of the servers:', ...report.commandLines.map((l) => `  ${l}`), ''].join('\n'));
     console.log(formatReport(report));
+  });
+  await runSection('sequences', async () => {
+    console.log(formatSequenceBench(await runSequenceBench((line) => process.stderr.write(`  ${line}\n`))));
   });
   await runSection('resp', async () => {
     await runRespBench(options.quick ? { framesPerRound: 20_000, rounds: 3 } : {});
