@@ -34,8 +34,11 @@ function scheduleFlush(conn: Connection): void {
 
 function flushAll(): void {
   flushScheduled = false;
-  for (const conn of pendingFlush) conn.flush();
+  // Taken before flushing: a flush can resume reading and answer more commands
+  // at once, which schedules the connection again; that must not be cleared.
+  const connections = [...pendingFlush];
   pendingFlush.clear();
+  for (const conn of connections) conn.flush();
 }
 
 export class Connection {
@@ -63,6 +66,12 @@ export class Connection {
   private repliesBase = 0;
   private closeAfterFlush = false;
   private readingPaused = false;
+  /**
+   * Estimated bytes of replies that are ready but not yet written. Replies to a
+   * pipeline already in the decoder can be produced in one go (reads answer at
+   * once), so the soft limit must count them before they reach the socket.
+   */
+  private readyReplyBytes = 0;
   private stalledSinceMs: number | null = null;
 
   constructor(
@@ -124,7 +133,7 @@ export class Connection {
   private drainCommands(): void {
     const depthMax = this.host.config.pipelineDepthMax;
     while (!this.closeAfterFlush && !this.closing) {
-      if (this.pendingReplies >= depthMax) {
+      if (this.pendingReplies >= depthMax || this.readyReplyBytes + this.socket.writableLength > this.host.config.outputBufferSoftBytes) {
         this.pauseReading();
         return;
       }
@@ -142,6 +151,7 @@ export class Connection {
         if (this.closing) return;
         const index = seq - this.repliesBase;
         this.replies[index] = reply;
+        this.readyReplyBytes += replyBytesEstimate(reply);
         if (dispatching) this.replyProtos[index] = this.proto;
         if (index === this.repliesHead) scheduleFlush(this);
       });
@@ -152,7 +162,9 @@ export class Connection {
   /** Replies with the protocol error, then closes: the stream can no longer be trusted. */
   private protocolFailure(message: string): void {
     const index = this.replies.length;
-    this.replies.push(R.error(protocolError(message)));
+    const reply = R.error(protocolError(message));
+    this.replies.push(reply);
+    this.readyReplyBytes += replyBytesEstimate(reply);
     this.replyProtos.push(this.proto);
     this.closeAfterFlush = true;
     if (index === this.repliesHead) scheduleFlush(this);
@@ -171,6 +183,7 @@ export class Connection {
       const reply = this.replies[this.repliesHead];
       if (reply === undefined) break;
       encodeInto(reply, this.replyProtos[this.repliesHead] ?? this.proto, parts);
+      this.readyReplyBytes -= replyBytesEstimate(reply);
       this.host.onReply(reply);
       this.repliesHead++;
     }
@@ -264,4 +277,29 @@ export class Connection {
   }
 
   killReason: string | null = null;
+}
+
+/** About how many bytes a reply takes on the wire (for the output limits). */
+function replyBytesEstimate(reply: Reply): number {
+  switch (reply.kind) {
+    case 'bulk':
+      return reply.value.length + 16;
+    case 'simple':
+    case 'error':
+    case 'verbatim':
+      return reply.value.length + 8;
+    case 'array':
+    case 'set': {
+      let total = 16;
+      for (const item of reply.items) total += replyBytesEstimate(item);
+      return total;
+    }
+    case 'map': {
+      let total = 16;
+      for (const [k, v] of reply.entries) total += replyBytesEstimate(k) + replyBytesEstimate(v);
+      return total;
+    }
+    default:
+      return 24;
+  }
 }

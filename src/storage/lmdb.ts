@@ -4,7 +4,7 @@
 // transaction; ordo persists one batch per turn and waits for that
 // transaction's flush (separateFlushed), so a reply never precedes its fsync.
 
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
@@ -70,16 +70,27 @@ export class LmdbStore implements KeyspaceStore {
           );
         }
       }
+      if (!fresh) checkDataFileHeader(dataPath);
       let root: RootDatabase;
       try {
         root = open({ path: dataPath, separateFlushed: true, noSync: fsync === 'never', maxDbs: 4 });
       } catch (e) {
         throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
       }
-      const meta = root.openDB<unknown, string>({ name: 'meta' });
-      const kv = root.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
-      const tokens = root.openDB<Buffer, Buffer>({ name: 'tokens', keyEncoding: 'binary', encoding: 'binary' });
-      const format = meta.get(FORMAT_KEY);
+      let meta: Database<unknown, string>;
+      let kv: Database<Buffer, Buffer>;
+      let tokens: Database<Buffer, Buffer>;
+      let format: unknown;
+      try {
+        meta = root.openDB<unknown, string>({ name: 'meta' });
+        kv = root.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
+        tokens = root.openDB<Buffer, Buffer>({ name: 'tokens', keyEncoding: 'binary', encoding: 'binary' });
+        format = meta.get(FORMAT_KEY);
+      } catch (e) {
+        // LMDB has no checksums: a damaged page shows up as an error reading it (MDB_PAGE_NOTFOUND, MDB_CORRUPTED).
+        void root.close();
+        throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}; the file may be corrupt; refusing to start`);
+      }
       if (fresh) {
         meta.putSync(FORMAT_KEY, FORMAT);
       } else if (!isFormat(format)) {
@@ -100,15 +111,21 @@ export class LmdbStore implements KeyspaceStore {
 
   recover(sm: StateMachine): void {
     const load = (db: Database<Buffer, Buffer>, into: (key: string, record: Buffer) => void): void => {
-      for (const { key, value } of db.getRange()) {
-        try {
-          into(Buffer.from(key).toString('latin1'), value);
-        } catch (e) {
-          if (e instanceof CorruptRecordError) {
-            throw new DataDirectoryError(`corrupt record for key ${JSON.stringify(String(key))}: ${e.message}`);
+      try {
+        for (const { key, value } of db.getRange()) {
+          try {
+            into(Buffer.from(key).toString('latin1'), value);
+          } catch (e) {
+            if (e instanceof CorruptRecordError) {
+              throw new DataDirectoryError(`corrupt record for key ${JSON.stringify(String(key))}: ${e.message}`);
+            }
+            throw e;
           }
-          throw e;
         }
+      } catch (e) {
+        if (e instanceof DataDirectoryError) throw e;
+        // A damaged page shows up as an LMDB error while reading (MDB_PAGE_NOTFOUND, MDB_CORRUPTED).
+        throw new DataDirectoryError(`cannot read ${this.description.replace(/^lmdb:/, '')}: ${(e as Error).message}; the file may be corrupt; refusing to start`);
       }
     };
     load(this.kv, (key, record) => sm.load(key, decodeValue(record)));
@@ -154,6 +171,41 @@ export class LmdbStore implements KeyspaceStore {
     await this.root.flushed;
     await this.root.close();
     releaseLock(this.lockPath);
+  }
+}
+
+const LMDB_MAGIC = 0xbeefc0de;
+const LMDB_PAGE_META = 0x08;
+
+/**
+ * lmdb-js crashes the whole process (SIGSEGV) when asked to open a file whose
+ * meta pages are not LMDB's, so they are checked here first: both meta pages
+ * (page 0 and the page one page size in) must carry the meta flag and LMDB's
+ * magic. An empty file is left to LMDB, which starts it afresh.
+ */
+function checkDataFileHeader(dataPath: string): void {
+  const corrupt = (why: string): DataDirectoryError =>
+    new DataDirectoryError(`${dataPath} is not a valid LMDB file (${why}); it may be corrupt; refusing to start`);
+  let fd: number;
+  try {
+    fd = openSync(dataPath, 'r');
+  } catch (e) {
+    throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}`);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size === 0) return;
+    const head = Buffer.alloc(0x34);
+    const isMetaPage = (offset: number): boolean =>
+      readSync(fd, head, 0, head.length, offset) === head.length &&
+      (head.readUInt16LE(0x12) & LMDB_PAGE_META) !== 0 &&
+      head.readUInt32LE(0x18) === LMDB_MAGIC;
+    if (!isMetaPage(0)) throw corrupt('first meta page damaged');
+    const pageSize = head.readUInt32LE(0x30);
+    if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) throw corrupt(`bad page size ${pageSize}`);
+    if (size < 2 * pageSize || !isMetaPage(pageSize)) throw corrupt('second meta page damaged');
+  } finally {
+    closeSync(fd);
   }
 }
 
