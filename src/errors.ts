@@ -25,6 +25,13 @@ export const ERR = {
   persistFailed: 'ERR write failed to reach disk, not applied',
   persistUnknown: 'TRYAGAIN write outcome unknown: disk flush failed',
   shuttingDown: 'ERR server is shutting down, write not applied',
+  notLeader: "TRYAGAIN this node is not the leader of the key's group, write not applied",
+  noLeader: "CLUSTERDOWN the key's group has no leader right now, write not applied",
+  overloaded: "TRYAGAIN too many writes in flight for the key's group, write not applied",
+  superseded: 'TRYAGAIN leadership changed before the write committed, write not applied',
+  outcomeUnknown: 'TRYAGAIN write outcome unknown: leadership changed or the request timed out',
+  readTimeout: "TRYAGAIN read timed out waiting for the group's leader",
+  hostFailed: 'ERR replication stopped on this node after a storage failure, write not applied',
   helloNoAuth:
     'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
   helloProtoNotInteger: 'ERR Protocol version is not an integer or out of range',
@@ -46,6 +53,21 @@ export const ERR = {
 } as const;
 
 export type ErrorKey = keyof typeof ERR;
+
+/**
+ * Errors a write can fail with, by what they promise: a "not applied" write
+ * certainly did not happen; an "outcome unknown" one may have. Errors never lie.
+ */
+export const WRITE_NOT_APPLIED: ReadonlySet<ErrorKey> = new Set<ErrorKey>([
+  'persistFailed',
+  'shuttingDown',
+  'notLeader',
+  'noLeader',
+  'overloaded',
+  'superseded',
+  'hostFailed',
+]);
+export const WRITE_OUTCOME_UNKNOWN: ReadonlySet<ErrorKey> = new Set<ErrorKey>(['persistUnknown', 'outcomeUnknown']);
 
 export function wrongArity(commandName: string): string {
   return `ERR wrong number of arguments for '${commandName.toLowerCase()}' command`;

@@ -28,6 +28,10 @@ export interface Group {
   readonly stats: GroupStats;
   /** Key count, for INFO keyspace (not linearizable). */
   readonly keyCount: number;
+  /** Whether this replica may take writes now (a single-voter group always may). */
+  isLeader(): boolean;
+  /** Node id of the group's leader as this replica knows it; null when unknown or when the group has no node ids (single voter). */
+  leaderId(): string | null;
   /** Waits for every accepted write to be durable, then releases storage. */
   close(): Promise<void>;
 }

@@ -47,6 +47,14 @@ export class LocalGroup implements Group {
     return this.sm.getValue(key);
   }
 
+  isLeader(): boolean {
+    return true;
+  }
+
+  leaderId(): string | null {
+    return null;
+  }
+
   get keyCount(): number {
     return this.sm.size;
   }

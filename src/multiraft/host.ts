@@ -1,0 +1,500 @@
+// MultiRaftHost: every Raft group of one node, driven from one event loop.
+//
+// A loop turn (scheduled with setImmediate whenever something happened: a
+// proposal, a read, a message, a tick) does, for all groups together:
+//   1. each group proposes the ops queued since the last turn as one entry
+//      and hands queued reads to its node;
+//   2. every group with a Ready gives it up; its messages are encoded and
+//      gathered per peer, its snapshot / entries / hard state are written to
+//      its storage (not yet durable);
+//   3. one transport send per peer carries the messages of all groups (the
+//      leader's appends leave before its own write is durable, thesis §10.2.1);
+//   4. ONE storage commit (`commitTurn`) makes every group's writes durable;
+//   5. every group advances, installs a received snapshot, applies its
+//      committed entries, answers its proposals and reads, and snapshots /
+//      compacts past its thresholds.
+// While a turn waits for its commit, messages, ticks and proposals keep
+// arriving; they go into the next turn, so batches grow with load.
+//
+// A failed storage commit stops the host (fail-stop): what is durable is
+// unknown, so every waiting write is answered "outcome unknown" and nothing
+// more is sent. Restarting the node recovers from what storage holds.
+
+import assert from "node:assert/strict";
+import {
+  MemoryStorage,
+  RaftNode,
+  type ConfState,
+  type Entry,
+  type HardState,
+  type Message,
+  type NodeId,
+  type RaftConfig,
+  type Ready,
+  type Snapshot,
+  type WritableStorage,
+} from "../raft/index.js";
+import { StateMachine } from "../sequencer/state-machine.js";
+import type { Transport } from "../transport/types.js";
+import {
+  FRAME_HEADER_BYTES_MAX,
+  FRAME_ITEM_OVERHEAD_BYTES_MAX,
+  MessageDecodeError,
+  decodeFrame,
+  encodeFrame,
+  encodeMessage,
+} from "./message-codec.js";
+import {
+  DEFAULT_LOG_KEEP_ENTRIES,
+  DEFAULT_PROPOSALS_IN_FLIGHT_MAX,
+  DEFAULT_READ_WAITERS_MAX,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  DEFAULT_SNAPSHOT_BYTES,
+  DEFAULT_SNAPSHOT_ENTRIES,
+  RaftGroup,
+  type RaftGroupLimits,
+  type ReadMode,
+} from "./raft-group.js";
+
+/** Where the groups of one node keep their Raft state. */
+export interface RaftLogStore {
+  /** The storage of group `groupId` (created with `initialConf` if new). Writes are durable only after commitTurn. */
+  group(groupId: number, initialConf: ConfState): WritableStorage;
+  /** Makes every write of every group since the last commitTurn durable, in one step. */
+  commitTurn(): Promise<void>;
+}
+
+/** Milliseconds between Raft ticks. */
+export const DEFAULT_TICK_INTERVAL_MS = 100;
+/** Upper bound of one peer frame (all groups' messages to one peer in one turn); more frames past it. */
+export const PEER_FRAME_BYTES_MAX = 8 * 1024 * 1024;
+
+export type HostRaftOptions = Omit<RaftConfig, "id" | "storage" | "random">;
+
+export interface MultiRaftHostOptions {
+  readonly nodeId: NodeId;
+  readonly transport: Transport;
+  readonly store: RaftLogStore;
+  /** Uniform in [0, 1): election timeouts. */
+  readonly random: () => number;
+  readonly tickIntervalMs?: number;
+  /** Raft limits and timeouts (in ticks), shared by every group. */
+  readonly raft?: HostRaftOptions;
+  readonly requestTimeoutMs?: number;
+  readonly proposalsInFlightMax?: number;
+  readonly readWaitersMax?: number;
+  readonly snapshotEntries?: number;
+  readonly snapshotBytes?: number;
+  readonly logKeepEntries?: number;
+  /** 'lease' (default when check-quorum is on) or 'safe' (ReadIndex round for every read). */
+  readonly readMode?: ReadMode;
+  /** Milliseconds clock for request timeouts. Default performance.now. */
+  readonly now?: () => number;
+}
+
+export interface HostStats {
+  readonly turns: number;
+  readonly storageCommits: number;
+  readonly framesSent: number;
+  readonly messagesSent: number;
+  /** Frames the transport refused at once (queue full, oversize, unknown peer). */
+  readonly framesDropped: number;
+  readonly framesReceived: number;
+  readonly messagesReceived: number;
+  /** Frames that failed to decode (dropped whole). */
+  readonly badFrames: number;
+  /** Messages for an unknown group, whose from/to do not match the link, or whose shape is impossible. */
+  readonly strayMessages: number;
+  readonly failed: boolean;
+}
+
+interface OutItem {
+  readonly groupId: number;
+  readonly bytes: Uint8Array;
+}
+
+export class MultiRaftHost {
+  readonly nodeId: NodeId;
+  private readonly transport: Transport;
+  private readonly store: RaftLogStore;
+  private readonly random: () => number;
+  private readonly raftOptions: HostRaftOptions;
+  private readonly limits: RaftGroupLimits;
+  private readonly now: () => number;
+  private readonly groups = new Map<number, RaftGroup>();
+  private readonly ticker: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
+  private turnScheduled = false;
+  private turnRunning = false;
+  private turnAgain = false;
+  private storageDirty = false;
+  private stopped = false;
+  private failure: unknown = null;
+  private readonly counters = {
+    turns: 0,
+    storageCommits: 0,
+    framesSent: 0,
+    messagesSent: 0,
+    framesDropped: 0,
+    framesReceived: 0,
+    messagesReceived: 0,
+    badFrames: 0,
+    strayMessages: 0,
+  };
+
+  constructor(opts: MultiRaftHostOptions) {
+    this.nodeId = opts.nodeId;
+    this.transport = opts.transport;
+    assert.equal(this.transport.nodeId, this.nodeId, "transport of another node");
+    this.store = opts.store;
+    this.random = opts.random;
+    this.raftOptions = opts.raft ?? {};
+    this.now = opts.now ?? (() => performance.now());
+    this.limits = {
+      proposalsInFlightMax: opts.proposalsInFlightMax ?? DEFAULT_PROPOSALS_IN_FLIGHT_MAX,
+      readWaitersMax: opts.readWaitersMax ?? DEFAULT_READ_WAITERS_MAX,
+      requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      snapshotEntries: opts.snapshotEntries ?? DEFAULT_SNAPSHOT_ENTRIES,
+      snapshotBytes: opts.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES,
+      logKeepEntries: opts.logKeepEntries ?? DEFAULT_LOG_KEEP_ENTRIES,
+      readMode: opts.readMode ?? (this.raftOptions.checkQuorum === false ? "safe" : "lease"),
+    };
+    assert.ok(this.limits.proposalsInFlightMax > 0 && this.limits.readWaitersMax > 0);
+    assert.ok(this.limits.requestTimeoutMs > 0 && this.limits.snapshotEntries > 0 && this.limits.logKeepEntries >= 0);
+    const tickMs = opts.tickIntervalMs ?? DEFAULT_TICK_INTERVAL_MS;
+    assert.ok(tickMs > 0, "tickIntervalMs must be positive");
+    this.ticker = setInterval(() => this.tick(), tickMs);
+    this.unsubscribe = this.transport.onMessage((from, payload) => this.receive(from, payload));
+  }
+
+  /** Starts (or restarts from storage) this node's replica of a group. */
+  addGroup(groupId: number, voters: readonly NodeId[], learners: readonly NodeId[] = []): RaftGroup {
+    assert.ok(Number.isSafeInteger(groupId) && groupId >= 0, "group id must be a non-negative safe integer");
+    assert.ok(!this.groups.has(groupId), `group ${groupId} already on this node`);
+    assert.ok(!this.stopped, "host stopped");
+    const storage = this.store.group(groupId, { voters: [...voters], learners: [...learners] });
+    const node = new RaftNode({ ...this.raftOptions, id: this.nodeId, storage, random: this.random });
+    const group = new RaftGroup({
+      groupId,
+      node,
+      storage,
+      sm: new StateMachine(),
+      limits: this.limits,
+      scheduleTurn: this.scheduleTurn,
+      storageWritten: () => {
+        this.storageDirty = true;
+      },
+      now: this.now,
+    });
+    this.groups.set(groupId, group);
+    this.scheduleTurn();
+    return group;
+  }
+
+  group(groupId: number): RaftGroup | undefined {
+    return this.groups.get(groupId);
+  }
+
+  allGroups(): IterableIterator<RaftGroup> {
+    return this.groups.values();
+  }
+
+  stats(): HostStats {
+    return { ...this.counters, failed: this.failure !== null };
+  }
+
+  /** Answers what can be answered (bounded by the request timeout), makes storage durable, stops. */
+  async close(): Promise<void> {
+    if (this.stopped) return;
+    await Promise.all([...this.groups.values()].map((g) => g.close()));
+    while (this.turnRunning) await new Promise<void>((resolve) => setImmediate(resolve));
+    this.stopped = true;
+    clearInterval(this.ticker);
+    this.unsubscribe();
+    if (this.failure === null && this.storageDirty) await this.store.commitTurn();
+  }
+
+  /** Stops at once, as a crash would (for tests): nothing more is written or sent; waiters get "outcome unknown". */
+  halt(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.ticker);
+    this.unsubscribe();
+    for (const g of this.groups.values()) g.failHost();
+  }
+
+  // ------------------------------------------------------------------ loop
+
+  private readonly scheduleTurn = (): void => {
+    if (this.turnScheduled || this.stopped) return;
+    this.turnScheduled = true;
+    setImmediate(this.startTurn);
+  };
+
+  private readonly startTurn = (): void => {
+    this.turnScheduled = false;
+    if (this.stopped) return;
+    if (this.turnRunning) {
+      this.turnAgain = true;
+      return;
+    }
+    this.turnRunning = true;
+    // Anything but a storage failure thrown by a turn is a broken invariant:
+    // the rejection is left unhandled, which stops the process loudly.
+    void this.turn().then(() => this.endTurn());
+  };
+
+  private endTurn(): void {
+    this.turnRunning = false;
+    if (this.stopped) return;
+    let more = this.turnAgain || this.storageDirty;
+    this.turnAgain = false;
+    if (!more) {
+      for (const g of this.groups.values()) {
+        if (g.hasQueuedWork() || g.node.hasReady()) {
+          more = true;
+          break;
+        }
+      }
+    }
+    if (more) this.scheduleTurn();
+  }
+
+  private async turn(): Promise<void> {
+    this.counters.turns++;
+    const readies: [RaftGroup, Ready][] = [];
+    const out = new Map<NodeId, OutItem[]>();
+    let wrote = this.storageDirty;
+    for (const g of this.groups.values()) {
+      g.beginTurn();
+      if (!g.node.hasReady()) continue;
+      const rd = g.node.ready();
+      readies.push([g, rd]);
+      for (const m of rd.messages) {
+        let items = out.get(m.to);
+        if (items === undefined) {
+          items = [];
+          out.set(m.to, items);
+        }
+        items.push({ groupId: g.groupId, bytes: encodeMessage(m) });
+      }
+      if (g.persistReady(rd)) wrote = true;
+    }
+    for (const [peer, items] of out) this.sendFrames(peer, items);
+    if (wrote) {
+      this.storageDirty = false;
+      try {
+        await this.store.commitTurn();
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+      this.counters.storageCommits++;
+      if (this.stopped) return; // halted while the write was in flight: it never "completed" for this node
+    }
+    for (const [g, rd] of readies) g.finishReady(rd);
+  }
+
+  private sendFrames(peer: NodeId, items: readonly OutItem[]): void {
+    const limit = Math.min(this.transport.messageBytesMax, PEER_FRAME_BYTES_MAX) - FRAME_HEADER_BYTES_MAX;
+    let start = 0;
+    while (start < items.length) {
+      let bytes = 0;
+      let end = start;
+      while (end < items.length) {
+        const size = (items[end] as OutItem).bytes.length + FRAME_ITEM_OVERHEAD_BYTES_MAX;
+        if (end > start && bytes + size > limit) break;
+        bytes += size;
+        end++;
+      }
+      const frame = encodeFrame(start === 0 && end === items.length ? items : items.slice(start, end));
+      if (this.transport.send(peer, frame)) {
+        this.counters.framesSent++;
+        this.counters.messagesSent += end - start;
+      } else {
+        this.counters.framesDropped++; // Raft retransmits what matters
+      }
+      start = end;
+    }
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    for (const g of this.groups.values()) {
+      g.node.tick();
+      g.expire();
+    }
+    this.scheduleTurn();
+  }
+
+  private receive(from: NodeId, payload: Uint8Array): void {
+    if (this.stopped) return;
+    let items;
+    try {
+      items = decodeFrame(payload);
+    } catch (e) {
+      if (!(e instanceof MessageDecodeError)) throw e;
+      this.counters.badFrames++;
+      return;
+    }
+    this.counters.framesReceived++;
+    for (const { groupId, message } of items) {
+      const g = this.groups.get(groupId);
+      if (g === undefined || message.to !== this.nodeId || message.from !== from || !wellFormed(message)) {
+        this.counters.strayMessages++;
+        continue;
+      }
+      this.counters.messagesReceived++;
+      g.node.step(message);
+    }
+    this.scheduleTurn();
+  }
+
+  private fail(e: unknown): void {
+    if (this.failure !== null) return;
+    this.failure = e;
+    process.emitWarning(`ordo: replication stopped on ${this.nodeId}: ${e instanceof Error ? e.message : String(e)}`);
+    this.halt();
+  }
+}
+
+/**
+ * Shape checks the raft node asserts rather than handles (a peer that sends
+ * these is broken; its message is dropped instead of stopping this node).
+ */
+function wellFormed(m: Message): boolean {
+  if (m.type === "append") {
+    for (let i = 0; i < m.entries.length; i++) {
+      if ((m.entries[i] as Entry).index !== m.index + 1 + i) return false;
+    }
+  }
+  if (m.type === "snapshot") {
+    if (m.snapshotMeta === null || m.chunk === null) return false;
+    if (m.offset + m.chunk.length > m.totalBytes) return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------ memory store
+
+/** Milliseconds a MemoryRaftLogStore commit takes (0: resolves at the next macrotask). */
+export const DEFAULT_MEMORY_COMMIT_DELAY_MS = 0;
+
+/**
+ * An in-memory RaftLogStore for tests: writes go to a live copy at once and
+ * to the "disk" copy only when the turn's commit completes; `crash()` drops
+ * every write not yet committed (including commits still in flight).
+ */
+export class MemoryRaftLogStore implements RaftLogStore {
+  private readonly durable = new Map<number, MemoryStorage>();
+  private pending: (() => void)[] = [];
+  private epoch = 0;
+  commits = 0;
+
+  constructor(private readonly commitDelayMs = DEFAULT_MEMORY_COMMIT_DELAY_MS) {}
+
+  group(groupId: number, initialConf: ConfState): WritableStorage {
+    let disk = this.durable.get(groupId);
+    if (disk === undefined) {
+      disk = new MemoryStorage(initialConf);
+      this.durable.set(groupId, disk);
+    }
+    return new MemoryLogView(this, disk, cloneStorage(disk, initialConf), this.epoch);
+  }
+
+  commitTurn(): Promise<void> {
+    const ops = this.pending;
+    this.pending = [];
+    const epoch = this.epoch;
+    return new Promise<void>((resolve) => {
+      const complete = (): void => {
+        if (epoch === this.epoch) {
+          for (const op of ops) op();
+          this.commits++;
+        }
+        resolve();
+      };
+      if (this.commitDelayMs > 0) setTimeout(complete, this.commitDelayMs);
+      else setImmediate(complete);
+    });
+  }
+
+  /** Loses every write not yet durable. Storages handed out before must not be used again. */
+  crash(): void {
+    this.epoch++;
+    this.pending = [];
+  }
+
+  /** The durable copy of a group's log (tests). */
+  durableOf(groupId: number): MemoryStorage | undefined {
+    return this.durable.get(groupId);
+  }
+
+  /** @internal */
+  record(epoch: number, op: () => void): void {
+    assert.equal(epoch, this.epoch, "write through a storage handed out before a crash");
+    this.pending.push(op);
+  }
+}
+
+function cloneStorage(src: MemoryStorage, conf: ConfState): MemoryStorage {
+  const out = new MemoryStorage(conf);
+  const snap = src.snapshot();
+  if (snap.meta.index > 0) out.applySnapshot(snap);
+  const first = src.firstIndex();
+  const last = src.lastIndex();
+  if (last >= first) out.append(src.entries(first, last + 1, Number.MAX_SAFE_INTEGER));
+  out.setHardState(src.hardState());
+  return out;
+}
+
+/** The live side of one group's memory log: reads and writes here, writes replayed on the disk copy at commit. */
+class MemoryLogView implements WritableStorage {
+  constructor(
+    private readonly store: MemoryRaftLogStore,
+    private readonly disk: MemoryStorage,
+    private readonly live: MemoryStorage,
+    private readonly epoch: number,
+  ) {}
+
+  initialState(): { hardState: HardState; snapshotConf: ConfState } {
+    return this.live.initialState();
+  }
+  entries(lo: number, hi: number, maxBytes: number): Entry[] {
+    return this.live.entries(lo, hi, maxBytes);
+  }
+  term(i: number): number | undefined {
+    return this.live.term(i);
+  }
+  firstIndex(): number {
+    return this.live.firstIndex();
+  }
+  lastIndex(): number {
+    return this.live.lastIndex();
+  }
+  snapshot(): Snapshot {
+    return this.live.snapshot();
+  }
+  setHardState(hs: HardState): void {
+    this.live.setHardState(hs);
+    this.store.record(this.epoch, () => this.disk.setHardState(hs));
+  }
+  append(entries: readonly Entry[]): void {
+    this.live.append(entries);
+    const copy = entries.slice();
+    this.store.record(this.epoch, () => this.disk.append(copy));
+  }
+  applySnapshot(snap: Snapshot): void {
+    this.live.applySnapshot(snap);
+    this.store.record(this.epoch, () => this.disk.applySnapshot(snap));
+  }
+  createSnapshot(index: number, conf: ConfState, data: Uint8Array): Snapshot {
+    const snap = this.live.createSnapshot(index, conf, data);
+    this.store.record(this.epoch, () => this.disk.createSnapshot(index, conf, data));
+    return snap;
+  }
+  compact(index: number): void {
+    this.live.compact(index);
+    this.store.record(this.epoch, () => this.disk.compact(index));
+  }
+}

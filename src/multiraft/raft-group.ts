@@ -1,0 +1,569 @@
+// One Raft group as the server sees it (the `Group` seam), on one node. The
+// MultiRaftHost owns the event loop and the disk; a RaftGroup owns what is
+// specific to its group: the RaftNode, the state machine, the ops proposed
+// in the current loop turn, the proposals waiting for their entry to apply,
+// and the reads waiting for their ReadIndex.
+//
+// Writes: every op proposed during one loop turn goes into one entry (more
+// only past ENTRY_BYTES_MAX), proposed once at the start of the host's next
+// turn. Each op's `done` runs with that op's own result once the entry is
+// committed, applied and durable on this node.
+//
+// Errors tell the truth (docs/multiraft.md, "Errors"):
+// - not proposed (this node is not the leader, too many writes in flight,
+//   the entry was replaced by another leader's entry at the same index):
+//   the write was not applied, the caller may retry it anywhere;
+// - proposed and then leadership was lost, the term changed, a snapshot
+//   replaced the log, or the request timed out: the outcome is unknown.
+
+import assert from "node:assert/strict";
+import type { ErrorKey } from "../errors.js";
+import type { Entry, Ready, WritableStorage } from "../raft/index.js";
+import { EntryType, Role, type RaftNode } from "../raft/index.js";
+import { restoreState, snapshotState } from "../sequencer/codec.js";
+import { decodeOps, encodeOps } from "../sequencer/op-codec.js";
+import type { Op, OpResult, StateMachine, StoredValue } from "../sequencer/state-machine.js";
+import type { Group, GroupStats, ReadOutcome } from "./group.js";
+
+/** How a proposal or read can fail at this layer; errors.ts says which are "not applied" and which "outcome unknown". */
+export type RaftGroupFailure = 'notLeader' | 'noLeader' | 'overloaded' | 'superseded' | 'outcomeUnknown' | 'readTimeout' | 'hostFailed';
+
+/** Registry key reported for each failure (each has its own text in src/errors.ts). */
+export const ERROR_KEY_OF: Readonly<Record<RaftGroupFailure, ErrorKey>> = {
+  notLeader: 'notLeader',
+  noLeader: 'noLeader',
+  overloaded: 'overloaded',
+  superseded: 'superseded',
+  outcomeUnknown: 'outcomeUnknown',
+  readTimeout: 'readTimeout',
+  hostFailed: 'hostFailed',
+};
+
+/** Ops proposed but not yet answered per group (queued in this turn plus in proposed entries). */
+export const DEFAULT_PROPOSALS_IN_FLIGHT_MAX = 20_000;
+/** Reads waiting per group (for a leader, a ReadIndex round or the apply of their index). */
+export const DEFAULT_READ_WAITERS_MAX = 20_000;
+/** A write not answered after this long is answered "outcome unknown"; a read, "read timed out". */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
+/** Estimated bytes of ops per entry; ops past it go into another entry of the same turn. */
+export const ENTRY_BYTES_MAX = 512 * 1024;
+/** Snapshot the state machine (and compact the log) once this many entries were applied since the last snapshot. */
+export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
+/** ... or once this many entry payload bytes were applied since the last snapshot. */
+export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
+/** Entries kept in the log below a new snapshot, so slightly lagging followers catch up without a snapshot. */
+export const DEFAULT_LOG_KEEP_ENTRIES = 1000;
+
+export type ReadMode = "safe" | "lease";
+
+export interface RaftGroupLimits {
+  readonly proposalsInFlightMax: number;
+  readonly readWaitersMax: number;
+  readonly requestTimeoutMs: number;
+  readonly snapshotEntries: number;
+  readonly snapshotBytes: number;
+  readonly logKeepEntries: number;
+  readonly readMode: ReadMode;
+}
+
+export interface RaftGroupDeps {
+  readonly groupId: number;
+  readonly node: RaftNode;
+  readonly storage: WritableStorage;
+  readonly sm: StateMachine;
+  readonly limits: RaftGroupLimits;
+  /** Ask the host for a loop turn (idempotent within a turn). */
+  readonly scheduleTurn: () => void;
+  /** Tell the host that storage holds writes not yet made durable (snapshot, compaction). */
+  readonly storageWritten: () => void;
+  readonly now: () => number;
+}
+
+export interface RaftGroupStats extends GroupStats {
+  /** Entries this node proposed (each carrying the ops of one turn, or part of them). */
+  readonly entriesProposed: number;
+  readonly opsProposed: number;
+  /** Most ops carried by one proposed entry. */
+  readonly opsPerEntryMax: number;
+  readonly entriesApplied: number;
+  readonly opsApplied: number;
+  readonly snapshotsCreated: number;
+  readonly snapshotsRestored: number;
+  readonly readsServed: number;
+  readonly failures: Readonly<Record<RaftGroupFailure, number>>;
+}
+
+type Done = (result: OpResult) => void;
+
+interface Proposed {
+  readonly term: number;
+  readonly dones: Done[];
+  readonly proposedAtMs: number;
+}
+
+interface QueuedOp {
+  readonly op: Op;
+  readonly done: Done;
+}
+
+interface ReadWaiter {
+  readonly run: () => void;
+  readonly fail: (f: RaftGroupFailure) => void;
+  readonly deadlineMs: number;
+  /** Read index once known (-1 before). */
+  index: number;
+}
+
+export type LeadershipListener = (isLeader: boolean, term: number) => void;
+
+export class RaftGroup implements Group {
+  readonly groupId: number;
+  readonly node: RaftNode;
+  private readonly storage: WritableStorage;
+  private readonly sm: StateMachine;
+  private readonly limits: RaftGroupLimits;
+  private readonly scheduleTurn: () => void;
+  private readonly storageWritten: () => void;
+  private readonly now: () => number;
+
+  private queued: QueuedOp[] = [];
+  /** Entries proposed by this node as leader, by index (insertion order is index order). */
+  private readonly proposed = new Map<number, Proposed>();
+  private proposedOps = 0;
+  private nextReadId = 1;
+  private readonly reads = new Map<number, ReadWaiter>();
+  /** Reads to hand to the node at the next turn (new, or retried after a drop / no leader). */
+  private readsToIssue: number[] = [];
+  /** Reads the node could not take yet (no leader, leader not ready); retried each turn. */
+  private readsToRetry: number[] = [];
+  /** Reads whose index is known but not yet applied. */
+  private readsAwaitingApply: number[] = [];
+
+  private applied: number;
+  private snapshotIndex: number;
+  private bytesSinceSnapshot = 0;
+  private leaderTerm = -1;
+  private readonly listeners = new Set<LeadershipListener>();
+  private closing: Promise<void> | null = null;
+  private failedHost = false;
+
+  private readonly counters = {
+    batchesPersisted: 0,
+    opsPersisted: 0,
+    entriesProposed: 0,
+    opsProposed: 0,
+    opsPerEntryMax: 0,
+    entriesApplied: 0,
+    opsApplied: 0,
+    snapshotsCreated: 0,
+    snapshotsRestored: 0,
+    readsServed: 0,
+  };
+  private readonly failureCounts: Record<RaftGroupFailure, number> = {
+    notLeader: 0,
+    noLeader: 0,
+    overloaded: 0,
+    superseded: 0,
+    outcomeUnknown: 0,
+    readTimeout: 0,
+    hostFailed: 0,
+  };
+
+  constructor(deps: RaftGroupDeps) {
+    this.groupId = deps.groupId;
+    this.node = deps.node;
+    this.storage = deps.storage;
+    this.sm = deps.sm;
+    this.limits = deps.limits;
+    this.scheduleTurn = deps.scheduleTurn;
+    this.storageWritten = deps.storageWritten;
+    this.now = deps.now;
+    // The state machine starts from the latest snapshot; the node hands the
+    // committed entries after it back in its first Readys.
+    const snap = this.storage.snapshot();
+    if (snap.meta.index > 0) restoreState(this.sm, toBuffer(snap.data));
+    this.sm.takeChanges();
+    this.applied = snap.meta.index;
+    this.snapshotIndex = snap.meta.index;
+    assert.equal(this.node.status().applied, this.applied, "node and state machine start at different indexes");
+  }
+
+  // ------------------------------------------------------------ Group seam
+
+  propose(op: Op, done: Done): void {
+    if (this.closing !== null) {
+      done({ type: "error", error: "shuttingDown" });
+      return;
+    }
+    if (this.failedHost) return this.fail(done, "hostFailed");
+    if (!this.isLeader()) return this.fail(done, this.node.status().leader === null ? "noLeader" : "notLeader");
+    if (this.queued.length + this.proposedOps >= this.limits.proposalsInFlightMax) return this.fail(done, "overloaded");
+    this.queued.push({ op, done });
+    this.scheduleTurn();
+  }
+
+  read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
+    if (this.closing !== null) {
+      done({ ok: false, error: "shuttingDown" });
+      return;
+    }
+    const fail = (f: RaftGroupFailure): void => {
+      this.failureCounts[f]++;
+      done({ ok: false, error: ERROR_KEY_OF[f] });
+    };
+    if (this.failedHost) return fail("hostFailed");
+    if (this.reads.size >= this.limits.readWaitersMax) return fail("overloaded");
+    const id = this.nextReadId++;
+    this.reads.set(id, {
+      run: () => {
+        this.counters.readsServed++;
+        done({ ok: true, value: query(this.sm) });
+      },
+      fail,
+      deadlineMs: this.now() + this.limits.requestTimeoutMs,
+      index: -1,
+    });
+    this.readsToIssue.push(id);
+    this.scheduleTurn();
+  }
+
+  peek(key: string): StoredValue | undefined {
+    return this.sm.getValue(key);
+  }
+
+  get keyCount(): number {
+    return this.sm.size;
+  }
+
+  get stats(): RaftGroupStats {
+    return {
+      ...this.counters,
+      batchesInFlight: this.proposed.size,
+      persistFailures: this.failedHost ? 1 : 0,
+      failures: { ...this.failureCounts },
+    };
+  }
+
+  /** Waits (bounded by the request timeout) until every accepted write and read is answered. */
+  close(): Promise<void> {
+    if (this.closing === null) {
+      this.closing = (async () => {
+        this.scheduleTurn();
+        while ((this.queued.length > 0 || this.proposed.size > 0 || this.reads.size > 0) && !this.failedHost) {
+          await new Promise<void>((resolve) => setTimeout(resolve, 5));
+        }
+      })();
+    }
+    return this.closing;
+  }
+
+  isLeader(): boolean {
+    return this.node.status().role === Role.Leader;
+  }
+
+  leaderId(): string | null {
+    return this.node.status().leader;
+  }
+
+  /** Calls `listener(isLeader, term)` whenever this node gains or loses leadership of the group. */
+  onLeadershipChange(listener: LeadershipListener): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  /** The state machine (tests and diagnostics; not a linearizable view). */
+  get stateMachine(): StateMachine {
+    return this.sm;
+  }
+
+  get appliedIndex(): number {
+    return this.applied;
+  }
+
+  // ------------------------------------------------------- driven by the host
+
+  /** Start of a host loop turn: notice leadership changes, propose this turn's ops, issue reads. */
+  beginTurn(): void {
+    this.checkLeadership();
+    if (this.queued.length > 0) this.proposeQueued();
+    if (this.readsToRetry.length > 0) {
+      for (const id of this.readsToRetry) this.readsToIssue.push(id);
+      this.readsToRetry = [];
+    }
+    if (this.readsToIssue.length > 0) this.issueReads();
+  }
+
+  /** Writes what a Ready asks to persist into storage (not yet durable). Returns whether anything was written. */
+  persistReady(rd: Ready): boolean {
+    let wrote = false;
+    if (rd.snapshot !== null) {
+      this.storage.applySnapshot(rd.snapshot);
+      wrote = true;
+    }
+    if (rd.entries.length > 0) {
+      this.storage.append(rd.entries);
+      wrote = true;
+    }
+    if (rd.hardState !== null) {
+      this.storage.setHardState(rd.hardState);
+      wrote = true;
+    }
+    return wrote;
+  }
+
+  /** After the turn's storage commit: advance, install a snapshot, apply, answer. */
+  finishReady(rd: Ready): void {
+    this.node.advance();
+    if (rd.snapshot !== null) this.installSnapshot(rd);
+    for (const e of rd.committedEntries) this.applyEntry(e);
+    if (this.sm.hasChanges()) this.sm.takeChanges();
+    for (const rs of rd.readStates) {
+      const w = this.reads.get(rs.requestId);
+      if (w === undefined) continue; // timed out meanwhile
+      w.index = rs.index;
+      this.readsAwaitingApply.push(rs.requestId);
+    }
+    for (const id of rd.droppedReads) if (this.reads.has(id)) this.readsToIssue.push(id);
+    if (rd.droppedReads.length > 0) this.scheduleTurn();
+    this.serveReads();
+    this.maybeSnapshot();
+    this.checkLeadership();
+  }
+
+  /** Once per host tick: expire requests past their deadline. */
+  expire(): void {
+    const now = this.now();
+    const cutoff = now - this.limits.requestTimeoutMs;
+    for (const [index, p] of this.proposed) {
+      if (p.proposedAtMs > cutoff) break; // insertion order is proposal order
+      this.proposed.delete(index);
+      this.answerAll(p.dones, "outcomeUnknown");
+    }
+    for (const [id, w] of this.reads) {
+      if (w.deadlineMs <= now) {
+        this.reads.delete(id);
+        w.fail("readTimeout");
+      }
+    }
+  }
+
+  /** Whether the group has queued work for the next turn. */
+  hasQueuedWork(): boolean {
+    return this.queued.length > 0 || this.readsToIssue.length > 0;
+  }
+
+  /** The host stopped (storage failure or crash): answer everything truthfully and refuse new work. */
+  failHost(): void {
+    this.failedHost = true;
+    const queued = this.queued;
+    this.queued = [];
+    for (const q of queued) this.fail(q.done, "hostFailed");
+    this.failProposed("outcomeUnknown");
+    for (const [id, w] of this.reads) {
+      this.reads.delete(id);
+      w.fail("hostFailed");
+    }
+    this.readsToIssue = [];
+    this.readsToRetry = [];
+    this.readsAwaitingApply = [];
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private fail(done: Done, f: RaftGroupFailure): void {
+    this.failureCounts[f]++;
+    done({ type: "error", error: ERROR_KEY_OF[f] });
+  }
+
+  private answerAll(dones: readonly Done[], f: RaftGroupFailure): void {
+    this.proposedOps -= dones.length;
+    assert.ok(this.proposedOps >= 0);
+    for (const d of dones) this.fail(d, f);
+  }
+
+  private failProposed(f: RaftGroupFailure): void {
+    for (const p of this.proposed.values()) this.answerAll(p.dones, f);
+    this.proposed.clear();
+  }
+
+  private checkLeadership(): void {
+    const st = this.node.status();
+    const leading = st.role === Role.Leader;
+    if (this.leaderTerm >= 0 && (!leading || st.term !== this.leaderTerm)) {
+      // Lost leadership (or lost and regained it in a later term): entries
+      // proposed in the old term may or may not commit under the next leader.
+      this.leaderTerm = -1;
+      this.failProposed("outcomeUnknown");
+      const queued = this.queued;
+      this.queued = [];
+      for (const q of queued) this.fail(q.done, st.leader === null ? "noLeader" : "notLeader");
+      for (const l of this.listeners) l(false, st.term);
+    }
+    if (leading && this.leaderTerm < 0) {
+      this.leaderTerm = st.term;
+      for (const l of this.listeners) l(true, st.term);
+    }
+  }
+
+  private proposeQueued(): void {
+    const queued = this.queued;
+    this.queued = [];
+    if (this.leaderTerm < 0) {
+      const leader = this.node.status().leader;
+      for (const q of queued) this.fail(q.done, leader === null ? "noLeader" : "notLeader");
+      return;
+    }
+    let start = 0;
+    while (start < queued.length) {
+      let end = start;
+      let bytes = 0;
+      while (end < queued.length && (end === start || bytes < ENTRY_BYTES_MAX)) {
+        bytes += opBytesEstimate((queued[end] as QueuedOp).op);
+        end++;
+      }
+      const batch = queued.slice(start, end);
+      start = end;
+      const payload = encodeOps(batch.map((q) => q.op));
+      const r = this.node.propose(payload);
+      if (!r.ok) {
+        const f: RaftGroupFailure = r.reason === "overloaded" ? "overloaded" : r.leader === null ? "noLeader" : "notLeader";
+        for (const q of batch) this.fail(q.done, f);
+        continue;
+      }
+      assert.equal(r.term, this.leaderTerm, "proposal in a term other than the one this node leads");
+      assert.ok(!this.proposed.has(r.index), "two proposals at one index");
+      this.proposed.set(r.index, { term: r.term, dones: batch.map((q) => q.done), proposedAtMs: this.now() });
+      this.proposedOps += batch.length;
+      this.counters.entriesProposed++;
+      this.counters.opsProposed += batch.length;
+      if (batch.length > this.counters.opsPerEntryMax) this.counters.opsPerEntryMax = batch.length;
+    }
+  }
+
+  private issueReads(): void {
+    const ids = this.readsToIssue;
+    this.readsToIssue = [];
+    for (const id of ids) {
+      if (!this.reads.has(id)) continue;
+      const res = this.node.read(id, this.limits.readMode);
+      // No leader known yet, or a new leader before its first commit: try
+      // again at a later turn (ticks make turns), bounded by the timeout.
+      if (res !== "ok") this.readsToRetry.push(id);
+    }
+  }
+
+  private installSnapshot(rd: Ready): void {
+    const snap = rd.snapshot;
+    assert.ok(snap !== null);
+    restoreState(this.sm, toBuffer(snap.data));
+    this.sm.takeChanges();
+    this.applied = snap.meta.index;
+    this.snapshotIndex = snap.meta.index;
+    this.bytesSinceSnapshot = 0;
+    this.counters.snapshotsRestored++;
+    // The log this node proposed into was replaced: whatever it proposed up to there is unknown.
+    for (const [index, p] of this.proposed) {
+      if (index > snap.meta.index) break;
+      this.proposed.delete(index);
+      this.answerAll(p.dones, "outcomeUnknown");
+    }
+  }
+
+  private applyEntry(e: Entry): void {
+    assert.equal(e.index, this.applied + 1, `apply out of order: ${e.index} after ${this.applied}`);
+    this.applied = e.index;
+    this.bytesSinceSnapshot += e.data.length;
+    this.counters.entriesApplied++;
+    let results: OpResult[] | null = null;
+    if (e.type === EntryType.Normal && e.data.length > 0) {
+      // A payload every replica accepted and cannot decode is a bug: decodeOps throws and the node stops.
+      const ops = decodeOps(e.data);
+      results = [];
+      for (const op of ops) results.push(this.sm.apply(op));
+      this.counters.opsApplied += ops.length;
+    }
+    const p = this.proposed.get(e.index);
+    if (p === undefined) return;
+    this.proposed.delete(e.index);
+    if (p.term !== e.term) {
+      // Another leader's entry took this index: ours was truncated and is never applied.
+      this.answerAll(p.dones, "superseded");
+      return;
+    }
+    assert.ok(results !== null && results.length === p.dones.length, "applied entry does not match its proposal");
+    this.proposedOps -= p.dones.length;
+    this.counters.batchesPersisted++;
+    this.counters.opsPersisted += p.dones.length;
+    for (let i = 0; i < p.dones.length; i++) (p.dones[i] as Done)(results[i] as OpResult);
+  }
+
+  private serveReads(): void {
+    if (this.readsAwaitingApply.length === 0) return;
+    const waiting: number[] = [];
+    for (const id of this.readsAwaitingApply) {
+      const w = this.reads.get(id);
+      if (w === undefined) continue;
+      if (w.index <= this.applied) {
+        this.reads.delete(id);
+        w.run();
+      } else {
+        waiting.push(id);
+      }
+    }
+    this.readsAwaitingApply = waiting;
+  }
+
+  private maybeSnapshot(): void {
+    const since = this.applied - this.snapshotIndex;
+    if (since <= 0) return;
+    if (since < this.limits.snapshotEntries && this.bytesSinceSnapshot < this.limits.snapshotBytes) return;
+    const index = this.applied;
+    this.storage.createSnapshot(index, this.node.confStateAt(index), snapshotState(this.sm));
+    const compactTo = index - this.limits.logKeepEntries;
+    if (compactTo >= this.storage.firstIndex()) this.storage.compact(compactTo);
+    this.snapshotIndex = index;
+    this.bytesSinceSnapshot = 0;
+    this.counters.snapshotsCreated++;
+    this.storageWritten();
+  }
+}
+
+function toBuffer(data: Uint8Array): Buffer {
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Rough encoded size of an op, to cut a turn's ops into entries of about ENTRY_BYTES_MAX. */
+function opBytesEstimate(op: Op): number {
+  switch (op.type) {
+    case "incrby":
+      return 16 + op.key.length;
+    case "incrbyfloat":
+      return 16 + op.key.length + op.increment.length;
+    case "set":
+      return 16 + op.key.length + op.value.length;
+    case "mset": {
+      let n = 8;
+      for (const k of op.keys) n += 4 + k.length;
+      for (const v of op.values) n += 4 + v.length;
+      return n;
+    }
+    case "del": {
+      let n = 8;
+      for (const k of op.keys) n += 4 + k.length;
+      return n;
+    }
+    case "flushall":
+      return 8;
+    case "seqcreate":
+    case "adopt":
+      return 96 + op.key.length;
+    case "seqnext":
+      return 64 + op.key.length + (op.token === null ? 0 : op.token.length);
+    case "reserve":
+      return 32 + op.key.length + op.id.length;
+    case "token":
+      return 128 + op.key.length + op.token.length;
+  }
+}
