@@ -5,6 +5,7 @@
 // transaction's flush (separateFlushed), so a reply never precedes its fsync.
 
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
@@ -14,7 +15,42 @@ import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js
 export const DATA_FILE = 'ordo.mdb';
 const LOCK_FILE = 'ordo.pid';
 const FORMAT_KEY = 'format';
-const FORMAT = { magic: 'ordo', version: 1 } as const;
+const FORMAT = { magic: 'ordo', version: 2 } as const;
+
+/**
+ * LMDB refuses empty keys and keys over 1978 bytes, and Redis allows both. So a
+ * record's LMDB key is a tag byte and then the key itself (keys up to
+ * KEY_INLINE_BYTES_MAX), or the key's SHA-256 with the whole key at the start
+ * of the record (longer keys).
+ */
+export const KEY_INLINE_BYTES_MAX = 1024;
+const TAG_INLINE = 0x00;
+const TAG_HASHED = 0x01;
+
+function storageKey(key: string): Buffer {
+  const bytes = Buffer.from(key, 'latin1');
+  if (bytes.length <= KEY_INLINE_BYTES_MAX) return Buffer.concat([Buffer.of(TAG_INLINE), bytes]);
+  return Buffer.concat([Buffer.of(TAG_HASHED), createHash('sha256').update(bytes).digest()]);
+}
+
+/** The record as stored: for a hashed key, u32 key length and the key first. */
+function storageRecord(key: string, record: Buffer): Buffer {
+  if (key.length <= KEY_INLINE_BYTES_MAX) return record;
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32BE(key.length, 0);
+  return Buffer.concat([head, Buffer.from(key, 'latin1'), record]);
+}
+
+/** The key and the record of a stored entry. */
+function splitStored(storedKey: Uint8Array, stored: Buffer): { key: string; record: Buffer } {
+  const k = Buffer.from(storedKey.buffer, storedKey.byteOffset, storedKey.byteLength);
+  if (k[0] === TAG_INLINE) return { key: k.toString('latin1', 1), record: stored };
+  if (k[0] === TAG_HASHED && k.length === 33 && stored.length >= 4) {
+    const length = stored.readUInt32BE(0);
+    if (4 + length <= stored.length) return { key: stored.toString('latin1', 4, 4 + length), record: stored.subarray(4 + length) };
+  }
+  throw new CorruptRecordError(`unknown stored key layout (${k.length} bytes, tag ${String(k[0])})`);
+}
 
 export type FsyncMode = 'always' | 'never';
 
@@ -114,10 +150,11 @@ export class LmdbStore implements KeyspaceStore {
       try {
         for (const { key, value } of db.getRange()) {
           try {
-            into(Buffer.from(key).toString('latin1'), value);
+            const entry = splitStored(key, value);
+            into(entry.key, entry.record);
           } catch (e) {
             if (e instanceof CorruptRecordError) {
-              throw new DataDirectoryError(`corrupt record for key ${JSON.stringify(String(key))}: ${e.message}`);
+              throw new DataDirectoryError(`corrupt record for key ${JSON.stringify(Buffer.from(key).toString('latin1'))}: ${e.message}`);
             }
             throw e;
           }
@@ -141,12 +178,12 @@ export class LmdbStore implements KeyspaceStore {
         last = this.tokens.clearAsync() as FlushablePromise;
       }
       for (const [key, value] of changes.values) {
-        const keyBytes = Buffer.from(key, 'latin1');
-        last = (value === null ? this.kv.remove(keyBytes) : this.kv.put(keyBytes, encodeValue(value))) as FlushablePromise;
+        const k = storageKey(key);
+        last = (value === null ? this.kv.remove(k) : this.kv.put(k, storageRecord(key, encodeValue(value)))) as FlushablePromise;
       }
       for (const [key, table] of changes.tokens) {
-        const keyBytes = Buffer.from(key, 'latin1');
-        last = (table === null ? this.tokens.remove(keyBytes) : this.tokens.put(keyBytes, encodeTokens(table))) as FlushablePromise;
+        const k = storageKey(key);
+        last = (table === null ? this.tokens.remove(k) : this.tokens.put(k, storageRecord(key, encodeTokens(table)))) as FlushablePromise;
       }
     } catch (e) {
       throw new PersistError(`write failed: ${(e as Error).message}`, 'no');
