@@ -110,7 +110,11 @@ export function addFloatText(current: Buffer | string | null, increment: Buffer 
   // Redis reads the stored value first, then the increment; an infinite operand parses but cannot be added.
   if (cur === null || inc === null) return { ok: false, error: 'notFloat' };
   if (inc === 'infinite' || cur === 'infinite') return { ok: false, error: 'nanOrInfinity' };
-  const sum = addExtended(toExtended(cur), toExtended(inc));
+  const a = toExtended(cur);
+  const b = toExtended(inc);
+  // An operand that rounds past the long double range is strtold's ERANGE: not a valid float.
+  if (a.exponent > EXTENDED_EXPONENT_MAX || b.exponent > EXTENDED_EXPONENT_MAX) return { ok: false, error: 'notFloat' };
+  const sum = addExtended(a, b);
   if (sum.exponent > EXTENDED_EXPONENT_MAX) return { ok: false, error: 'nanOrInfinity' };
   return { ok: true, text: formatDecimal(extendedToDecimal(sum)) };
 }
