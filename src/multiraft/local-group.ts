@@ -112,7 +112,7 @@ export class LocalGroup implements Group {
         this.inFlight = [];
         const changes = this.sm.takeChanges();
         let failure: ErrorKey | null = null;
-        if (changes.cleared || changes.values.size > 0 || changes.tokens.size > 0) {
+        if (!isEmpty(changes)) {
           try {
             await this.store.persist(changes);
           } catch (e) {

@@ -45,10 +45,10 @@ export function emptySnapshot(conf: ConfState): Snapshot {
 }
 
 export class MemoryStorage implements WritableStorage {
-  private hard: HardState = { term: 0, vote: null, commit: 0 };
-  private snap: Snapshot;
+  protected hard: HardState = { term: 0, vote: null, commit: 0 };
+  protected snap: Snapshot;
   /** ents[0] is a dummy entry at the snapshot index carrying the snapshot term. */
-  private ents: Entry[];
+  protected ents: Entry[];
 
   constructor(initialConf: ConfState) {
     this.snap = emptySnapshot(initialConf);
@@ -63,7 +63,7 @@ export class MemoryStorage implements WritableStorage {
     return this.hard;
   }
 
-  private offset(): number {
+  protected offset(): number {
     return (this.ents[0] as Entry).index;
   }
 

@@ -4,12 +4,13 @@
 // transaction; ordo persists one batch per turn and waits for that
 // transaction's flush (separateFlushed), so a reply never precedes its fsync.
 
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
+import { acquirePidLock, releasePidLock, verifyLmdbHeader } from './files.js';
 import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js';
 
 export const DATA_FILE = 'ordo.mdb';
@@ -94,7 +95,7 @@ export class LmdbStore implements KeyspaceStore {
       throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
     }
     const lockPath = join(dir, LOCK_FILE);
-    takeLock(lockPath);
+    acquirePidLock(lockPath, 'data directory');
     try {
       const dataPath = join(dir, DATA_FILE);
       const fresh = !existsSync(dataPath);
@@ -106,7 +107,7 @@ export class LmdbStore implements KeyspaceStore {
           );
         }
       }
-      if (!fresh) checkDataFileHeader(dataPath);
+      if (!fresh) verifyLmdbHeader(dataPath);
       let root: RootDatabase;
       try {
         root = open({ path: dataPath, separateFlushed: true, noSync: fsync === 'never', maxDbs: 4 });
@@ -140,7 +141,7 @@ export class LmdbStore implements KeyspaceStore {
       }
       return new LmdbStore(dir, root, kv, tokens, lockPath, fsync);
     } catch (e) {
-      releaseLock(lockPath);
+      releasePidLock(lockPath);
       throw e;
     }
   }
@@ -207,42 +208,7 @@ export class LmdbStore implements KeyspaceStore {
     this.closed = true;
     await this.root.flushed;
     await this.root.close();
-    releaseLock(this.lockPath);
-  }
-}
-
-const LMDB_MAGIC = 0xbeefc0de;
-const LMDB_PAGE_META = 0x08;
-
-/**
- * lmdb-js crashes the whole process (SIGSEGV) when asked to open a file whose
- * meta pages are not LMDB's, so they are checked here first: both meta pages
- * (page 0 and the page one page size in) must carry the meta flag and LMDB's
- * magic. An empty file is left to LMDB, which starts it afresh.
- */
-function checkDataFileHeader(dataPath: string): void {
-  const corrupt = (why: string): DataDirectoryError =>
-    new DataDirectoryError(`${dataPath} is not a valid LMDB file (${why}); it may be corrupt; refusing to start`);
-  let fd: number;
-  try {
-    fd = openSync(dataPath, 'r');
-  } catch (e) {
-    throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}`);
-  }
-  try {
-    const size = fstatSync(fd).size;
-    if (size === 0) return;
-    const head = Buffer.alloc(0x34);
-    const isMetaPage = (offset: number): boolean =>
-      readSync(fd, head, 0, head.length, offset) === head.length &&
-      (head.readUInt16LE(0x12) & LMDB_PAGE_META) !== 0 &&
-      head.readUInt32LE(0x18) === LMDB_MAGIC;
-    if (!isMetaPage(0)) throw corrupt('first meta page damaged');
-    const pageSize = head.readUInt32LE(0x30);
-    if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) throw corrupt(`bad page size ${pageSize}`);
-    if (size < 2 * pageSize || !isMetaPage(pageSize)) throw corrupt('second meta page damaged');
-  } finally {
-    closeSync(fd);
+    releasePidLock(this.lockPath);
   }
 }
 
@@ -253,51 +219,4 @@ function isFormat(value: unknown): value is { magic: string; version: number } {
     (value as { magic?: unknown }).magic === FORMAT.magic &&
     typeof (value as { version?: unknown }).version === 'number'
   );
-}
-
-/** One process per data directory: LMDB itself would let two share it. */
-function takeLock(lockPath: string): void {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(lockPath, 'wx');
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new DataDirectoryError(`cannot write ${lockPath}: ${(e as Error).message}`);
-      }
-    }
-    const pid = Number.parseInt(readFileSync(lockPath, 'utf8').trim(), 10);
-    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-      throw new DataDirectoryError(`data directory is in use by process ${pid} (${lockPath})`);
-    }
-    // Left behind by a process that died: take it over.
-    unlinkSync(lockPath);
-  }
-  throw new DataDirectoryError(`cannot take ${lockPath}`);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A process killed a moment ago can linger as a zombie until it is reaped.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return true;
-  }
-}
-
-function releaseLock(lockPath: string): void {
-  try {
-    unlinkSync(lockPath);
-  } catch {
-    // already gone
-  }
 }

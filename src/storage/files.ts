@@ -1,0 +1,115 @@
+// What both LMDB stores need from the file system before they open LMDB: a
+// check that a data file really is LMDB (the native addon can crash the
+// process on a foreign or damaged file), and a pid lock so that one process at
+// a time uses a data directory (LMDB itself would let several share it).
+
+import { closeSync, fstatSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { DataDirectoryError } from './store.js';
+
+/** LMDB's magic number, in each of the two meta pages at the start of the file. */
+const LMDB_META_MAGIC = 0xbeefc0de;
+/** The page flag marking a meta page. */
+const LMDB_META_PAGE_FLAG = 0x08;
+/** Offsets within a meta page. */
+const LMDB_PAGE_FLAGS_AT = 0x12;
+const LMDB_MAGIC_AT = 0x18;
+const LMDB_PAGE_SIZE_AT = 0x30;
+
+/**
+ * Refuses, with a DataDirectoryError, a file whose two meta pages are not
+ * LMDB's. An empty file is left to LMDB, which initialises it.
+ */
+export function verifyLmdbHeader(dataPath: string): void {
+  const refuse = (why: string): DataDirectoryError =>
+    new DataDirectoryError(`${dataPath} is not a valid LMDB file (${why}); it is corrupt or foreign; refusing to start`);
+  let fd: number;
+  try {
+    fd = openSync(dataPath, 'r');
+  } catch (e) {
+    throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}`);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size === 0) return;
+    const page = Buffer.alloc(LMDB_PAGE_SIZE_AT + 4);
+    const metaPageAt = (position: number): boolean =>
+      readSync(fd, page, 0, page.length, position) === page.length &&
+      (page.readUInt16LE(LMDB_PAGE_FLAGS_AT) & LMDB_META_PAGE_FLAG) !== 0 &&
+      page.readUInt32LE(LMDB_MAGIC_AT) === LMDB_META_MAGIC;
+    if (!metaPageAt(0)) throw refuse('first meta page damaged');
+    const pageSize = page.readUInt32LE(LMDB_PAGE_SIZE_AT);
+    if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) throw refuse(`bad page size ${pageSize}`);
+    if (size < 2 * pageSize || !metaPageAt(pageSize)) throw refuse('second meta page damaged');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Lock files this process holds, to tell "open twice here" from a stale lock of an earlier process with our pid. */
+const heldLocks = new Set<string>();
+
+/**
+ * Takes `lockPath` for this process, or refuses when a live process holds it
+ * (this one included). `what` names the data in messages. A lock left by a
+ * process that is gone (kill -9, power loss, a container restarted with the
+ * same pid) is taken over.
+ */
+export function acquirePidLock(lockPath: string, what: string): void {
+  if (heldLocks.has(lockPath)) throw new DataDirectoryError(`${what} is already open in this process (${lockPath})`);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockPath, 'wx');
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      heldLocks.add(lockPath);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new DataDirectoryError(`cannot create ${lockPath}: ${(e as Error).message}`);
+      }
+    }
+    let holder = Number.NaN;
+    try {
+      holder = Number.parseInt(readFileSync(lockPath, 'utf8').trim(), 10);
+    } catch {
+      // removed meanwhile: try again
+    }
+    if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && isRunning(holder)) {
+      throw new DataDirectoryError(`${what} is in use by process ${holder} (${lockPath})`);
+    }
+    try {
+      unlinkSync(lockPath); // left by a process that is gone
+    } catch {
+      // someone else removed it
+    }
+  }
+  throw new DataDirectoryError(`cannot take ${lockPath}`);
+}
+
+export function releasePidLock(lockPath: string): void {
+  heldLocks.delete(lockPath);
+  try {
+    unlinkSync(lockPath);
+  } catch {
+    // already gone
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A process killed a moment ago stays a zombie until its parent reaps it.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return true;
+  }
+}
