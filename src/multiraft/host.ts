@@ -57,7 +57,7 @@ import {
 } from "./raft-group.js";
 
 /** Where the groups of one node keep their Raft state. */
-export interface RaftLogStore {
+export interface GroupLogStore {
   /** The storage of group `groupId` (created with `initialConf` if new). Writes are durable only after commitTurn. */
   group(groupId: number, initialConf: ConfState): WritableStorage;
   /** Makes every write of every group since the last commitTurn durable, in one step. */
@@ -74,7 +74,7 @@ export type HostRaftOptions = Omit<RaftConfig, "id" | "storage" | "random">;
 export interface MultiRaftHostOptions {
   readonly nodeId: NodeId;
   readonly transport: Transport;
-  readonly store: RaftLogStore;
+  readonly store: GroupLogStore;
   /** Uniform in [0, 1): election timeouts. */
   readonly random: () => number;
   readonly tickIntervalMs?: number;
@@ -116,7 +116,7 @@ interface OutItem {
 export class MultiRaftHost {
   readonly nodeId: NodeId;
   private readonly transport: Transport;
-  private readonly store: RaftLogStore;
+  private readonly store: GroupLogStore;
   private readonly random: () => number;
   private readonly raftOptions: HostRaftOptions;
   private readonly limits: RaftGroupLimits;
@@ -381,11 +381,11 @@ function wellFormed(m: Message): boolean {
 export const DEFAULT_MEMORY_COMMIT_DELAY_MS = 0;
 
 /**
- * An in-memory RaftLogStore for tests: writes go to a live copy at once and
+ * An in-memory GroupLogStore for tests: writes go to a live copy at once and
  * to the "disk" copy only when the turn's commit completes; `crash()` drops
  * every write not yet committed (including commits still in flight).
  */
-export class MemoryRaftLogStore implements RaftLogStore {
+export class MemoryRaftLogStore implements GroupLogStore {
   private readonly durable = new Map<number, MemoryStorage>();
   private pending: (() => void)[] = [];
   private epoch = 0;
