@@ -10,25 +10,13 @@ import { MemoryRaftLogStore, MultiRaftHost } from '../src/multiraft/host.js';
 import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED } from '../src/errors.js';
 import type { OpResult } from '../src/sequencer/state-machine.js';
+import { prng, sleep } from './helpers/random.js';
 
 const NODES = ['a', 'b', 'c'];
 const GROUPS = [1, 2, 3, 4];
 const RUN_MS = 5000;
 const CLIENTS_PER_GROUP = 8;
 const SHARED_KEYS = 3;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('multiraft under faults', () => {
   it('partitions and crashes: no lost, duplicate or falsely failed write', async (t) => {

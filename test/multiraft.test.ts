@@ -6,6 +6,7 @@ import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED, type ErrorKey } from '../src/errors.js';
 import { snapshotState } from '../src/sequencer/codec.js';
 import type { OpResult, StoredValue } from '../src/sequencer/state-machine.js';
+import { prng, sleep } from './helpers/random.js';
 
 const NODES = ['n1', 'n2', 'n3'];
 const GROUPS = [1, 2, 3, 4];
@@ -13,19 +14,6 @@ const TICK_MS = 10;
 const NOT_APPLIED = ERROR_KEY_OF.notLeader;
 const notApplied = (e: string): boolean => WRITE_NOT_APPLIED.has(e as ErrorKey);
 const UNKNOWN = ERROR_KEY_OF.outcomeUnknown;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -121,7 +121,11 @@ export function decodeTokens(record: Uint8Array): Map<string, TokenRecord> {
   return table;
 }
 
-/** The whole keyspace as one blob: header, then (u32 key length, key, u32 record length, record) per key. */
+/**
+ * The whole keyspace as one blob: a header with the key count, then (u32 key
+ * length, key, u32 record length, record) per key; then the count of keys with
+ * tokens and the same layout for their token tables.
+ */
 export function snapshotState(sm: StateMachine): Buffer {
   const parts: Buffer[] = [];
   const header = Buffer.allocUnsafe(12);
@@ -129,29 +133,22 @@ export function snapshotState(sm: StateMachine): Buffer {
   header.writeUInt32BE(SNAPSHOT_VERSION, 4);
   header.writeUInt32BE(sm.size, 8);
   parts.push(header);
-  for (const [key, value] of sm.entries()) {
-    const keyBytes = Buffer.from(key, 'latin1');
-    const record = encodeValue(value);
-    const lengths = Buffer.allocUnsafe(4);
-    lengths.writeUInt32BE(keyBytes.length, 0);
-    const recordLength = Buffer.allocUnsafe(4);
-    recordLength.writeUInt32BE(record.length, 0);
-    parts.push(lengths, keyBytes, recordLength, record);
-  }
+  for (const [key, value] of sm.entries()) pushKeyedRecord(parts, key, encodeValue(value));
   const tokenTables = [...sm.tokenEntries()];
   const tokenHeader = Buffer.allocUnsafe(4);
   tokenHeader.writeUInt32BE(tokenTables.length, 0);
   parts.push(tokenHeader);
-  for (const [key, table] of tokenTables) {
-    const keyBytes = Buffer.from(key, 'latin1');
-    const record = encodeTokens(table);
-    const lengths = Buffer.allocUnsafe(8);
-    lengths.writeUInt32BE(keyBytes.length, 0);
-    parts.push(lengths.subarray(0, 4), keyBytes);
-    lengths.writeUInt32BE(record.length, 4);
-    parts.push(lengths.subarray(4, 8), record);
-  }
+  for (const [key, table] of tokenTables) pushKeyedRecord(parts, key, encodeTokens(table));
   return Buffer.concat(parts);
+}
+
+function pushKeyedRecord(parts: Buffer[], key: string, record: Buffer): void {
+  const keyBytes = Buffer.from(key, 'latin1');
+  const keyLength = Buffer.allocUnsafe(4);
+  keyLength.writeUInt32BE(keyBytes.length, 0);
+  const recordLength = Buffer.allocUnsafe(4);
+  recordLength.writeUInt32BE(record.length, 0);
+  parts.push(keyLength, keyBytes, recordLength, record);
 }
 
 /** Replaces the state machine's contents with a snapshot's. */
@@ -163,36 +160,29 @@ export function restoreState(sm: StateMachine, snapshot: Buffer): void {
   if (version !== SNAPSHOT_VERSION) throw new CorruptRecordError(`unknown snapshot version ${version}`);
   const count = snapshot.readUInt32BE(8);
   sm.clear();
-  let offset = 12;
-  for (let i = 0; i < count; i++) {
-    if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
-    const keyLength = snapshot.readUInt32BE(offset);
-    offset += 4;
-    const key = snapshot.toString('latin1', offset, offset + keyLength);
-    offset += keyLength;
-    if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
-    const recordLength = snapshot.readUInt32BE(offset);
-    offset += 4;
-    if (offset + recordLength > snapshot.length) throw new CorruptRecordError('snapshot truncated');
-    sm.load(key, decodeValue(snapshot.subarray(offset, offset + recordLength)));
-    offset += recordLength;
-  }
+  let offset = readKeyedRecords(snapshot, 12, count, (key, record) => sm.load(key, decodeValue(record)));
   assert.equal(sm.size, count, 'snapshot holds duplicate keys');
   if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
   const tokenKeys = snapshot.readUInt32BE(offset);
-  offset += 4;
-  for (let i = 0; i < tokenKeys; i++) {
-    if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
-    const keyLength = snapshot.readUInt32BE(offset);
+  offset = readKeyedRecords(snapshot, offset + 4, tokenKeys, (key, record) => sm.loadTokens(key, decodeTokens(record)));
+  if (offset !== snapshot.length) throw new CorruptRecordError('snapshot has trailing bytes');
+}
+
+/** Reads `count` (u32 key length, key, u32 record length, record) items from `offset`; returns the offset after them. */
+function readKeyedRecords(buf: Buffer, offset: number, count: number, each: (key: string, record: Buffer) => void): number {
+  const u32At = (at: number): number => {
+    if (at + 4 > buf.length) throw new CorruptRecordError('snapshot truncated');
+    return buf.readUInt32BE(at);
+  };
+  for (let i = 0; i < count; i++) {
+    const keyLength = u32At(offset);
+    const key = buf.toString('latin1', offset + 4, offset + 4 + keyLength);
+    offset += 4 + keyLength;
+    const recordLength = u32At(offset);
     offset += 4;
-    const key = snapshot.toString('latin1', offset, offset + keyLength);
-    offset += keyLength;
-    if (offset + 4 > snapshot.length) throw new CorruptRecordError('snapshot truncated');
-    const recordLength = snapshot.readUInt32BE(offset);
-    offset += 4;
-    if (offset + recordLength > snapshot.length) throw new CorruptRecordError('snapshot truncated');
-    sm.loadTokens(key, decodeTokens(snapshot.subarray(offset, offset + recordLength)));
+    if (offset + recordLength > buf.length) throw new CorruptRecordError('snapshot truncated');
+    each(key, buf.subarray(offset, offset + recordLength));
     offset += recordLength;
   }
-  if (offset !== snapshot.length) throw new CorruptRecordError('snapshot has trailing bytes');
+  return offset;
 }
