@@ -389,6 +389,24 @@ const AUTH_SCENARIOS: readonly Scenario[] = [
     name: 'HELLO without AUTH on an unauthenticated connection',
     steps: [cmd('HELLO', '3'), cmd('HELLO'), cmd('HELLO', '2', 'SETNAME', 'x')],
   },
+  {
+    name: 'before AUTH: 10 arguments and 16384-byte arguments are fine',
+    steps: [cmd('DEL', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'), cmd('ECHO', 'x'.repeat(16384)), cmd('AUTH', PASSWORD), cmd('PING')],
+  },
+  {
+    name: 'before AUTH: more than 10 arguments is a protocol error',
+    expectClose: true,
+    steps: [cmd('PING'), cmd('DEL', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j')],
+  },
+  {
+    name: 'before AUTH: an argument over 16384 bytes is a protocol error',
+    expectClose: true,
+    steps: [cmd('PING'), cmd('ECHO', 'x'.repeat(16385))],
+  },
+  {
+    name: 'after AUTH the bounds are gone',
+    steps: [cmd('AUTH', PASSWORD), cmd('DEL', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k'), cmd('ECHO', 'y'.repeat(20000))],
+  },
 ];
 
 describe('differential test against redis-server', () => {
@@ -491,7 +509,12 @@ describe('differential test against redis-server, both with a password', () => {
       // The connection starts in RESP2: HELLO 3 needs authentication first.
       test(`${scenario.name} [${mode}]`, scenario.todo === undefined ? {} : { todo: scenario.todo }, async () => {
         assert.ok(redis !== undefined && ordo !== undefined, 'servers started');
-        const problems = await diffSteps(redis.port, ordo.port, scenario.steps, { protocol: 2, mode, keepKeyspace: true });
+        const problems = await diffSteps(redis.port, ordo.port, scenario.steps, {
+          protocol: 2,
+          mode,
+          keepKeyspace: true,
+          ...(scenario.expectClose === true ? { expectClose: true } : {}),
+        });
         if (problems.length > 0) assert.fail(`ordo and redis-server differ:\n\n${problems.join('\n\n')}`);
       });
     }

@@ -230,9 +230,22 @@ function quoteByte(c: number): string {
   return c === CR || c === LF ? ' ' : String.fromCharCode(c);
 }
 
+/**
+ * Redis's tighter bounds for a client that has not authenticated yet (when a
+ * password is required): at most this many arguments, each at most this long.
+ */
+export const UNAUTHENTICATED_MULTIBULK_LENGTH_MAX = 10;
+export const UNAUTHENTICATED_BULK_BYTES_MAX = 16384;
+const INT_MAX = 2 ** 31 - 1;
+
 /** Incremental request decoder for one connection. */
 export class RequestDecoder {
   private readonly limits: DecoderLimits;
+  /** Whether the unauthenticated bounds apply (see setAuthenticated). */
+  private unauthenticated = false;
+  /** The bounds the fast path checks: the limits, or the unauthenticated bounds below them. */
+  private multibulkLengthMax: number;
+  private bulkBytesMax: number;
 
   /**
    * The bytes held, exactly: [start, buf.length) are pending. Either a chunk as
@@ -277,6 +290,22 @@ export class RequestDecoder {
       }
     }
     this.limits = merged;
+    this.multibulkLengthMax = merged.multibulkLengthMax;
+    this.bulkBytesMax = merged.bulkBytesMax;
+  }
+
+  /**
+   * Until a client authenticates (when the server requires a password), Redis
+   * refuses requests of more than 10 arguments or arguments over 16 KiB, so a
+   * stranger cannot make the server buffer much: "unauthenticated multibulk
+   * length" / "unauthenticated bulk length".
+   */
+  setAuthenticated(authenticated: boolean): void {
+    this.unauthenticated = !authenticated;
+    this.multibulkLengthMax = authenticated
+      ? this.limits.multibulkLengthMax
+      : Math.min(this.limits.multibulkLengthMax, UNAUTHENTICATED_MULTIBULK_LENGTH_MAX);
+    this.bulkBytesMax = authenticated ? this.limits.bulkBytesMax : Math.min(this.limits.bulkBytesMax, UNAUTHENTICATED_BULK_BYTES_MAX);
   }
 
   /** Bytes fed and not yet returned by `next` as part of a command (or skipped). */
@@ -349,9 +378,12 @@ export class RequestDecoder {
           const lineEnd = this.findHeaderEnd('too big mbulk count string');
           if (lineEnd < 0) return null;
           const count = this.headerValue;
-          if (Number.isNaN(count) || count > this.limits.multibulkLengthMax) {
-            this.fail('invalid multibulk length');
+          // Redis's order: a count that is no number or past INT_MAX first, then the unauthenticated bound.
+          if (Number.isNaN(count) || count > INT_MAX) this.fail('invalid multibulk length');
+          if (this.unauthenticated && count > UNAUTHENTICATED_MULTIBULK_LENGTH_MAX) {
+            this.fail('unauthenticated multibulk length');
           }
+          if (count > this.limits.multibulkLengthMax) this.fail('invalid multibulk length');
           if (count <= 0) {
             this.consumeTo(lineEnd + 2); // *0 and *-1 are skipped, as in Redis
             continue;
@@ -370,6 +402,9 @@ export class RequestDecoder {
         const length = this.headerValue;
         if (Number.isNaN(length) || length < 0 || length > this.limits.bulkBytesMax) {
           this.fail('invalid bulk length');
+        }
+        if (this.unauthenticated && length > UNAUTHENTICATED_BULK_BYTES_MAX) {
+          this.fail('unauthenticated bulk length');
         }
         this.readTo(lineEnd + 2);
         this.bulkLength = length;
@@ -410,9 +445,9 @@ export class RequestDecoder {
     for (c = buf[++p] as number; p < digitsEnd && c >= ZERO && c <= NINE; c = buf[++p] as number) {
       count = count * 10 + (c - ZERO);
     }
-    if (c !== CR || p + 1 >= held || count > this.limits.multibulkLengthMax) return null;
+    if (c !== CR || p + 1 >= held || count > this.multibulkLengthMax) return null;
     p += 2;
-    const bulkBytesMax = this.limits.bulkBytesMax;
+    const bulkBytesMax = this.bulkBytesMax;
     const args: Buffer[] = [];
     for (let k = 0; k < count; k++) {
       const lineStart = p;

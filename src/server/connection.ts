@@ -50,7 +50,7 @@ export class Connection {
   name: string | null = null;
   libName = '';
   libVersion = '';
-  authenticated: boolean;
+  private isAuthenticated: boolean;
   /** Set once the client asked for the cluster topology (cluster-aware clients get MOVED). */
   clusterAware = false;
   closing = false;
@@ -81,12 +81,13 @@ export class Connection {
   ) {
     this.id = id;
     const { config } = host;
-    this.authenticated = config.requirepass === null;
+    this.isAuthenticated = config.requirepass === null;
     this.decoder = new RequestDecoder({
       queryBufferBytesMax: config.queryBufferBytesMax,
       bulkBytesMax: config.bulkBytesMax,
       multibulkLengthMax: config.multibulkLengthMax,
     });
+    this.decoder.setAuthenticated(this.isAuthenticated);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());
@@ -96,6 +97,16 @@ export class Connection {
       pendingFlush.delete(this);
       host.onClose(this);
     });
+  }
+
+  /** Whether the client may run commands; until then the decoder applies Redis's unauthenticated bounds. */
+  get authenticated(): boolean {
+    return this.isAuthenticated;
+  }
+
+  set authenticated(value: boolean) {
+    this.isAuthenticated = value;
+    this.decoder.setAuthenticated(value);
   }
 
   get remoteAddress(): string {
