@@ -46,6 +46,7 @@ export const ERR = {
   windowNotPositive: 'ERR WINDOW must be a positive integer',
   startAboveMax: 'ERR START is greater than MAX',
   noSequence: 'ERR no such key',
+  invalidSlot: 'ERR Invalid slot',
   clusterDisabled: 'ERR This instance has cluster support disabled',
   configSetUnsupported: 'ERR CONFIG SET is not supported by ordo: restart the node with the option changed',
   noSuchClient: 'ERR No such client',
