@@ -1,5 +1,6 @@
-// Clients write through whichever node leads their group while partitions,
-// isolations and crashes (losing unflushed writes) come and go. Afterwards:
+// Clients write through whichever node leads their group (or, with no leader
+// known, through any replica, where the write waits for the election) while
+// partitions, isolations and crashes (losing unflushed writes) come and go. Afterwards:
 // replicas agree, no acknowledged increment is lost, no value is handed out
 // twice, and no write answered "not applied" was applied.
 
@@ -68,10 +69,14 @@ describe('multiraft under faults', () => {
     const unknownPerKey = new Map<string, number>();
     const uniqueOutcome = new Map<string, 'ok' | 'notApplied' | 'unknown'>();
     const counts = { ok: 0, notApplied: 0, unknown: 0 };
+    const errors = new Map<string, number>();
+    /** Writes issued at a replica that knew no leader and acknowledged once the election ended there. */
+    let okAfterWaiting = 0;
     const classify = (r: OpResult): 'ok' | 'notApplied' | 'unknown' => {
       if (r.type === 'int') return 'ok';
       assert.equal(r.type, 'error');
       if (r.type !== 'error') throw new Error('unreachable');
+      errors.set(r.error, (errors.get(r.error) ?? 0) + 1);
       if (r.error === ERROR_KEY_OF.outcomeUnknown) return 'unknown';
       assert.ok(WRITE_NOT_APPLIED.has(r.error), `unexpected error ${r.error}`);
       return 'notApplied';
@@ -85,10 +90,17 @@ describe('multiraft under faults', () => {
     const client = async (gid: number, c: number): Promise<void> => {
       let n = 0;
       while (!stop) {
-        const g = leaderOf(gid);
+        // Without a known leader, write at any replica: it waits (bounded) for the election.
+        let g = leaderOf(gid);
+        let atLeader = true;
         if (g === undefined) {
-          await sleep(5);
-          continue;
+          const live = [...hosts.values()].map((h) => h.group(gid)).filter((x): x is RaftGroup => x !== undefined);
+          g = live[Math.floor(random() * live.length)];
+          atLeader = false;
+          if (g === undefined) {
+            await sleep(5);
+            continue;
+          }
         }
         const shared = `s${gid}:${c % SHARED_KEYS}`;
         if (n % 4 === 3) {
@@ -121,6 +133,8 @@ describe('multiraft under faults', () => {
         }
         uniqueOutcome.set(unique, classify(ru));
         if (ru.type === 'int') assert.equal(ru.value, 1n);
+        if (!atLeader && rs.type === 'int') okAfterWaiting++;
+        if (!atLeader && rs.type === 'error') await sleep(5); // refused at once (a leader is known elsewhere): let it be found
       }
     };
     const clients: Promise<void>[] = [];
@@ -203,7 +217,10 @@ describe('multiraft under faults', () => {
       if (outcome === 'ok') assert.equal(v, 1n, `acknowledged write lost: ${key}; ${ctx}`);
       if (outcome === 'notApplied') assert.equal(v, undefined, `write answered "not applied" was applied: ${key}; ${ctx}`);
     }
-    t.diagnostic(`seed ${seed}: ${counts.ok} acknowledged, ${counts.notApplied} not applied, ${counts.unknown} unknown, ${reads} reads; ${faults.length} faults`);
+    t.diagnostic(
+      `seed ${seed}: ${counts.ok} acknowledged (${okAfterWaiting} after waiting for an election), ${counts.notApplied} not applied, ` +
+        `${counts.unknown} unknown, ${reads} reads; ${faults.length} faults; errors ${JSON.stringify(Object.fromEntries(errors))}`,
+    );
     assert.ok(counts.ok > 100, `too little progress: ${JSON.stringify(counts)}; ${ctx}`);
     for (const h of hosts.values()) h.halt();
     await hub.close();

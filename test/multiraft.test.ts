@@ -457,3 +457,159 @@ describe('multiraft: storage failure', () => {
     }
   });
 });
+
+/** A write whose answer is recorded with the leader its replica named at that moment. */
+interface Tracked {
+  readonly key: string;
+  readonly at: RaftGroup;
+  result: OpResult | null;
+  /** `at.leaderId()` when the answer came (the router's forward / redirect target). */
+  leaderAtAnswer: string | null;
+  readonly answered: Promise<void>;
+}
+
+function track(at: RaftGroup, key: string): Tracked {
+  let resolve: () => void = () => {};
+  const answered = new Promise<void>((r) => (resolve = r));
+  const t: Tracked = { key, at, result: null, leaderAtAnswer: null, answered };
+  at.propose({ type: 'incrby', key, delta: 1n }, (r) => {
+    assert.equal(t.result, null, `${key} answered twice`);
+    t.result = r;
+    t.leaderAtAnswer = at.leaderId();
+    resolve();
+  });
+  return t;
+}
+
+describe('multiraft: writes wait (bounded) for an election', () => {
+  const clusters: Cluster[] = [];
+  after(async () => {
+    for (const c of clusters) await c.close();
+  });
+
+  it('writes issued during an election are proposed by the winner, refused with its name elsewhere', async () => {
+    const c = new Cluster();
+    clusters.push(c);
+    const leaders = await c.waitLeaders();
+    const old = leaders.get(1);
+    assert.ok(old !== undefined);
+    const oldId = old.node.id;
+    assert.equal((await incr(old, 'e:warm')).type, 'int');
+    const [a, b] = NODES.filter((n) => n !== oldId) as [string, string];
+    // Kill the leader, and keep the survivors apart so the election cannot end before the writes arrive.
+    c.hub.partition(a, b);
+    await c.crash(oldId);
+    const survivors = c.replicas(1);
+    assert.equal(survivors.length, 2);
+    await waitFor('both survivors know no leader (election in progress)', () =>
+      survivors.every((r) => !r.isLeader() && r.leaderId() === null),
+    );
+    const writes: Tracked[] = [];
+    const reads: Promise<StoredValue | undefined>[] = [];
+    for (const r of survivors) {
+      for (let i = 0; i < 5; i++) writes.push(track(r, `e:${r.node.id}:${i}`));
+      reads.push(get(r, 'e:warm'));
+    }
+    // Before: refused at once with noLeader. Now: nothing is answered while the election runs.
+    assert.ok(writes.every((w) => w.result === null), 'writes wait for the election instead of failing at once');
+
+    c.hub.heal(a, b);
+    await Promise.all(writes.map((w) => w.answered));
+    const winner = c.leader(1);
+    assert.ok(winner !== undefined && winner.node.id !== oldId);
+    for (const w of writes) {
+      if (w.at === winner) {
+        assert.deepStrictEqual(w.result, { type: 'int', value: 1n }, `${w.key} proposed once at the new leader`);
+      } else {
+        assert.deepStrictEqual(w.result, { type: 'error', error: ERROR_KEY_OF.notLeader }, w.key);
+        assert.equal(w.leaderAtAnswer, winner.node.id, `${w.key}: notLeader names the new leader`);
+      }
+    }
+    // Reads issued during the election were served once a leader existed.
+    for (const v of await Promise.all(reads)) assert.equal(v, 1n);
+
+    // After the old leader returns: the proposed writes are there once, the refused ones are not.
+    c.start(oldId);
+    await c.waitConverged(8000);
+    const l = c.leader(1);
+    assert.ok(l !== undefined);
+    for (const w of writes) {
+      assert.equal(await get(l, w.key), w.result?.type === 'int' ? 1n : undefined, w.key);
+    }
+  });
+
+  it('with no possible leader, a write gets noLeader after the bound and was not applied; the wait is bounded in count', async () => {
+    const LEADER_WAIT_MS = 300;
+    const IN_FLIGHT_MAX = 4;
+    const c = new Cluster({ requestTimeoutMs: LEADER_WAIT_MS, proposalsInFlightMax: IN_FLIGHT_MAX });
+    clusters.push(c);
+    await c.waitLeaders();
+    for (const id of NODES) c.hub.isolate(id); // no majority anywhere
+    const replicas = c.replicas(2);
+    await waitFor('group 2 knows no leader on any replica', () => replicas.every((r) => !r.isLeader() && r.leaderId() === null));
+    const writes: Tracked[] = [];
+    for (const r of replicas) {
+      const here: Tracked[] = [];
+      for (let i = 0; i < IN_FLIGHT_MAX + 2; i++) here.push(track(r, `nl:${r.node.id}:${i}`));
+      // Past the count bound: refused at once; the others wait.
+      assert.equal(here.filter((w) => w.result === null).length, IN_FLIGHT_MAX);
+      for (const w of here.slice(IN_FLIGHT_MAX)) assert.deepStrictEqual(w.result, { type: 'error', error: ERROR_KEY_OF.overloaded });
+      writes.push(...here);
+    }
+    // A read also waits for a leader, bounded by the request timeout.
+    const first = replicas[0];
+    assert.ok(first !== undefined);
+    const readTimedOut = assert.rejects(get(first, 'nl:x'), /read failed: readTimeout/);
+    await Promise.all(writes.map((w) => w.answered));
+    for (const w of writes.filter((x) => x.result?.type === 'error' && x.result.error !== ERROR_KEY_OF.overloaded)) {
+      assert.deepStrictEqual(w.result, { type: 'error', error: ERROR_KEY_OF.noLeader }, w.key);
+    }
+    await readTimedOut;
+    for (const r of replicas) assert.ok(r.stats.failures.noLeader >= IN_FLIGHT_MAX);
+
+    c.hub.healAll();
+    const l = (await c.waitLeaders()).get(2);
+    assert.ok(l !== undefined);
+    assert.equal((await incr(l, 'nl:after')).type, 'int');
+    await c.waitConverged();
+    for (const w of writes) assert.equal(await get(l, w.key), undefined, `${w.key} answered "not applied" but applied`);
+  });
+});
+
+describe('multiraft: a single-voter group', () => {
+  it('leads at once on start and on restart, with no tick elapsed', async () => {
+    const hub = new MemoryHub();
+    const store = new MemoryRaftLogStore();
+    // No tick can fire during this test: any election timeout would need ticks.
+    const NO_TICKS_MS = 3_600_000;
+    const start = (): MultiRaftHost =>
+      new MultiRaftHost({ nodeId: 'solo', transport: hub.transport('solo'), store, random: prng(11), tickIntervalMs: NO_TICKS_MS });
+    let host = start();
+    try {
+      const g = host.addGroup(1, ['solo']);
+      assert.equal(g.isLeader(), true, 'leader before any tick or loop turn');
+      assert.equal(g.leaderId(), 'solo');
+      assert.deepStrictEqual(await incr(g, 'k'), { type: 'int', value: 1n });
+      assert.deepStrictEqual(await get(g, 'k'), 1n);
+      // A group with other voters still waits for an election.
+      const multi = host.addGroup(2, ['solo', 'other1', 'other2']);
+      assert.equal(multi.isLeader(), false);
+      assert.equal(host.stats().ticks, 0);
+      const term = g.node.status().term;
+
+      // Restart from storage (kill -9 after the acknowledged write): leads again at once, in a newer term.
+      host.halt();
+      store.crash();
+      await hub.close();
+      host = start();
+      const again = host.addGroup(1, ['solo']);
+      assert.equal(again.isLeader(), true, 'leader again before any tick');
+      assert.ok(again.node.status().term > term);
+      assert.deepStrictEqual(await incr(again, 'k'), { type: 'int', value: 2n });
+      assert.equal(host.stats().ticks, 0);
+    } finally {
+      host.halt();
+      await hub.close();
+    }
+  });
+});

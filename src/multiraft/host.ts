@@ -16,6 +16,10 @@
 // While a turn waits for its commit, messages, ticks and proposals keep
 // arriving; they go into the next turn, so batches grow with load.
 //
+// A group whose only voter is this node campaigns as soon as it is added
+// (started or restarted), so a one-node cluster serves at once instead of
+// after an election timeout.
+//
 // A failed storage commit stops the host (fail-stop): what is durable is
 // unknown, so every waiting write is answered "outcome unknown" and nothing
 // more is sent. Restarting the node recovers from what storage holds.
@@ -81,6 +85,8 @@ export interface MultiRaftHostOptions {
   /** Raft limits and timeouts (in ticks), shared by every group. */
   readonly raft?: HostRaftOptions;
   readonly requestTimeoutMs?: number;
+  /** How long a write waits for an election while no leader is known (0: answer `noLeader` at once); default requestTimeoutMs. */
+  readonly leaderWaitMs?: number;
   readonly proposalsInFlightMax?: number;
   readonly readWaitersMax?: number;
   readonly snapshotEntries?: number;
@@ -93,6 +99,8 @@ export interface MultiRaftHostOptions {
 }
 
 export interface HostStats {
+  /** Raft ticks driven so far (every group ticks once per host tick). */
+  readonly ticks: number;
   readonly turns: number;
   readonly storageCommits: number;
   readonly framesSent: number;
@@ -131,6 +139,7 @@ export class MultiRaftHost {
   private stopped = false;
   private failure: unknown = null;
   private readonly counters = {
+    ticks: 0,
     turns: 0,
     storageCommits: 0,
     framesSent: 0,
@@ -150,10 +159,12 @@ export class MultiRaftHost {
     this.random = opts.random;
     this.raftOptions = opts.raft ?? {};
     this.now = opts.now ?? (() => performance.now());
+    const requestTimeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.limits = {
       proposalsInFlightMax: opts.proposalsInFlightMax ?? DEFAULT_PROPOSALS_IN_FLIGHT_MAX,
       readWaitersMax: opts.readWaitersMax ?? DEFAULT_READ_WAITERS_MAX,
-      requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      requestTimeoutMs,
+      leaderWaitMs: opts.leaderWaitMs ?? requestTimeoutMs,
       snapshotEntries: opts.snapshotEntries ?? DEFAULT_SNAPSHOT_ENTRIES,
       snapshotBytes: opts.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES,
       logKeepEntries: opts.logKeepEntries ?? DEFAULT_LOG_KEEP_ENTRIES,
@@ -161,6 +172,7 @@ export class MultiRaftHost {
     };
     assert.ok(this.limits.proposalsInFlightMax > 0 && this.limits.readWaitersMax > 0);
     assert.ok(this.limits.requestTimeoutMs > 0 && this.limits.snapshotEntries > 0 && this.limits.logKeepEntries >= 0);
+    assert.ok(this.limits.leaderWaitMs >= 0, "leaderWaitMs must not be negative");
     const tickMs = opts.tickIntervalMs ?? DEFAULT_TICK_INTERVAL_MS;
     assert.ok(tickMs > 0, "tickIntervalMs must be positive");
     this.ticker = setInterval(() => this.tick(), tickMs);
@@ -187,6 +199,11 @@ export class MultiRaftHost {
       now: this.now,
     });
     this.groups.set(groupId, group);
+    // The only voter needs no one's vote: campaign now rather than after an
+    // election timeout of ticks. The raft node wins at once (its term and
+    // vote are persisted by the first turn, before it can commit anything).
+    const conf = node.status().conf;
+    if (conf.voters.length === 1 && conf.voters[0] === this.nodeId) node.hup();
     this.scheduleTurn();
     return group;
   }
@@ -320,6 +337,7 @@ export class MultiRaftHost {
 
   private tick(): void {
     if (this.stopped) return;
+    this.counters.ticks++;
     for (const g of this.groups.values()) {
       g.node.tick();
       g.expire();

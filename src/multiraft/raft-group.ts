@@ -9,10 +9,20 @@
 // turn. Each op's `done` runs with that op's own result once the entry is
 // committed, applied and durable on this node.
 //
+// While this replica knows no leader (an election is in progress), a write
+// waits, bounded in time (`leaderWaitMs`) and in count (it counts toward
+// `proposalsInFlightMax`), for the election: it is proposed if this node
+// wins, answered `notLeader` (with `leaderId()` naming the winner) if another
+// node does, and `noLeader` if no leader appears in time. Only the step from
+// queued to proposed hands a write to the raft node, and a proposed write
+// never goes back: it is proposed at most once, and never answered "not
+// applied" once it was (except `superseded`, when its entry was replaced).
+//
 // Errors tell the truth (docs/multiraft.md, "Errors"):
-// - not proposed (this node is not the leader, too many writes in flight,
-//   the entry was replaced by another leader's entry at the same index):
-//   the write was not applied, the caller may retry it anywhere;
+// - not proposed (this node is not the leader, no leader appeared in time,
+//   too many writes in flight, the entry was replaced by another leader's
+//   entry at the same index): the write was not applied, the caller may retry
+//   it anywhere;
 // - proposed and then leadership was lost, the term changed, a snapshot
 //   replaced the log, or the request timed out: the outcome is unknown.
 
@@ -39,11 +49,15 @@ export const ERROR_KEY_OF: Readonly<Record<RaftGroupFailure, ErrorKey>> = {
   hostFailed: 'hostFailed',
 };
 
-/** Ops proposed but not yet answered per group (queued in this turn plus in proposed entries). */
+/** Ops accepted but not yet answered per group (waiting for a leader, queued in this turn, in proposed entries). */
 export const DEFAULT_PROPOSALS_IN_FLIGHT_MAX = 20_000;
 /** Reads waiting per group (for a leader, a ReadIndex round or the apply of their index). */
 export const DEFAULT_READ_WAITERS_MAX = 20_000;
-/** A write not answered after this long is answered "outcome unknown"; a read, "read timed out". */
+/**
+ * A write not answered after this long is answered "outcome unknown"; a read,
+ * "read timed out". Also the default of how long a write waits for an
+ * election while no leader is known (`leaderWaitMs`), then "no leader".
+ */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
 /** Estimated bytes of ops per entry; ops past it go into another entry of the same turn. */
 export const ENTRY_BYTES_MAX = 512 * 1024;
@@ -60,6 +74,8 @@ export interface RaftGroupLimits {
   readonly proposalsInFlightMax: number;
   readonly readWaitersMax: number;
   readonly requestTimeoutMs: number;
+  /** How long a write waits for an election while no leader is known (0: no wait). */
+  readonly leaderWaitMs: number;
   readonly snapshotEntries: number;
   readonly snapshotBytes: number;
   readonly logKeepEntries: number;
@@ -104,6 +120,8 @@ interface Proposed {
 interface QueuedOp {
   readonly op: Op;
   readonly done: Done;
+  /** Until when the op may wait for a leader (set when it arrived; used only while no leader is known). */
+  readonly leaderWaitDeadlineMs: number;
 }
 
 interface ReadWaiter {
@@ -127,6 +145,8 @@ export class RaftGroup implements Group {
   private readonly now: () => number;
 
   private queued: QueuedOp[] = [];
+  /** Ops that arrived while no leader was known, oldest first; never proposed yet. */
+  private awaitingLeader: QueuedOp[] = [];
   /** Entries proposed by this node as leader, by index (insertion order is index order). */
   private readonly proposed = new Map<number, Proposed>();
   private proposedOps = 0;
@@ -196,9 +216,18 @@ export class RaftGroup implements Group {
       return;
     }
     if (this.failedHost) return this.fail(done, "hostFailed");
-    if (!this.isLeader()) return this.fail(done, this.node.status().leader === null ? "noLeader" : "notLeader");
-    if (this.queued.length + this.proposedOps >= this.limits.proposalsInFlightMax) return this.fail(done, "overloaded");
-    this.queued.push({ op, done });
+    const st = this.node.status();
+    const leading = st.role === Role.Leader;
+    if (!leading && st.leader !== null) return this.fail(done, "notLeader");
+    if (this.opsInFlight() >= this.limits.proposalsInFlightMax) return this.fail(done, "overloaded");
+    const q: QueuedOp = { op, done, leaderWaitDeadlineMs: this.now() + this.limits.leaderWaitMs };
+    if (!leading) {
+      // An election is in progress (as far as this replica knows): wait for it.
+      if (this.limits.leaderWaitMs === 0) return this.fail(done, "noLeader");
+      this.awaitingLeader.push(q);
+      return;
+    }
+    this.queued.push(q);
     this.scheduleTurn();
   }
 
@@ -249,7 +278,7 @@ export class RaftGroup implements Group {
     if (this.closing === null) {
       this.closing = (async () => {
         this.scheduleTurn();
-        while ((this.queued.length > 0 || this.proposed.size > 0 || this.reads.size > 0) && !this.failedHost) {
+        while ((this.opsInFlight() > 0 || this.reads.size > 0) && !this.failedHost) {
           await new Promise<void>((resolve) => setTimeout(resolve, 5));
         }
       })();
@@ -261,6 +290,12 @@ export class RaftGroup implements Group {
     return this.node.status().role === Role.Leader;
   }
 
+  /**
+   * The group's leader as this replica knows it (this node's id when it
+   * leads), null during an election. When a write is answered `notLeader`,
+   * this names the leader at the moment of the answer (`done` runs
+   * synchronously with that decision), so a router can forward or redirect.
+   */
   leaderId(): string | null {
     return this.node.status().leader;
   }
@@ -287,6 +322,7 @@ export class RaftGroup implements Group {
   /** Start of a host loop turn: notice leadership changes, propose this turn's ops, issue reads. */
   beginTurn(): void {
     this.checkLeadership();
+    this.resolveAwaitingLeader();
     if (this.queued.length > 0) this.proposeQueued();
     if (this.readsToRetry.length > 0) {
       for (const id of this.readsToRetry) this.readsToIssue.push(id);
@@ -330,11 +366,22 @@ export class RaftGroup implements Group {
     this.serveReads();
     this.maybeSnapshot();
     this.checkLeadership();
+    this.resolveAwaitingLeader();
   }
 
   /** Once per host tick: expire requests past their deadline. */
   expire(): void {
     const now = this.now();
+    this.resolveAwaitingLeader(); // a leader may have become known since the last turn
+    if (this.awaitingLeader.length > 0) {
+      // Still no leader known (else resolveAwaitingLeader would have taken
+      // them): nothing was proposed, so past its wait a write is not applied.
+      const keep: QueuedOp[] = [];
+      const expired: QueuedOp[] = [];
+      for (const q of this.awaitingLeader) (q.leaderWaitDeadlineMs <= now ? expired : keep).push(q);
+      this.awaitingLeader = keep;
+      for (const q of expired) this.fail(q.done, "noLeader");
+    }
     const cutoff = now - this.limits.requestTimeoutMs;
     for (const [index, p] of this.proposed) {
       if (p.proposedAtMs > cutoff) break; // insertion order is proposal order
@@ -357,7 +404,8 @@ export class RaftGroup implements Group {
   /** The host stopped (storage failure or crash): answer everything truthfully and refuse new work. */
   failHost(): void {
     this.failedHost = true;
-    const queued = this.queued;
+    const queued = [...this.awaitingLeader, ...this.queued];
+    this.awaitingLeader = [];
     this.queued = [];
     for (const q of queued) this.fail(q.done, "hostFailed");
     this.failProposed("outcomeUnknown");
@@ -371,6 +419,41 @@ export class RaftGroup implements Group {
   }
 
   // ---------------------------------------------------------------- internals
+
+  private opsInFlight(): number {
+    return this.awaitingLeader.length + this.queued.length + this.proposedOps;
+  }
+
+  /**
+   * Ops this node accepted but did not propose, and cannot propose now: with
+   * a leader elsewhere they are refused (`notLeader`, not applied); with no
+   * leader known they wait for the election (bounded by their deadline).
+   */
+  private unproposable(ops: readonly QueuedOp[]): void {
+    if (ops.length === 0) return;
+    if (this.node.status().leader !== null) {
+      for (const q of ops) this.fail(q.done, "notLeader");
+      return;
+    }
+    // Any op still waiting arrived before these (waiting ops move to the queue as soon as this node leads).
+    for (const q of ops) this.awaitingLeader.push(q);
+  }
+
+  /** Once leadership is known, ops that waited for it are proposed here (queued for this turn) or refused. */
+  private resolveAwaitingLeader(): void {
+    if (this.awaitingLeader.length === 0) return;
+    const st = this.node.status();
+    if (st.leader === null) return; // still electing
+    const waiting = this.awaitingLeader;
+    this.awaitingLeader = [];
+    if (st.role === Role.Leader) {
+      // They arrived before anything queued since this node became leader.
+      this.queued = waiting.concat(this.queued);
+      this.scheduleTurn();
+      return;
+    }
+    for (const q of waiting) this.fail(q.done, "notLeader");
+  }
 
   private fail(done: Done, f: RaftGroupFailure): void {
     this.failureCounts[f]++;
@@ -398,7 +481,7 @@ export class RaftGroup implements Group {
       this.failProposed("outcomeUnknown");
       const queued = this.queued;
       this.queued = [];
-      for (const q of queued) this.fail(q.done, st.leader === null ? "noLeader" : "notLeader");
+      this.unproposable(queued); // never proposed: refused, or waiting for the next leader
       for (const l of this.listeners) l(false, st.term);
     }
     if (leading && this.leaderTerm < 0) {
@@ -411,8 +494,7 @@ export class RaftGroup implements Group {
     const queued = this.queued;
     this.queued = [];
     if (this.leaderTerm < 0) {
-      const leader = this.node.status().leader;
-      for (const q of queued) this.fail(q.done, leader === null ? "noLeader" : "notLeader");
+      this.unproposable(queued);
       return;
     }
     let start = 0;
@@ -428,8 +510,9 @@ export class RaftGroup implements Group {
       const payload = encodeOps(batch.map((q) => q.op));
       const r = this.node.propose(payload);
       if (!r.ok) {
-        const f: RaftGroupFailure = r.reason === "overloaded" ? "overloaded" : r.leader === null ? "noLeader" : "notLeader";
-        for (const q of batch) this.fail(q.done, f);
+        // Not proposed. (checkLeadership ran this turn, so the node still leads: overloaded or transferring.)
+        if (r.reason === "overloaded") for (const q of batch) this.fail(q.done, "overloaded");
+        else this.unproposable(batch);
         continue;
       }
       assert.equal(r.term, this.leaderTerm, "proposal in a term other than the one this node leads");
