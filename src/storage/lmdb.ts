@@ -10,10 +10,12 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
 import { acquirePidLock, releasePidLock, verifyLmdbHeader } from './files.js';
+import { RAFT_DATA_FILE, RAFT_LOCK_FILE } from './raft-lmdb.js';
 import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js';
 
 export const DATA_FILE = 'ordo.mdb';
-const LOCK_FILE = 'ordo.pid';
+/** Holds the pid of the process that has `ordo.mdb` open. */
+export const LOCK_FILE = 'ordo.pid';
 const FORMAT_KEY = 'format';
 const FORMAT = { magic: 'ordo', version: 2 } as const;
 
@@ -95,6 +97,13 @@ export class LmdbStore implements KeyspaceStore {
       const fresh = !existsSync(dataPath);
       if (fresh) {
         const others = readdirSync(dir).filter((f) => f !== LOCK_FILE);
+        const raftFiles = others.filter((f) => f === RAFT_DATA_FILE || f === RAFT_LOCK_FILE);
+        if (raftFiles.length > 0) {
+          throw new DataDirectoryError(
+            `data directory ${dir} holds data of the raft engine (${raftFiles.join(', ')}); ` +
+              `start ordo with --engine raft to use it, or choose another --data directory`,
+          );
+        }
         if (others.length > 0) {
           throw new DataDirectoryError(
             `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,

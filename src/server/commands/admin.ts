@@ -4,6 +4,7 @@
 import { arch, platform, release } from 'node:os';
 import { ERR, unknownSubcommand } from '../../errors.js';
 import { globMatch } from '../../glob.js';
+import { RaftGroup } from '../../multiraft/raft-group.js';
 import { R, textMap, type Reply } from '../../resp/encoder.js';
 import { arityOk, command, keyIndexes, type CommandSpec, type ServerContext } from '../command.js';
 import { REDIS_COMPAT_VERSION } from './connection.js';
@@ -103,6 +104,8 @@ function infoSections(ctx: ServerContext): Section[] {
     ['ordo', [
       ['ordo_version', ctx.version],
       ['mode', 'single'],
+      ['engine', ctx.config.engine],
+      ...raftFields(ctx),
       ['fsync', ctx.config.fsync],
       ['data_dir', ctx.config.dataDir],
       ['batches_persisted', stats.batchesPersisted],
@@ -116,6 +119,24 @@ function infoSections(ctx: ServerContext): Section[] {
       ['window_reservations', ctx.windows.stats.reservations],
       ['window_allocations', ctx.windows.stats.served],
     ]],
+  ];
+}
+
+/** With --engine raft: the data group as this node sees it. */
+function raftFields(ctx: ServerContext): [string, string | number][] {
+  // The server may wrap the group (server.ts, ArrivalOrderedGroup); the wrapper names it `raftGroup`.
+  const group = ctx.group instanceof RaftGroup ? ctx.group : (ctx.group as { readonly raftGroup?: unknown }).raftGroup;
+  if (!(group instanceof RaftGroup)) return [];
+  const st = group.node.status();
+  return [
+    ['raft_node_id', st.id],
+    ['raft_group', group.groupId],
+    ['raft_role', st.role],
+    ['raft_leader', st.leader ?? ''],
+    ['raft_term', st.term],
+    ['raft_commit_index', st.commit],
+    ['raft_applied_index', group.appliedIndex],
+    ['raft_last_index', st.lastIndex],
   ];
 }
 
