@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { open } from 'lmdb';
+import { ABORT, open } from 'lmdb';
 import { MemoryStorage, type WritableStorage } from '../src/raft/storage.js';
 import { EntryType, type ConfState, type Entry } from '../src/raft/types.js';
 import {
@@ -722,37 +722,71 @@ describe('RaftLogStore refuses what is not its data', () => {
 // Failures are reported as not applied or unknown
 // --------------------------------------------------------------------------
 
-interface PutHook {
-  root: { put: (...args: unknown[]) => unknown };
+/** The store's LMDB handle, to make its writes or its commit fail. */
+interface RootHook {
+  root: {
+    putSync: (...args: unknown[]) => unknown;
+    transactionSync: (callback: () => unknown) => unknown;
+  };
 }
 
 describe('RaftLogStore write failures', () => {
-  it('a failed commit is "not applied", and every later turn fails', async () => {
+  it('a write refused inside the transaction is "not applied", nothing of the turn is on disk, and every later turn fails', async () => {
     const dir = tempDir();
-    const store = RaftLogStore.open(dir, { fsync: 'always' });
-    const hook = store as unknown as PutHook;
-    const realPut = hook.root.put;
-    const failing = Promise.reject(new Error('MDB_MAP_FULL'));
-    hook.root.put = () => failing;
+    let store = RaftLogStore.open(dir, { fsync: 'always' });
+    store.group(2, CONF).append(entries(1, 3, 1));
+    await store.commitTurn();
+    const hook = store as unknown as RootHook;
+    const realPut = hook.root.putSync;
+    let puts = 0;
+    // The first writes of the turn go through, then one is refused: the transaction must be aborted as a whole.
+    hook.root.putSync = function (this: unknown, ...args: unknown[]): unknown {
+      if (++puts > 2) throw new Error('MDB_MAP_FULL');
+      return realPut.apply(this, args);
+    };
     store.group(1, CONF).append(entries(1, 2, 1));
+    store.group(2, CONF).append(entries(4, 6, 1));
+    store.putMeta('m', bytes(1, 5));
     const first = store.commitTurn();
     store.group(1, CONF).append(entries(3, 3, 1));
     const second = store.commitTurn();
     await assert.rejects(first, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /not applied/.test(e.message));
     await assert.rejects(second, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /earlier turn failed/.test(e.message));
-    hook.root.put = realPut;
-    await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError);
+    assert.ok(puts > 2, 'the refused write was inside the turn');
+    hook.root.putSync = realPut;
+    await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError && e.applied === 'no');
+    await store.close();
+    store = RaftLogStore.open(dir, { fsync: 'always' });
+    assert.deepEqual(store.groups(), [2], 'the failed turn left nothing behind');
+    assert.equal(store.group(2, CONF).lastIndex(), 3);
+    assert.equal(store.getMeta('m'), undefined);
     await store.close();
   });
 
-  it('a failed flush is "outcome unknown"', async () => {
+  it('a failed commit is "outcome unknown", and every later turn fails', async () => {
     const dir = tempDir();
     const store = RaftLogStore.open(dir, { fsync: 'always' });
-    const hook = store as unknown as PutHook;
-    const committed = Object.assign(Promise.resolve(true), { flushed: Promise.reject(new Error('EIO')) });
-    hook.root.put = () => committed;
+    const hook = store as unknown as RootHook;
+    const realTxn = hook.root.transactionSync;
+    let ran = false;
+    // The writes run inside a real transaction, which is then abandoned and reported as a failed commit (its fsync).
+    hook.root.transactionSync = function (this: unknown, callback: () => unknown): unknown {
+      realTxn.call(this, () => {
+        callback();
+        ran = true;
+        return ABORT;
+      });
+      throw new Error('EIO');
+    };
     store.group(1, CONF).append(entries(1, 2, 1));
-    await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError && e.applied === 'unknown');
+    const first = store.commitTurn();
+    store.group(1, CONF).append(entries(3, 3, 1));
+    const second = store.commitTurn();
+    await assert.rejects(first, (e: unknown) => e instanceof PersistError && e.applied === 'unknown' && /outcome unknown/.test(e.message));
+    await assert.rejects(second, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /earlier turn failed/.test(e.message));
+    assert.ok(ran, 'the writes of the turn were made before the commit failed');
+    hook.root.transactionSync = realTxn;
+    await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError && e.applied === 'no');
     await store.close();
   });
 
@@ -795,7 +829,7 @@ describe('RaftLogStore turn cost', () => {
         await p;
         total.push(performance.now() - t0);
       }
-      // Pipelined: the next turn is written while the previous one flushes.
+      // Two turns in flight: with synchronous commits each is written when it is called, so this measures the same path back to back.
       const t1 = performance.now();
       const inFlight: Promise<void>[] = [];
       for (let turn = 0; turn < turns; turn++) {

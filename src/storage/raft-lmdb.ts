@@ -6,11 +6,10 @@
 // state and latest snapshot, so the Raft node reads synchronously and sees
 // every write at once. Writes only mark the group dirty; `commitTurn()` turns
 // everything that changed since the previous call (in all groups, plus the
-// node metadata) into LMDB puts and removes, issues them in one go so lmdb-js
-// commits them as one transaction, and resolves after that transaction is
-// flushed. A turn's writes are issued only once the previous turn's
-// transaction has committed, so a failed transaction is never followed by one
-// that assumed it succeeded.
+// node metadata) into LMDB puts and removes, writes them in one synchronous
+// transaction on the event loop's thread, committed with its fsync, and
+// resolves right after. After a failed turn every later turn fails, so a
+// failed transaction is never followed by one that assumed it succeeded.
 
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -140,7 +139,7 @@ class Slab {
   take(n: number): Buffer {
     if (n > SLAB_BYTES / 4) return Buffer.allocUnsafeSlow(n);
     if (this.used + n > this.buf.length) {
-      // Earlier pieces stay referenced by the writes queued with them.
+      // Earlier pieces of this turn stay referenced by its batch.
       this.buf = Buffer.allocUnsafeSlow(SLAB_BYTES);
       this.used = 0;
     }
@@ -148,9 +147,14 @@ class Slab {
     this.used += n;
     return piece;
   }
+
+  /** Reuses the buffer from its start: the pieces taken so far are no longer referenced (putSync copied them). */
+  rewind(): void {
+    this.used = 0;
+  }
 }
 
-/** The puts and removes of one turn, captured when commitTurn is called and issued later. */
+/** The puts and removes of one turn, collected when commitTurn is called, then written in one transaction. */
 class WriteBatch {
   readonly keys: Buffer[] = [];
   readonly values: (Buffer | null)[] = [];
@@ -478,10 +482,6 @@ export class RaftGroupStorage extends MemoryStorage {
 // The store
 // ---------------------------------------------------------------------------
 
-interface FlushablePromise extends Promise<unknown> {
-  flushed?: PromiseLike<unknown>;
-}
-
 export class RaftLogStore {
   /** Where the data lives, for logs and INFO. */
   readonly description: string;
@@ -497,10 +497,6 @@ export class RaftLogStore {
     this.dirty.add(g);
   };
   private slab = new Slab();
-  /** Settles when the previous turn's transaction has committed (or failed, or had nothing to write). */
-  private previousCommitted: Promise<void> = Promise.resolve();
-  /** Settles when the previous turn's commitTurn promise has settled. */
-  private previousDone: Promise<void> = Promise.resolve();
   /** The first write failure; every later turn fails too (the store must be reopened). */
   private failure: PersistError | null = null;
   private closed = false;
@@ -510,7 +506,6 @@ export class RaftLogStore {
     dataPath: string,
     private readonly root: RootDatabase<Buffer, Buffer>,
     private readonly lockPath: string,
-    private readonly fsync: RaftFsyncMode,
     chunkBytes: number,
   ) {
     this.description = `lmdb:${dataPath}`;
@@ -543,9 +538,10 @@ export class RaftLogStore {
     try {
       if (existsSync(dataPath)) verifyLmdbHeader(dataPath);
       try {
+        // overlappingSync off: a synchronous commit includes its fsync (unless noSync).
         root = open<Buffer, Buffer>({
           path: dataPath,
-          separateFlushed: true,
+          overlappingSync: false,
           noSync: options.fsync === 'never',
           keyEncoding: 'binary',
           encoding: 'binary',
@@ -553,7 +549,7 @@ export class RaftLogStore {
       } catch (e) {
         throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
       }
-      const store = new RaftLogStore(dataPath, root, lockPath, options.fsync, chunkBytes);
+      const store = new RaftLogStore(dataPath, root, lockPath, chunkBytes);
       try {
         store.recover(dataPath);
       } catch (e) {
@@ -765,30 +761,52 @@ export class RaftLogStore {
 
   /**
    * Writes everything changed since the previous call (all groups, metadata)
-   * in one LMDB transaction. Resolves once it is flushed (fsync 'always') or
-   * committed (fsync 'never'). Calls may overlap; they settle in call order.
-   * Rejects with a PersistError: applied 'no' when the transaction did not
-   * commit (or was never issued because an earlier turn failed), 'unknown'
-   * when it committed but its flush failed or an earlier flush failed. After
-   * any failure every later turn fails too: close and reopen the store.
+   * in one synchronous LMDB transaction on the calling thread, committed with
+   * its fsync (fsync 'always') or without (fsync 'never'); the returned promise
+   * is settled when this returns, so turns settle in call order. Rejects with a
+   * PersistError: applied 'no' when a write was refused inside the transaction
+   * (it is aborted), when an earlier turn failed (nothing is written) or when
+   * the store is closed; 'unknown' when the commit failed (pages may have been
+   * written before its fsync failed). After any failure every later turn fails
+   * too: close and reopen the store.
    */
   commitTurn(): Promise<void> {
     if (this.closed) return Promise.reject(new PersistError('raft log store is closed; turn not written', 'no'));
     const batch = this.collect();
-    const committed = this.issueAfter(this.previousCommitted, batch);
-    const done = this.settleAfter(this.previousDone, committed);
-    this.previousCommitted = committed.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.previousDone = done.then(
-      () => undefined,
-      () => undefined,
-    );
-    return done;
+    if (this.failure !== null) {
+      return Promise.reject(
+        new PersistError(`turn not written: an earlier turn failed (${this.failure.message}); reopen the store`, 'no'),
+      );
+    }
+    if (batch.size === 0) return Promise.resolve();
+    let writing = true;
+    try {
+      this.root.transactionSync(() => {
+        for (let i = 0; i < batch.size; i++) {
+          const key = batch.keys[i] as Buffer;
+          const value = batch.values[i] as Buffer | null;
+          if (value === null) this.root.removeSync(key);
+          else this.root.putSync(key, value);
+        }
+        writing = false;
+      });
+    } catch (e) {
+      // A write refused inside the transaction aborts it: nothing applied. A
+      // failed commit may have written pages before its sync failed.
+      return Promise.reject(
+        this.fail(
+          writing
+            ? new PersistError(`raft log write failed, not applied: ${(e as Error).message}`, 'no')
+            : new PersistError(`raft log commit failed, outcome unknown: ${(e as Error).message}`, 'unknown'),
+        ),
+      );
+    }
+    return Promise.resolve();
   }
 
   private collect(): WriteBatch {
+    // The previous turn's transaction is over and LMDB copied its keys and values.
+    this.slab.rewind();
     const batch = new WriteBatch(this.slab);
     if (this.groupCountDirty) {
       const v = batch.slab.take(4 + CRC_BYTES);
@@ -818,78 +836,18 @@ export class RaftLogStore {
     return batch;
   }
 
-  /** Issues the batch once the previous turn committed; resolves once it committed, with its write promise. */
-  private async issueAfter(previous: Promise<void>, batch: WriteBatch): Promise<{ write: FlushablePromise } | null> {
-    await previous;
-    if (this.failure !== null) {
-      throw new PersistError(`turn not written: an earlier turn failed (${this.failure.message}); reopen the store`, 'no');
-    }
-    if (batch.size === 0) return null;
-    // Writes of one transaction share one promise; keep each distinct one so that all are awaited.
-    const writes: FlushablePromise[] = [];
-    let last: FlushablePromise | null = null;
-    try {
-      // All in this synchronous loop: lmdb-js puts them in one transaction.
-      for (let i = 0; i < batch.size; i++) {
-        const key = batch.keys[i] as Buffer;
-        const value = batch.values[i] as Buffer | null;
-        const p = (value === null ? this.root.remove(key) : this.root.put(key, value)) as FlushablePromise;
-        if (p !== last) writes.push(p);
-        last = p;
-      }
-    } catch (e) {
-      // Some writes of the batch may be queued already and commit without the rest.
-      void Promise.allSettled(writes);
-      throw this.fail(new PersistError(`raft log write failed, outcome unknown: ${(e as Error).message}`, 'unknown'));
-    }
-    try {
-      await Promise.all(writes);
-    } catch (e) {
-      throw this.fail(new PersistError(`raft log commit failed, not applied: ${(e as Error).message}`, 'no'));
-    }
-    // Wrapped: an async function returning the promise itself would resolve to its value.
-    return last === null ? null : { write: last };
-  }
-
-  private async settleAfter(previous: Promise<void>, committed: Promise<{ write: FlushablePromise } | null>): Promise<void> {
-    let error: PersistError | null = null;
-    let last: FlushablePromise | null = null;
-    try {
-      last = (await committed)?.write ?? null;
-    } catch (e) {
-      error = e instanceof PersistError ? e : new PersistError(String(e), 'unknown');
-    }
-    if (error === null && last !== null && this.fsync === 'always') {
-      try {
-        await (last.flushed ?? this.root.flushed);
-      } catch (e) {
-        error = this.fail(new PersistError(`raft log flush failed, outcome unknown: ${(e as Error).message}`, 'unknown'));
-      }
-    }
-    await previous;
-    if (error === null && this.failure !== null) {
-      // Settled after a turn whose flush failed: whether this one's writes are durable is unknown.
-      error = new PersistError(
-        `turn ${last === null ? 'had nothing to write' : 'outcome unknown'}: an earlier turn failed (${this.failure.message}); reopen the store`,
-        last === null ? 'no' : 'unknown',
-      );
-    }
-    if (error !== null) throw error;
-  }
-
   private fail(e: PersistError): PersistError {
     if (this.failure === null) this.failure = e;
     return e;
   }
 
   /**
-   * Waits for the turns in progress, then closes the environment. Writes made
-   * since the last commitTurn() are dropped, as a crash would drop them.
+   * Closes the environment. Writes made since the last commitTurn() are
+   * dropped, as a crash would drop them.
    */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.previousDone;
     this.dirty.clear();
     this.metaDirty.clear();
     try {
