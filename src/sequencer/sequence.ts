@@ -5,8 +5,8 @@
 
 export type SequenceMode = 'strict' | 'window';
 
-export interface Sequence {
-  readonly kind: 'sequence';
+/** What SEQCREATE (or an operator's --window-keys) fixes about a sequence. */
+export interface SequenceSpec {
   /** Chosen by the proposer of SEQCREATE; a window cut from an older incarnation of the key is never served. */
   readonly id: string;
   readonly mode: SequenceMode;
@@ -15,19 +15,14 @@ export interface Sequence {
   readonly max: bigint;
   /** Values reserved at once in window mode. */
   readonly windowSize: bigint;
+}
+
+export interface Sequence extends SequenceSpec {
+  readonly kind: 'sequence';
   /** Strict: the last value handed out (null before the first). */
   readonly current: bigint | null;
   /** Window: the highest value ever reserved (null before the first reservation). */
   readonly reservedHigh: bigint | null;
-}
-
-export interface SequenceSpec {
-  readonly id: string;
-  readonly mode: SequenceMode;
-  readonly start: bigint;
-  readonly step: bigint;
-  readonly max: bigint;
-  readonly windowSize: bigint;
 }
 
 export function newSequence(spec: SequenceSpec, current: bigint | null = null): Sequence {
