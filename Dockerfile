@@ -7,6 +7,7 @@ COPY src ./src
 COPY test ./test
 COPY bench ./bench
 COPY sim ./sim
+COPY chaos ./chaos
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
