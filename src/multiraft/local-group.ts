@@ -18,7 +18,6 @@ import type { Group, GroupStats, ReadOutcome } from './group.js';
 type Waiter = () => void;
 
 interface Batch {
-  readonly id: number;
   readonly waiters: Waiter[];
   /** Set when the batch's persist failed: every waiter answers with this error. */
   failure: ErrorKey | null;
@@ -27,7 +26,6 @@ interface Batch {
 
 export class LocalGroup implements Group {
   private open: Batch | null = null;
-  private nextBatchId = 1;
   /** Sealed batches waiting for the persist loop. */
   private inFlight: Batch[] = [];
   private persisting = false;
@@ -83,7 +81,7 @@ export class LocalGroup implements Group {
 
   private openBatch(): Batch {
     if (this.open === null) {
-      this.open = { id: this.nextBatchId++, waiters: [], failure: null, opCount: 0 };
+      this.open = { waiters: [], failure: null, opCount: 0 };
       setImmediate(() => this.seal());
     }
     return this.open;

@@ -38,7 +38,7 @@ interface KeyWindow {
   readonly queue: Request[];
 }
 
-/** Bound on requests waiting for a reservation per key; past it, requests are told to retry. */
+/** Bound on requests waiting per key, for a reservation or for the key's adoption; past it they are refused. */
 export const WINDOW_QUEUE_MAX = 100_000;
 
 export interface WindowStats {
@@ -92,7 +92,7 @@ export class WindowAllocator {
       this.windows.set(key, w);
     }
     if (w.queue.length >= WINDOW_QUEUE_MAX) {
-      done({ ok: false, error: 'retry' });
+      done({ ok: false, error: 'overloaded' });
       return;
     }
     w.queue.push({ count, done });

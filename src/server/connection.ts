@@ -143,6 +143,7 @@ export class Connection {
   /** Parses and dispatches commands until the decoder is empty or backpressure applies. */
   private drainCommands(): void {
     const depthMax = this.host.config.pipelineDepthMax;
+    const nowMs = Date.now();
     while (!this.closeAfterFlush && !this.closing) {
       if (this.pendingReplies >= depthMax || this.readyReplyBytes + this.socket.writableLength > this.host.config.outputBufferSoftBytes) {
         this.pauseReading();
@@ -150,7 +151,7 @@ export class Connection {
       }
       const args = this.decoder.next();
       if (args === null) break;
-      this.lastCommandAtMs = Date.now();
+      this.lastCommandAtMs = nowMs;
       const seq = this.repliesBase + this.replies.length;
       this.replies.push(undefined);
       this.replyProtos.push(this.proto);

@@ -6,7 +6,6 @@
 // DIR/raft.mdb, and an in-memory bus with no other node on it.
 
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Config } from '../config.js';
@@ -18,8 +17,9 @@ import { DEFAULT_PROPOSALS_IN_FLIGHT_MAX, DEFAULT_READ_WAITERS_MAX, type RaftGro
 import type { Reply } from '../resp/encoder.js';
 import { R } from '../resp/encoder.js';
 import { StateMachine, type Op, type OpResult, type StoredValue } from '../sequencer/state-machine.js';
-import { DATA_FILE, LOCK_FILE, LmdbStore } from '../storage/lmdb.js';
-import { RAFT_DATA_FILE, RAFT_LOCK_FILE, RaftLogStore } from '../storage/raft-lmdb.js';
+import { LmdbStore } from '../storage/lmdb.js';
+import { checkDataDirFor, LOCAL_ENGINE, RAFT_ENGINE } from '../storage/files.js';
+import { RaftLogStore } from '../storage/raft-lmdb.js';
 import { DataDirectoryError, type KeyspaceStore } from '../storage/store.js';
 import { MemoryHub } from '../transport/memory.js';
 import { arityOk, type CommandSpec, type CommandTable, type ServerContext, type ServerStats } from './command.js';
@@ -193,41 +193,13 @@ async function openLocalEngine(config: Config, store?: KeyspaceStore): Promise<E
 }
 
 /**
- * Refuses, before raft.mdb is created or opened, a data directory that belongs
- * to the local engine or holds other files and no Raft data (a wrong --data).
- */
-function checkRaftDataDir(dataDir: string): void {
-  const dir = resolve(dataDir);
-  if (!existsSync(dir)) return;
-  let files: string[];
-  try {
-    files = readdirSync(dir);
-  } catch (e) {
-    throw new DataDirectoryError(`cannot read data directory ${dir}: ${(e as Error).message}`);
-  }
-  const localFiles = files.filter((f) => f === DATA_FILE || f === LOCK_FILE);
-  if (localFiles.length > 0) {
-    throw new DataDirectoryError(
-      `data directory ${dir} holds data of the local engine (${localFiles.join(', ')}); ` +
-        `start ordo without --engine raft (or with --engine local) to use it, or choose another --data directory`,
-    );
-  }
-  if (files.includes(RAFT_DATA_FILE)) return;
-  const others = files.filter((f) => f !== RAFT_LOCK_FILE);
-  if (others.length > 0) {
-    throw new DataDirectoryError(
-      `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,
-    );
-  }
-}
-
-/**
  * A Raft cluster of one: one MultiRaftHost, one data group whose only voter is
  * this node (so it leads at once), its log in DIR/raft.mdb, and an in-memory
  * bus that has no other node on it.
  */
 async function openRaftEngine(config: Config): Promise<EngineHandle> {
-  checkRaftDataDir(config.dataDir);
+  // Before raft.mdb is created or opened: not a local engine's directory, nor a wrong --data.
+  checkDataDirFor(resolve(config.dataDir), RAFT_ENGINE, LOCAL_ENGINE);
   const store = RaftLogStore.open(config.dataDir, { fsync: config.fsync });
   let host: MultiRaftHost | null = null;
   let hub: MemoryHub | null = null;

@@ -3,7 +3,8 @@
 // process on a foreign or damaged file), and a pid lock so that one process at
 // a time uses a data directory (LMDB itself would let several share it).
 
-import { closeSync, fstatSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { DataDirectoryError } from './store.js';
 
 /** LMDB's magic number, in each of the two meta pages at the start of the file. */
@@ -111,5 +112,58 @@ function isRunning(pid: number): boolean {
     return state !== 'Z' && state !== 'X';
   } catch {
     return true;
+  }
+}
+
+/** The files one storage engine keeps in a data directory. */
+export interface EngineFiles {
+  readonly name: string;
+  readonly dataFile: string;
+  readonly lockFile: string;
+  /** How to start ordo to use a directory of this engine, for messages. */
+  readonly startHint: string;
+}
+
+/** --engine local: the single-node keyspace (lmdb.ts). */
+export const LOCAL_ENGINE: EngineFiles = {
+  name: 'local',
+  dataFile: 'ordo.mdb',
+  lockFile: 'ordo.pid',
+  startHint: 'start ordo without --engine raft (or with --engine local)',
+};
+
+/** --engine raft: every Raft group's log (raft-lmdb.ts). */
+export const RAFT_ENGINE: EngineFiles = {
+  name: 'raft',
+  dataFile: 'raft.mdb',
+  lockFile: 'raft.pid',
+  startHint: 'start ordo with --engine raft',
+};
+
+/**
+ * Refuses, with a DataDirectoryError, a directory that holds the other
+ * engine's data, or other files and none of this engine's data (a wrong
+ * --data). A directory with this engine's data file, or an empty one, passes.
+ */
+export function checkDataDirFor(dir: string, mine: EngineFiles, other: EngineFiles): void {
+  if (!existsSync(dir)) return;
+  let files: string[];
+  try {
+    files = readdirSync(dir);
+  } catch (e) {
+    throw new DataDirectoryError(`cannot read data directory ${dir}: ${(e as Error).message}`);
+  }
+  const otherFiles = files.filter((f) => f === other.dataFile || f === other.lockFile);
+  if (otherFiles.length > 0) {
+    throw new DataDirectoryError(
+      `data directory ${dir} holds data of the ${other.name} engine (${otherFiles.join(', ')}); ${other.startHint} to use it, or choose another --data directory`,
+    );
+  }
+  if (existsSync(join(dir, mine.dataFile))) return;
+  const others = files.filter((f) => f !== mine.lockFile);
+  if (others.length > 0) {
+    throw new DataDirectoryError(
+      `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,
+    );
   }
 }

@@ -3,19 +3,18 @@
 // `tokens` database. ordo persists one batch per loop turn as one LMDB
 // transaction committed with its fsync, so a reply never precedes its fsync.
 
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
-import { acquirePidLock, releasePidLock, verifyLmdbHeader } from './files.js';
-import { RAFT_DATA_FILE, RAFT_LOCK_FILE } from './raft-lmdb.js';
+import { acquirePidLock, checkDataDirFor, LOCAL_ENGINE, RAFT_ENGINE, releasePidLock, verifyLmdbHeader } from './files.js';
 import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js';
 
-export const DATA_FILE = 'ordo.mdb';
+export const DATA_FILE = LOCAL_ENGINE.dataFile;
 /** Holds the pid of the process that has `ordo.mdb` open. */
-export const LOCK_FILE = 'ordo.pid';
+export const LOCK_FILE = LOCAL_ENGINE.lockFile;
 const FORMAT_KEY = 'format';
 const FORMAT = { magic: 'ordo', version: 2 } as const;
 
@@ -95,21 +94,7 @@ export class LmdbStore implements KeyspaceStore {
     try {
       const dataPath = join(dir, DATA_FILE);
       const fresh = !existsSync(dataPath);
-      if (fresh) {
-        const others = readdirSync(dir).filter((f) => f !== LOCK_FILE);
-        const raftFiles = others.filter((f) => f === RAFT_DATA_FILE || f === RAFT_LOCK_FILE);
-        if (raftFiles.length > 0) {
-          throw new DataDirectoryError(
-            `data directory ${dir} holds data of the raft engine (${raftFiles.join(', ')}); ` +
-              `start ordo with --engine raft to use it, or choose another --data directory`,
-          );
-        }
-        if (others.length > 0) {
-          throw new DataDirectoryError(
-            `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,
-          );
-        }
-      }
+      checkDataDirFor(dir, LOCAL_ENGINE, RAFT_ENGINE);
       if (!fresh) verifyLmdbHeader(dataPath);
       let root: RootDatabase;
       try {

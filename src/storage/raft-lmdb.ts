@@ -18,13 +18,13 @@ import { crc32 } from 'node:zlib';
 import { open, type RootDatabase } from 'lmdb';
 import { MemoryStorage } from '../raft/storage.js';
 import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
-import { acquirePidLock, releasePidLock, verifyLmdbHeader } from './files.js';
+import { acquirePidLock, RAFT_ENGINE, releasePidLock, verifyLmdbHeader } from './files.js';
 import { DataDirectoryError, PersistError } from './store.js';
 
 /** The LMDB file holding every Raft group of the node, in the data directory. */
-export const RAFT_DATA_FILE = 'raft.mdb';
+export const RAFT_DATA_FILE = RAFT_ENGINE.dataFile;
 /** Holds the pid of the process that has `raft.mdb` open (one process per file). */
-export const RAFT_LOCK_FILE = 'raft.pid';
+export const RAFT_LOCK_FILE = RAFT_ENGINE.lockFile;
 /** Version of the key layout and record encodings below; another version is refused. */
 export const RAFT_FORMAT_VERSION = 1;
 /** Default largest value holding snapshot data; bigger snapshots are split into chunks of this size. */

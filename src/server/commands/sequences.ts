@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { ERR, type ErrorKey } from '../../errors.js';
 import { globMatch } from '../../glob.js';
-import type { Allocation } from '../../multiraft/window.js';
+import { WINDOW_QUEUE_MAX, type Allocation } from '../../multiraft/window.js';
 import { R, textMap, type Reply } from '../../resp/encoder.js';
 import { INT64_MAX, parseInt64 } from '../../sequencer/numbers.js';
 import { isSequence, sequenceValue, type Sequence, type SequenceMode, type SequenceSpec, type TokenPolicy } from '../../sequencer/sequence.js';
@@ -54,6 +54,7 @@ export function allocateFromWindow(
   if (pending !== undefined) {
     // The key is being adopted: wait behind the request that started it, so a
     // connection's pipelined INCRs are served in the order they were sent.
+    if (pending.length >= WINDOW_QUEUE_MAX) return done({ ok: false, error: 'overloaded' });
     pending.push(() => allocateFromWindow(ctx, key, count, done, viaLog, attempt));
     return;
   }
