@@ -193,7 +193,7 @@ export function encodeReply(reply: Reply, proto: Protocol): Buffer {
 /** Concatenates encoder output into one Buffer (strings as latin1). */
 export function joinParts(parts: readonly (string | Buffer)[]): Buffer {
   let total = 0;
-  for (const p of parts) total += typeof p === 'string' ? p.length : p.length;
+  for (const p of parts) total += p.length;
   const buf = Buffer.allocUnsafe(total);
   let offset = 0;
   for (const p of parts) {

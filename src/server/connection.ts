@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { protocolError } from '../errors.js';
 import { ProtocolError, RequestDecoder } from '../resp/decoder.js';
-import { encodeInto, R, type Protocol, type Reply } from '../resp/encoder.js';
+import { encodeInto, joinParts, R, type Protocol, type Reply } from '../resp/encoder.js';
 import type { Config } from '../config.js';
 
 export interface ConnectionHost {
@@ -224,12 +224,7 @@ export class Connection {
       else this.socket.write(only);
       return;
     }
-    let total = 0;
-    for (const p of parts) total += p.length;
-    const buf = Buffer.allocUnsafe(total);
-    let offset = 0;
-    for (const p of parts) offset += typeof p === 'string' ? buf.write(p, offset, 'latin1') : p.copy(buf, offset);
-    this.socket.write(buf);
+    this.socket.write(joinParts(parts));
   }
 
   private aboveSoftLimit(): boolean {

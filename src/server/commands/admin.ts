@@ -7,9 +7,9 @@ import { globMatch } from '../../glob.js';
 import { RaftGroup } from '../../multiraft/raft-group.js';
 import { R, textMap, type Reply } from '../../resp/encoder.js';
 import { arityOk, command, keyIndexes, type CommandSpec, type ServerContext } from '../command.js';
+import { lower } from './common.js';
 import { REDIS_COMPAT_VERSION } from './connection.js';
 
-const lower = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1').toLowerCase());
 const ADMIN = { group: 'server', aclCategories: ['@admin', '@slow', '@dangerous'] } as const;
 
 // INFO

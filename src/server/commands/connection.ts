@@ -4,12 +4,12 @@ import { ERR, helloOptionSyntax, unknownSubcommand, unrecognizedOption, wrongAri
 import { R, textMap, type Reply } from '../../resp/encoder.js';
 import { parseInt64 } from '../../sequencer/numbers.js';
 import { command, type CommandSpec, type ServerContext } from '../command.js';
+import { lower } from './common.js';
 import type { Connection } from '../connection.js';
 
 /** The Redis version ordo answers as: the one whose replies it matches. */
 export const REDIS_COMPAT_VERSION = '7.0.15';
 
-const lower = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1').toLowerCase());
 const text = (arg: Buffer | undefined): string => (arg === undefined ? '' : arg.toString('latin1'));
 const CONN = { group: 'connection', aclCategories: ['@fast', '@connection'] } as const;
 
