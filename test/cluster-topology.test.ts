@@ -240,7 +240,10 @@ describe('CLUSTER replies', () => {
     const g1 = t.group(1);
     assert.ok(g1);
     const follower = g1.replicas.find((r) => r !== g1.preferredLeader) as string;
-    const slots = plain(clusterSlotsReply(view(t, me, new Map(), [follower, g1.preferredLeader]))) as unknown[][];
+    // Asked on a node outside group 1, so the master is not kept for being the asking node.
+    const outsider = memberId(3);
+    assert.ok(!g1.replicas.includes(outsider));
+    const slots = plain(clusterSlotsReply(view(t, outsider, new Map(), [follower, g1.preferredLeader]))) as unknown[][];
     const nodes = (slots[0] as unknown[]).slice(2) as string[][];
     assert.equal(nodes.length, g1.replicas.length - 1);
     assert.equal(nodes[0]?.[2], g1.preferredLeader);

@@ -157,9 +157,13 @@ class PipelinedIncrementer {
   }
 }
 
-async function waitUntil(cond: () => boolean, timeoutMs: number): Promise<void> {
+/** Waits for `cond`; a wait that runs out is a failure, not a silent pass. */
+async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  while (!cond()) {
+    if (Date.now() >= deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 async function getCounters(port: number, keys: readonly string[]): Promise<Map<string, bigint>> {
@@ -256,7 +260,7 @@ describe('--engine raft', () => {
           assert.ok(v >= (maxAcked.get(k) as bigint), `cycle ${cycle}: ${k} is ${v} after restart, ${maxAcked.get(k)} was acknowledged`);
         }
         const clients = Array.from({ length: 6 }, () => new PipelinedIncrementer(connect(node.port), keys, 64));
-        await waitUntil(() => clients.every((c) => c.ackedCount >= 500), 10_000);
+        await waitUntil(() => clients.every((c) => c.ackedCount >= 500), 10_000, 'every client to have 500 acknowledged INCRs');
         await new Promise((r) => setTimeout(r, 100 + 150 * cycle));
         node.kill('SIGKILL');
         await node.exited;
@@ -305,7 +309,7 @@ describe('--engine raft', () => {
     try {
       const node = await startOrdo({ dataDir, args: RAFT });
       const clients = Array.from({ length: 4 }, () => new PipelinedIncrementer(connect(node.port), keys, 64));
-      await waitUntil(() => clients.every((c) => c.ackedCount >= 300), 10_000);
+      await waitUntil(() => clients.every((c) => c.ackedCount >= 300), 10_000, 'every client to have 300 acknowledged INCRs');
       node.kill('SIGTERM');
       assert.equal(await node.exited, 0, node.output());
       await Promise.all(clients.map((c) => c.done));
@@ -317,7 +321,10 @@ describe('--engine raft', () => {
       const again = await startOrdo({ dataDir, args: RAFT });
       try {
         const after = await getCounters(again.port, keys);
-        for (const k of keys) assert.ok((after.get(k) as bigint) >= (maxAcked.get(k) as bigint), `${k}: ${after.get(k)} < ${maxAcked.get(k)}`);
+        for (const k of keys) {
+          assert.ok((maxAcked.get(k) as bigint) > 0n, `${k}: nothing was acknowledged before SIGTERM`);
+          assert.ok((after.get(k) as bigint) >= (maxAcked.get(k) as bigint), `${k}: ${after.get(k)} < ${maxAcked.get(k)}`);
+        }
       } finally {
         assert.equal(await again.stop(), 0);
       }

@@ -598,13 +598,14 @@ describe('RaftLogStore crash during a big turn', () => {
       `;
       const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
       let acked = false;
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
       child.stdout.on('data', (d: Buffer) => {
         const text = d.toString();
         if (text.includes('done')) acked = true;
         if (text.includes('go')) setTimeout(() => child.kill('SIGKILL'), delayMs);
       });
-      await exited;
+      // The child must die by our SIGKILL, not by an error of its own (which would look like a lost turn).
+      assert.equal(await exited, 'SIGKILL', `kill after ${delayMs} ms: the child exited by itself`);
       const store = RaftLogStore.open(dir, { fsync: 'always' });
       try {
         const lasts = new Set(store.groups().map((g) => store.group(g, CONF).lastIndex()));
