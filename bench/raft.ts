@@ -80,6 +80,8 @@ function runOnce(totalEntries: number): RaftBenchResult {
     }
     pump();
     if (++turns % 64 === 0) for (const n of nodes.values()) n.tick();
+    // Bounded: a leader that lost its role would never apply the rest.
+    if (leader.role !== Role.Leader) throw new Error(`the leader lost its role after ${leaderApplied - startApplied} entries`);
   }
   const seconds = (performance.now() - t0) / 1000;
   const entries = leaderApplied - startApplied;

@@ -40,8 +40,6 @@ export class TestCluster {
   dropIf: ((m: Message) => boolean) | null = null;
   /** When set, every message sent is also appended here. */
   sent: Message[] | null = null;
-  /** Messages delivered, by type. */
-  readonly deliveredByType = new Map<string, number>();
 
   constructor(opts: ClusterOptions) {
     this.prng = new Prng(opts.seed ?? 1);
@@ -168,7 +166,6 @@ export class TestCluster {
     const target = this.members.get(msg.to);
     if (target === undefined || target.down) return;
     this.delivered++;
-    this.deliveredByType.set(msg.type, (this.deliveredByType.get(msg.type) ?? 0) + 1);
     target.node.step(msg);
   }
 

@@ -141,7 +141,6 @@ class SimNode {
   diskLatencyMaxUnits = 3;
   removed = false;
   checkedCommit = 0;
-  leaderTermSeen = 0;
   tickUnits = TICK_UNITS;
 
   constructor(readonly id: NodeId, conf: ConfState) {
@@ -346,7 +345,6 @@ export class Simulation {
     n.sm.restore(snap.data, snap.meta.index);
     n.writing = false;
     n.checkedCommit = n.raft.log.committed;
-    n.leaderTermSeen = 0;
     const inc = n.incarnation;
     n.tickUnits = this.rng.chance(0.3) ? SLOW_TICK_UNITS : TICK_UNITS;
     if (n.tickUnits !== TICK_UNITS) this.log(`${n.id} clock is slow: a tick every ${n.tickUnits} units`);

@@ -443,11 +443,6 @@ export class MemoryRaftLogStore implements GroupLogStore {
     this.pending = [];
   }
 
-  /** The durable copy of a group's log (tests). */
-  durableOf(groupId: number): MemoryStorage | undefined {
-    return this.durable.get(groupId);
-  }
-
   /** @internal */
   record(epoch: number, op: () => void): void {
     assert.equal(epoch, this.epoch, "write through a storage handed out before a crash");

@@ -79,8 +79,8 @@ export class RaftLog {
 
   /** Entries in [lo, hi) limited to maxBytes (at least one entry if lo < hi). */
   slice(lo: number, hi: number, maxBytes: number): Entry[] {
-    assert.ok(lo >= this.firstIndex(), `slice lo ${lo} compacted (first ${this.firstIndex()})`);
-    assert.ok(hi <= this.lastIndex() + 1, `slice hi ${hi} beyond last ${this.lastIndex()}`);
+    if (lo < this.firstIndex()) assert.fail(`slice lo ${lo} compacted (first ${this.firstIndex()})`);
+    if (hi > this.lastIndex() + 1) assert.fail(`slice hi ${hi} beyond last ${this.lastIndex()}`);
     if (lo >= hi) return [];
     let out: Entry[];
     let bytes = 0;
@@ -111,8 +111,8 @@ export class RaftLog {
   append(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
     const first = (entries[0] as Entry).index;
-    assert.ok(first > this.committed, `append at ${first} would overwrite committed ${this.committed}`);
-    assert.ok(first <= this.lastIndex() + 1, `append gap at ${first}, last ${this.lastIndex()}`);
+    if (first <= this.committed) assert.fail(`append at ${first} would overwrite committed ${this.committed}`);
+    if (first > this.lastIndex() + 1) assert.fail(`append gap at ${first}, last ${this.lastIndex()}`);
     const end = this.unstableOffset + this.unstableEntries.length;
     if (first === end) {
       for (const e of entries) this.unstableEntries.push(e);
@@ -157,7 +157,7 @@ export class RaftLog {
 
   commitTo(i: number): void {
     if (i <= this.committed) return;
-    assert.ok(i <= this.lastIndex(), `commit ${i} beyond last index ${this.lastIndex()}`);
+    if (i > this.lastIndex()) assert.fail(`commit ${i} beyond last index ${this.lastIndex()}`);
     assertIndex(i, "commit");
     this.committed = i;
   }
@@ -167,7 +167,7 @@ export class RaftLog {
     const from = Math.max(this.entriesInProgressIndex + 1, this.unstableOffset);
     const k = from - this.unstableOffset;
     if (k >= this.unstableEntries.length) return [];
-    const out = k === 0 ? this.unstableEntries.slice() : this.unstableEntries.slice(k);
+    const out = this.unstableEntries.slice(k);
     this.entriesInProgressIndex = this.lastIndex();
     return out;
   }

@@ -490,13 +490,6 @@ export class RaftNode {
     return this.baseConf;
   }
 
-  /** Follower progress as the leader sees it (undefined if not leader or unknown peer). */
-  matchIndexOf(peer: NodeId): number | undefined {
-    if (this.role !== Role.Leader) return undefined;
-    if (peer === this.id) return this.log.persistedIndex();
-    return this.progress.get(peer)?.match;
-  }
-
   /** Whether a lease read would be served locally right now. */
   leaseValid(): boolean {
     if (this.role !== Role.Leader || !this.checkQuorum || this.leadTransferee !== null || this.leaseRevoked) return false;

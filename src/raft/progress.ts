@@ -42,12 +42,6 @@ export class Inflights {
     }
   }
 
-  freeFirstOne(): void {
-    if (this.count === 0) return;
-    this.start = (this.start + 1) % this.capacity;
-    this.count--;
-  }
-
   reset(): void {
     this.start = 0;
     this.count = 0;

@@ -83,8 +83,8 @@ export class MemoryStorage implements WritableStorage {
 
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
     const off = this.offset();
-    assert.ok(lo > off, `entries(${lo}) compacted (first ${off + 1})`);
-    assert.ok(hi <= this.lastIndex() + 1, `entries hi ${hi} beyond last ${this.lastIndex()}`);
+    if (lo <= off) assert.fail(`entries(${lo}) compacted (first ${off + 1})`);
+    if (hi > this.lastIndex() + 1) assert.fail(`entries hi ${hi} beyond last ${this.lastIndex()}`);
     const out: Entry[] = [];
     let bytes = 0;
     for (let i = lo; i < hi; i++) {

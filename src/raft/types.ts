@@ -150,5 +150,6 @@ export function entrySizeBytes(e: Entry): number {
 }
 
 export function assertIndex(n: number, what: string): void {
-  assert.ok(Number.isSafeInteger(n) && n >= 0, `${what} must be a non-negative safe integer, got ${n}`);
+  // On every message and append: build the failure text only when it fails.
+  if (!(Number.isSafeInteger(n) && n >= 0)) assert.fail(`${what} must be a non-negative safe integer, got ${n}`);
 }
