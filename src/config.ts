@@ -1,5 +1,6 @@
-// Node configuration: defaults, flags, and the config file. Every limit the
-// server enforces is here, with its default; docs/configuration.md lists them.
+// Node configuration: defaults, flags, and the config file. Every configurable
+// limit is here, with its default; docs/configuration.md lists them and the
+// few fixed ones (named constants where they are enforced).
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

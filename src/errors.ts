@@ -41,6 +41,7 @@ export const ERR = {
     'ERR a sequence only moves forward: DECR, DECRBY, SET, INCRBYFLOAT and INCRBY with a negative increment are refused',
   seqGone: 'TRYAGAIN the sequence was deleted or recreated while a window was reserved',
   tokenMismatch: 'ERR TOKEN was already used on this key with a different COUNT',
+  tokenLength: 'ERR TOKEN must be 1 to 1024 bytes',
   countNotPositive: 'ERR COUNT must be a positive integer',
   stepNotPositive: 'ERR STEP must be a positive integer',
   windowNotPositive: 'ERR WINDOW must be a positive integer',

@@ -304,6 +304,9 @@ describe('sequences e2e: one node', () => {
           `${mode}: the same token with another COUNT`,
         );
         assert.deepEqual(await retry.command('SEQNEXT', key, 'TOKEN', 'single'), await retry.command('SEQNEXT', key, 'TOKEN', 'single'));
+        assert.deepEqual(await retry.command('SEQNEXT', key, 'TOKEN', ''), errorReply(ERR.tokenLength), `${mode}: empty token`);
+        assert.deepEqual(await retry.command('SEQNEXT', key, 'TOKEN', 't'.repeat(1025)), errorReply(ERR.tokenLength), `${mode}: 1025-byte token`);
+        assert.notDeepEqual(await retry.command('SEQNEXT', key, 'TOKEN', 't'.repeat(1024)), errorReply(ERR.tokenLength), `${mode}: 1024-byte token`);
       } finally {
         retry.close();
       }

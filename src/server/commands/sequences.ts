@@ -12,7 +12,7 @@ import type { StateMachine } from '../../sequencer/state-machine.js';
 import { command, type CommandSpec, type Respond, type ServerContext } from '../command.js';
 import { err, keyOf, lower, propose, read } from './common.js';
 
-/** Longest idempotency token accepted. */
+/** Longest idempotency token accepted (the text of ERR.tokenLength says so). */
 export const TOKEN_BYTES_MAX = 1024;
 
 const SEQ = { group: 'sequence', since: '0.1.0' } as const;
@@ -116,7 +116,7 @@ function seqNext(ctx: ServerContext, args: readonly Buffer[], respond: Respond):
       range = true;
     } else if (opt === 'token') {
       if (value.length === 0 || value.length > TOKEN_BYTES_MAX) {
-        return respond(R.error(`ERR TOKEN must be 1 to ${TOKEN_BYTES_MAX} bytes`));
+        return respond(err('tokenLength'));
       }
       token = keyOf(value);
     } else return respond(err('syntax'));
