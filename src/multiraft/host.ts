@@ -133,7 +133,8 @@ export class MultiRaftHost {
   private readonly ticker: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
   private turnScheduled = false;
-  private turnRunning = false;
+  /** The turn in progress (its promise settles after endTurn), or null. */
+  private runningTurn: Promise<void> | null = null;
   private turnAgain = false;
   private storageDirty = false;
   private stopped = false;
@@ -224,7 +225,7 @@ export class MultiRaftHost {
   async close(): Promise<void> {
     if (this.stopped) return;
     await Promise.all([...this.groups.values()].map((g) => g.close()));
-    while (this.turnRunning) await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.runningTurn !== null) await this.runningTurn;
     this.stopped = true;
     clearInterval(this.ticker);
     this.unsubscribe();
@@ -251,18 +252,17 @@ export class MultiRaftHost {
   private readonly startTurn = (): void => {
     this.turnScheduled = false;
     if (this.stopped) return;
-    if (this.turnRunning) {
+    if (this.runningTurn !== null) {
       this.turnAgain = true;
       return;
     }
-    this.turnRunning = true;
     // Anything but a storage failure thrown by a turn is a broken invariant:
     // the rejection is left unhandled, which stops the process loudly.
-    void this.turn().then(() => this.endTurn());
+    this.runningTurn = this.turn().then(() => this.endTurn());
   };
 
   private endTurn(): void {
-    this.turnRunning = false;
+    this.runningTurn = null;
     if (this.stopped) return;
     let more = this.turnAgain || this.storageDirty;
     this.turnAgain = false;

@@ -13,7 +13,7 @@ import { ERR, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js
 import { MultiRaftHost } from '../multiraft/host.js';
 import { LocalGroup } from '../multiraft/local-group.js';
 import type { Group, GroupStats, ReadOutcome } from '../multiraft/group.js';
-import { DEFAULT_PROPOSALS_IN_FLIGHT_MAX, DEFAULT_READ_WAITERS_MAX, type RaftGroup } from '../multiraft/raft-group.js';
+import { DEFAULT_PROPOSALS_IN_FLIGHT_MAX, DEFAULT_READ_WAITERS_MAX, DEFAULT_REQUEST_TIMEOUT_MS, type RaftGroup } from '../multiraft/raft-group.js';
 import type { Reply } from '../resp/encoder.js';
 import { R } from '../resp/encoder.js';
 import { StateMachine, type Op, type OpResult, type StoredValue } from '../sequencer/state-machine.js';
@@ -54,6 +54,8 @@ export const ORDER_GATE_HELD_MAX = DEFAULT_PROPOSALS_IN_FLIGHT_MAX + DEFAULT_REA
 
 interface HeldRequest {
   readonly isWrite: boolean;
+  /** When it arrived: a request held longer than the request timeout is refused, never started. */
+  readonly arrivedMs: number;
   readonly start: () => void;
   readonly refuse: () => void;
 }
@@ -86,6 +88,7 @@ export class ArrivalOrderedGroup implements Group {
   propose(op: Op, done: (result: OpResult) => void): void {
     this.enqueue({
       isWrite: true,
+      arrivedMs: Date.now(),
       start: () => {
         this.writesInFlight++;
         this.inner.propose(op, (result) => {
@@ -101,6 +104,7 @@ export class ArrivalOrderedGroup implements Group {
   read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
     this.enqueue({
       isWrite: false,
+      arrivedMs: Date.now(),
       start: () => {
         this.readsInFlight++;
         this.inner.read(query, (outcome) => {
@@ -128,8 +132,15 @@ export class ArrivalOrderedGroup implements Group {
     if (this.pumping) return; // the running loop sees the change
     this.pumping = true;
     try {
+      const staleBeforeMs = Date.now() - DEFAULT_REQUEST_TIMEOUT_MS;
       while (this.heldHead < this.held.length) {
         const head = this.held[this.heldHead] as HeldRequest;
+        if (head.arrivedMs < staleBeforeMs) {
+          // Held past the request timeout behind other phases: refused, and never reached the group.
+          this.heldHead++;
+          head.refuse();
+          continue;
+        }
         if (head.isWrite ? this.readsInFlight > 0 : this.writesInFlight > 0) break;
         this.heldHead++;
         head.start();
