@@ -1,30 +1,67 @@
 // Command line for the simulator.
 //   node dist/sim/cli.js --seeds N [--from S]   run seeds S..S+N-1
 //   node dist/sim/cli.js --seed S --trace       replay one seed with a readable trace
+// With --multiraft, the same for the multiraft simulation (sim/multiraft.ts):
+//   node dist/sim/cli.js --multiraft --seeds N [--from S]
+//   node dist/sim/cli.js --multiraft --seed S --trace
 
 import { parseArgs } from "node:util";
+import { runMultiraftSeed } from "./multiraft.js";
 import { runSeed } from "./simulation.js";
 
-function main(): number {
+interface SeedOutcome {
+  readonly ok: boolean;
+  readonly error?: string;
+  /** Where it failed, for the report line. */
+  readonly where: string;
+  readonly summary: string;
+}
+
+async function runOne(multiraft: boolean, seed: number, trace?: (line: string) => void): Promise<SeedOutcome> {
+  if (multiraft) {
+    const res = await runMultiraftSeed(seed, trace);
+    const s = res.stats;
+    return {
+      ok: res.ok,
+      ...(res.error === undefined ? {} : { error: res.error }),
+      where: `at ${res.atMs.toFixed(2)} ms`,
+      summary:
+        `${s.events} events, ${s.strictAcked} INCR and ${s.windowAcked} SEQNEXT acked (${s.windowValues} window values), ` +
+        `${s.crashes} crashes, ${s.pauses} pauses, ${s.staleLeaderRequests} requests to stale leaders, ${s.leaseTimeouts} lease waits timed out`,
+    };
+  }
+  const res = runSeed(seed, trace);
+  return {
+    ok: res.ok,
+    ...(res.error === undefined ? {} : { error: res.error }),
+    where: `at tick ${res.atTick}`,
+    summary: `${res.stats.events} events, ${res.stats.committed} committed, ${res.stats.acked} acked`,
+  };
+}
+
+async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       seeds: { type: "string" },
       from: { type: "string" },
       seed: { type: "string" },
       trace: { type: "boolean", default: false },
+      multiraft: { type: "boolean", default: false },
     },
     strict: true,
   });
+  const multiraft = values.multiraft === true;
+  const replay = `npm run sim --${multiraft ? " --multiraft" : ""}`;
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     if (!Number.isSafeInteger(seed)) throw new Error(`bad --seed ${values.seed}`);
     const trace = values.trace === true ? (line: string): void => console.log(line) : undefined;
-    const res = runSeed(seed, trace);
+    const res = await runOne(multiraft, seed, trace);
     if (res.ok) {
-      console.log(`seed ${seed} passed (${res.stats.events} events, ${res.stats.committed} committed, ${res.stats.acked} acked)`);
+      console.log(`seed ${seed} passed (${res.summary})`);
       return 0;
     }
-    console.log(`seed ${seed} FAILED at tick ${res.atTick}: ${res.error}`);
+    console.log(`seed ${seed} FAILED ${res.where}: ${res.error}`);
     return 1;
   }
   const count = Number(values.seeds ?? "100");
@@ -33,12 +70,12 @@ function main(): number {
   const failed: number[] = [];
   const t0 = performance.now();
   for (let s = from; s < from + count; s++) {
-    const res = runSeed(s);
+    const res = await runOne(multiraft, s);
     if (!res.ok) {
       failed.push(s);
       const firstLine = (res.error ?? "").split("\n")[0];
-      console.log(`seed ${s} FAILED at tick ${res.atTick}: ${firstLine}`);
-      console.log(`  replay: npm run sim -- --seed ${s} --trace`);
+      console.log(`seed ${s} FAILED ${res.where}: ${firstLine}`);
+      console.log(`  replay: ${replay} --seed ${s} --trace`);
     }
   }
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
@@ -46,8 +83,8 @@ function main(): number {
     console.log(`${count} seeds passed (${from}..${from + count - 1}, ${secs} s)`);
     return 0;
   }
-  console.log(`${failed.length} of ${count} seeds failed (${secs} s); first failing seed ${failed[0]}: npm run sim -- --seed ${failed[0]} --trace`);
+  console.log(`${failed.length} of ${count} seeds failed (${secs} s); first failing seed ${failed[0]}: ${replay} --seed ${failed[0]} --trace`);
   return 1;
 }
 
-process.exitCode = main();
+process.exitCode = await main();

@@ -70,7 +70,8 @@ interface SimEvent {
   readonly run: () => void;
 }
 
-class EventQueue {
+/** Events ordered by time, then by the order they were scheduled in (deterministic). */
+export class EventQueue {
   private heap: SimEvent[] = [];
   private seq = 0;
 

@@ -44,6 +44,20 @@ export interface Config {
   tokenRetentionMs: number;
   /** Most tokens remembered per key; the oldest are forgotten first. */
   tokensPerKeyMax: number;
+  /** `--cluster`: the members that bootstrap a cluster (host:port[@busport], comma separated); null for a single node. */
+  cluster: string | null;
+  /** `--announce`: this node's entry in the cluster list, where it differs from host:port. */
+  announce: string | null;
+  /** `--bus-port`: the port this node listens on for the bus (default: its bus port in the cluster list). */
+  busPort: number | null;
+  /** Shared by the nodes of a cluster; bus peers without it are refused. */
+  clusterSecret: string | null;
+  /** Data groups a new cluster is bootstrapped with. */
+  groups: number;
+  /** A write not answered by its group after this long is answered "outcome unknown", a read "timed out"; also how long a request waits for an election. */
+  requestTimeoutMs: number;
+  /** Options set by a flag or the config file (the rest are defaults), to tell a restart's flags from defaults. */
+  explicit?: ReadonlySet<string>;
 }
 
 const MiB = 1024 * 1024;
@@ -68,6 +82,12 @@ export const DEFAULT_CONFIG: Readonly<Config> = {
   windowSize: 10_000n,
   tokenRetentionMs: 10 * 60 * 1000,
   tokensPerKeyMax: 10_000,
+  cluster: null,
+  announce: null,
+  busPort: null,
+  clusterSecret: null,
+  groups: 16,
+  requestTimeoutMs: 5000,
 };
 
 export class ConfigError extends Error {}
@@ -102,6 +122,12 @@ const OPTIONS: Record<string, (c: Config, v: string) => void> = {
   'window-size': (c, v) => (c.windowSize = BigInt(parseIntIn(v, 'window-size', 1, 1_000_000_000))),
   'token-retention-ms': (c, v) => (c.tokenRetentionMs = parseIntIn(v, 'token-retention-ms', 1, 7 * 86_400_000)),
   'tokens-per-key-max': (c, v) => (c.tokensPerKeyMax = parseIntIn(v, 'tokens-per-key-max', 1, 10_000_000)),
+  cluster: (c, v) => (c.cluster = v.trim() === '' ? null : v.trim()),
+  announce: (c, v) => (c.announce = v.trim() === '' ? null : v.trim()),
+  'bus-port': (c, v) => (c.busPort = parseIntIn(v, 'bus-port', 0, 65535)),
+  'cluster-secret': (c, v) => (c.clusterSecret = v === '' ? null : v),
+  groups: (c, v) => (c.groups = parseIntIn(v, 'groups', 1, 16384)),
+  'request-timeout-ms': (c, v) => (c.requestTimeoutMs = parseIntIn(v, 'request-timeout-ms', 1, 3_600_000)),
 };
 
 export const HELP = `ordo: a Raft-replicated sequencer that speaks the Redis protocol
@@ -131,6 +157,16 @@ Usage: ordo [options]
   --window-size N              values reserved at once for such keys (default 10000)
   --token-retention-ms N       how long a SEQNEXT TOKEN is remembered (default 600000)
   --tokens-per-key-max N       most tokens remembered per key (default 10000)
+  --cluster ADDR[,ADDR...]     bootstrap a cluster of these members (host:port[@busport]; the bus
+                               port defaults to port + 10000); the same list on every member.
+                               A restart needs only --data: the data directory holds the membership
+  --announce HOST:PORT         this node's entry in --cluster (default HOST:PORT of --host/--port)
+  --bus-port N                 port to listen on for the bus (default: this node's bus port in --cluster)
+  --cluster-secret SECRET      bus peers must prove they know SECRET (set the same on every member)
+  --groups N                   data groups of a new cluster (default 16; fixed at bootstrap)
+  --request-timeout-ms N       how long a request waits for its group: for an election, a forward,
+                               a commit (default 5000); a write not answered by then is reported
+                               as "outcome unknown"
   --help                       print this help
   --version                    print the version
 
@@ -161,16 +197,21 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
   if (values['help'] === true) return { kind: 'help' };
   if (values['version'] === true) return { kind: 'version' };
   const config: Config = { ...DEFAULT_CONFIG };
+  const explicit = new Set<string>();
   const configFile = values['config'];
-  if (typeof configFile === 'string') applyConfigFile(config, configFile);
+  if (typeof configFile === 'string') applyConfigFile(config, configFile, explicit);
   for (const [name, set] of Object.entries(OPTIONS)) {
     const value = values[name];
-    if (typeof value === 'string') set(config, value);
+    if (typeof value === 'string') {
+      set(config, value);
+      explicit.add(name);
+    }
   }
+  config.explicit = explicit;
   return { kind: 'run', config };
 }
 
-export function applyConfigFile(config: Config, path: string): void {
+export function applyConfigFile(config: Config, path: string, explicit?: Set<string>): void {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -188,6 +229,7 @@ export function applyConfigFile(config: Config, path: string): void {
     if (set === undefined) throw new ConfigError(`${path}:${i + 1}: unknown option ${JSON.stringify(name)}`);
     try {
       set(config, value);
+      explicit?.add(name);
     } catch (e) {
       throw new ConfigError(`${path}:${i + 1}: ${(e as Error).message}`);
     }

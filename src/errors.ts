@@ -32,6 +32,8 @@ export const ERR = {
   outcomeUnknown: 'TRYAGAIN write outcome unknown: leadership changed or the request timed out',
   readTimeout: "TRYAGAIN read timed out waiting for the group's leader",
   hostFailed: 'ERR replication stopped on this node after a storage failure, write not applied',
+  windowLease:
+    "TRYAGAIN no leader of the key's group holds its lease to serve window values yet (election or failover in progress), nothing allocated",
   helloNoAuth:
     'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
   helloProtoNotInteger: 'ERR Protocol version is not an integer or out of range',
@@ -49,6 +51,9 @@ export const ERR = {
   noSequence: 'ERR no such key',
   invalidSlot: 'ERR Invalid slot',
   clusterDisabled: 'ERR This instance has cluster support disabled',
+  crossSlot: "CROSSSLOT Keys in request don't hash to the same slot",
+  forwardTooLarge: 'ERR request too large to forward to the leader of its group, not applied',
+  topologyConflict: 'CLUSTERDOWN this node disagrees with the committed cluster topology, not applied',
   configSetUnsupported: 'ERR CONFIG SET is not supported by ordo: restart the node with the option changed',
   noSuchClient: 'ERR No such client',
   timeoutNotInteger: 'ERR timeout is not an integer or out of range',
@@ -68,8 +73,17 @@ export const WRITE_NOT_APPLIED: ReadonlySet<ErrorKey> = new Set<ErrorKey>([
   'overloaded',
   'superseded',
   'hostFailed',
+  'windowLease',
+  'crossSlot',
+  'forwardTooLarge',
+  'topologyConflict',
 ]);
 export const WRITE_OUTCOME_UNKNOWN: ReadonlySet<ErrorKey> = new Set<ErrorKey>(['persistUnknown', 'outcomeUnknown']);
+
+/** Redis Cluster's redirection: the slot's group is led at host:port. */
+export function moved(slot: number, host: string, port: number): string {
+  return `MOVED ${slot} ${host}:${port}`;
+}
 
 export function wrongArity(commandName: string): string {
   return `ERR wrong number of arguments for '${commandName.toLowerCase()}' command`;

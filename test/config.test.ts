@@ -47,6 +47,13 @@ describe('config: flags', () => {
       windowSize: 10_000n,
       tokenRetentionMs: 600_000,
       tokensPerKeyMax: 10_000,
+      cluster: null,
+      announce: null,
+      busPort: null,
+      clusterSecret: null,
+      groups: 16,
+      requestTimeoutMs: 5000,
+      explicit: new Set(),
     });
   });
 
@@ -65,6 +72,12 @@ describe('config: flags', () => {
       '--output-buffer-soft', '64kb',
       '--output-buffer-hard', '1gb',
       '--output-stall-timeout-ms', '1000',
+      '--cluster', '127.0.0.1:7001,127.0.0.1:7002@17777',
+      '--announce', '127.0.0.1:7001',
+      '--bus-port', '17001',
+      '--cluster-secret', 'shh',
+      '--groups', '4',
+      '--request-timeout-ms', '2500',
     ]);
     assert.deepEqual(c, {
       ...DEFAULT_CONFIG,
@@ -81,6 +94,17 @@ describe('config: flags', () => {
       outputBufferSoftBytes: 64 * KiB,
       outputBufferHardBytes: GiB,
       outputStallTimeoutMs: 1000,
+      cluster: '127.0.0.1:7001,127.0.0.1:7002@17777',
+      announce: '127.0.0.1:7001',
+      busPort: 17001,
+      clusterSecret: 'shh',
+      groups: 4,
+      requestTimeoutMs: 2500,
+      explicit: new Set([
+        'host', 'port', 'data', 'requirepass', 'fsync', 'query-buffer-max', 'bulk-max', 'multibulk-max', 'max-clients', 'pipeline-max',
+        'output-buffer-soft', 'output-buffer-hard', 'output-stall-timeout-ms', 'cluster', 'announce', 'bus-port', 'cluster-secret', 'groups',
+        'request-timeout-ms',
+      ]),
     });
   });
 

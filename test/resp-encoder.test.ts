@@ -140,6 +140,8 @@ function resp2View(reply: Reply): unknown {
       return reply.value ? '1' : '0';
     case 'verbatim':
       return { bytes: Buffer.from(reply.value, 'utf8').toString('hex') };
+    case 'encoded':
+      return { encoded: reply.bytes.toString('hex') };
   }
 }
 
@@ -229,6 +231,8 @@ function resp3View(reply: Reply): unknown {
       return { boolean: reply.value };
     case 'verbatim':
       return { verbatim: `${reply.format}:` + Buffer.from(reply.value, 'utf8').toString('hex') };
+    case 'encoded':
+      return { encoded: reply.bytes.toString('hex') };
   }
 }
 

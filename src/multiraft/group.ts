@@ -6,6 +6,15 @@
 import type { ErrorKey } from '../errors.js';
 import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
 
+/**
+ * Whether a replica may hand out window-sequence values from memory now:
+ * 'serve'; 'wait' (no leader holding its lease yet: an election, or a new
+ * leader waiting out its predecessors' leases); or the error to answer at once
+ * because it will not serve them here (another node leads, the host failed,
+ * the group is closing). Nothing is allocated in the last two cases.
+ */
+export type WindowLease = 'serve' | 'wait' | ErrorKey;
+
 export type ReadOutcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ErrorKey };
 
 export interface GroupStats {
@@ -32,6 +41,19 @@ export interface Group {
   isLeader(): boolean;
   /** Node id of the group's leader as this replica knows it; null when unknown or when the group has no node ids (single voter). */
   leaderId(): string | null;
+  /**
+   * Whether this replica may hand out window-sequence values from memory now:
+   * 'serve' only while it leads, holds its leader lease, and no earlier
+   * leader's lease can still hold (docs/sequences.md, "Leader lease and clock
+   * drift"). A single voter always may.
+   */
+  windowLease(): WindowLease;
+  /**
+   * Calls `listener` whenever windowLease() may have changed, and
+   * periodically while it is not 'serve' (so that waiting requests can time
+   * out); returns a function that removes the listener.
+   */
+  onWindowLeaseChange(listener: () => void): () => void;
   /** Waits for every accepted write to be durable, then releases storage. */
   close(): Promise<void>;
 }

@@ -27,6 +27,7 @@
 import assert from "node:assert/strict";
 import {
   MemoryStorage,
+  RAFT_DEFAULTS,
   RaftNode,
   type ConfState,
   type Entry,
@@ -70,6 +71,32 @@ export interface GroupLogStore {
 
 /** Milliseconds between Raft ticks. */
 export const DEFAULT_TICK_INTERVAL_MS = 100;
+/**
+ * A tick that comes more than this many tick intervals late (or is overdue
+ * by as much) means the event loop or the process was paused (GC, SIGSTOP,
+ * a long synchronous task): the tick count, which leases are counted in, fell
+ * behind real time. Groups then act on no lease until every lease counted
+ * across the pause has run out (one election timeout of ticks).
+ */
+export const TICK_LATE_INTERVALS_MAX = 1;
+
+/** How the host schedules its work; replaceable for a virtual clock (the simulator). */
+export interface HostScheduler {
+  /** Run `fn` once the current loop turn's work is done (setImmediate). */
+  endOfTurn(fn: () => void): void;
+  /** Run `fn` every `ms` until the returned function is called (setInterval). */
+  every(ms: number, fn: () => void): () => void;
+}
+
+export const realHostScheduler: HostScheduler = {
+  endOfTurn: (fn) => {
+    setImmediate(fn);
+  },
+  every: (ms, fn) => {
+    const t = setInterval(fn, ms);
+    return () => clearInterval(t);
+  },
+};
 /** Upper bound of one peer frame (all groups' messages to one peer in one turn); more frames past it. */
 export const PEER_FRAME_BYTES_MAX = 8 * 1024 * 1024;
 
@@ -94,8 +121,10 @@ export interface MultiRaftHostOptions {
   readonly logKeepEntries?: number;
   /** 'lease' (default when check-quorum is on) or 'safe' (ReadIndex round for every read). */
   readonly readMode?: ReadMode;
-  /** Milliseconds clock for request timeouts. Default performance.now. */
+  /** Milliseconds clock for request timeouts and late ticks. Default performance.now. */
   readonly now?: () => number;
+  /** Default: setImmediate and setInterval. */
+  readonly scheduler?: HostScheduler;
 }
 
 export interface HostStats {
@@ -130,7 +159,13 @@ export class MultiRaftHost {
   private readonly limits: RaftGroupLimits;
   private readonly now: () => number;
   private readonly groups = new Map<number, RaftGroup>();
-  private readonly ticker: NodeJS.Timeout;
+  private readonly scheduler: HostScheduler;
+  private readonly tickIntervalMs: number;
+  private readonly stopTicker: () => void;
+  /** now() at the last tick (or at the start). */
+  private lastTickMs: number;
+  /** Leases are not acted on before this tick (set by a late tick). */
+  private clockDistrustedUntilTick = 0;
   private readonly unsubscribe: () => void;
   private turnScheduled = false;
   /** The turn in progress (its promise settles after endTurn), or null. */
@@ -176,7 +211,10 @@ export class MultiRaftHost {
     assert.ok(this.limits.leaderWaitMs >= 0, "leaderWaitMs must not be negative");
     const tickMs = opts.tickIntervalMs ?? DEFAULT_TICK_INTERVAL_MS;
     assert.ok(tickMs > 0, "tickIntervalMs must be positive");
-    this.ticker = setInterval(() => this.tick(), tickMs);
+    this.tickIntervalMs = tickMs;
+    this.scheduler = opts.scheduler ?? realHostScheduler;
+    this.lastTickMs = this.now();
+    this.stopTicker = this.scheduler.every(tickMs, () => this.tick());
     this.unsubscribe = this.transport.onMessage((from, payload) => this.receive(from, payload));
   }
 
@@ -198,6 +236,7 @@ export class MultiRaftHost {
         this.storageDirty = true;
       },
       now: this.now,
+      clockTrusted: this.clockTrusted,
     });
     this.groups.set(groupId, group);
     // The only voter needs no one's vote: campaign now rather than after an
@@ -227,7 +266,7 @@ export class MultiRaftHost {
     await Promise.all([...this.groups.values()].map((g) => g.close()));
     while (this.runningTurn !== null) await this.runningTurn;
     this.stopped = true;
-    clearInterval(this.ticker);
+    this.stopTicker();
     this.unsubscribe();
     if (this.failure === null && this.storageDirty) await this.store.commitTurn();
   }
@@ -236,7 +275,7 @@ export class MultiRaftHost {
   halt(): void {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.ticker);
+    this.stopTicker();
     this.unsubscribe();
     for (const g of this.groups.values()) g.failHost();
   }
@@ -246,8 +285,16 @@ export class MultiRaftHost {
   private readonly scheduleTurn = (): void => {
     if (this.turnScheduled || this.stopped) return;
     this.turnScheduled = true;
-    setImmediate(this.startTurn);
+    this.scheduler.endOfTurn(this.startTurn);
   };
+
+  /** Whether the tick count keeps up with real time (see TICK_LATE_INTERVALS_MAX). */
+  private readonly clockTrusted = (): boolean =>
+    this.counters.ticks >= this.clockDistrustedUntilTick && this.now() - this.lastTickMs <= this.tickLateLimitMs();
+
+  private tickLateLimitMs(): number {
+    return this.tickIntervalMs * (1 + TICK_LATE_INTERVALS_MAX);
+  }
 
   private readonly startTurn = (): void => {
     this.turnScheduled = false;
@@ -337,6 +384,12 @@ export class MultiRaftHost {
 
   private tick(): void {
     if (this.stopped) return;
+    const now = this.now();
+    if (now - this.lastTickMs > this.tickLateLimitMs()) {
+      const electionTimeoutTicks = this.raftOptions.electionTimeoutTicks ?? RAFT_DEFAULTS.electionTimeoutTicks;
+      this.clockDistrustedUntilTick = this.counters.ticks + 1 + electionTimeoutTicks;
+    }
+    this.lastTickMs = now;
     this.counters.ticks++;
     for (const g of this.groups.values()) {
       g.node.tick();
@@ -398,10 +451,23 @@ function wellFormed(m: Message): boolean {
 /** Milliseconds a MemoryRaftLogStore commit takes (0: resolves at the next macrotask). */
 export const DEFAULT_MEMORY_COMMIT_DELAY_MS = 0;
 
+/** How a MemoryRaftLogStore completes its commits; replaceable for a virtual clock. */
+export interface MemoryStoreTimers {
+  endOfTurn(fn: () => void): void;
+  after(ms: number, fn: () => void): unknown;
+}
+
+const realStoreTimers: MemoryStoreTimers = {
+  endOfTurn: (fn) => setImmediate(fn),
+  after: (ms, fn) => setTimeout(fn, ms),
+};
+
 /**
  * An in-memory GroupLogStore for tests: writes go to a live copy at once and
  * to the "disk" copy only when the turn's commit completes; `crash()` drops
  * every write not yet committed (including commits still in flight).
+ * `commitDelayMs` may be a function, asked once per commit (a disk whose
+ * latency varies).
  */
 export class MemoryRaftLogStore implements GroupLogStore {
   private readonly durable = new Map<number, MemoryStorage>();
@@ -409,7 +475,10 @@ export class MemoryRaftLogStore implements GroupLogStore {
   private epoch = 0;
   commits = 0;
 
-  constructor(private readonly commitDelayMs = DEFAULT_MEMORY_COMMIT_DELAY_MS) {}
+  constructor(
+    private readonly commitDelayMs: number | (() => number) = DEFAULT_MEMORY_COMMIT_DELAY_MS,
+    private readonly timers: MemoryStoreTimers = realStoreTimers,
+  ) {}
 
   group(groupId: number, initialConf: ConfState): WritableStorage {
     let disk = this.durable.get(groupId);
@@ -432,8 +501,9 @@ export class MemoryRaftLogStore implements GroupLogStore {
         }
         resolve();
       };
-      if (this.commitDelayMs > 0) setTimeout(complete, this.commitDelayMs);
-      else setImmediate(complete);
+      const delayMs = typeof this.commitDelayMs === "number" ? this.commitDelayMs : this.commitDelayMs();
+      if (delayMs > 0) this.timers.after(delayMs, complete);
+      else this.timers.endOfTurn(complete);
     });
   }
 

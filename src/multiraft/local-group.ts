@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
 import { isEmpty, type Op, type OpResult, type StateMachine, type StoredValue } from '../sequencer/state-machine.js';
 import { PersistError, type KeyspaceStore } from '../storage/store.js';
-import type { Group, GroupStats, ReadOutcome } from './group.js';
+import type { Group, GroupStats, ReadOutcome, WindowLease } from './group.js';
 
 type Waiter = () => void;
 
@@ -51,6 +51,16 @@ export class LocalGroup implements Group {
 
   leaderId(): string | null {
     return null;
+  }
+
+  /** The only voter: no other node can serve its keys, so no lease is needed. */
+  windowLease(): WindowLease {
+    return 'serve';
+  }
+
+  /** windowLease() never changes: the listener is never called. */
+  onWindowLeaseChange(_listener: () => void): () => void {
+    return () => undefined;
   }
 
   get keyCount(): number {

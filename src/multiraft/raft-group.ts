@@ -33,7 +33,7 @@ import { EntryType, Role, type RaftNode } from "../raft/index.js";
 import { restoreState, snapshotState } from "../sequencer/codec.js";
 import { decodeOps, encodeOps } from "../sequencer/op-codec.js";
 import type { Op, OpResult, StateMachine, StoredValue } from "../sequencer/state-machine.js";
-import type { Group, GroupStats, ReadOutcome } from "./group.js";
+import type { Group, GroupStats, ReadOutcome, WindowLease } from "./group.js";
 
 /** How a proposal or read can fail at this layer; errors.ts says which are "not applied" and which "outcome unknown". */
 export type RaftGroupFailure = 'notLeader' | 'noLeader' | 'overloaded' | 'superseded' | 'outcomeUnknown' | 'readTimeout' | 'hostFailed';
@@ -93,6 +93,14 @@ export interface RaftGroupDeps {
   /** Tell the host that storage holds writes not yet made durable (snapshot, compaction). */
   readonly storageWritten: () => void;
   readonly now: () => number;
+  /**
+   * Whether the host's tick count is keeping up with real time: false while a
+   * tick is overdue, and for a while after a late one (the event loop or the
+   * process was paused). Leases are counted in ticks, so while it is false this
+   * replica acts on no lease: lease reads go through ReadIndex and window values
+   * wait.
+   */
+  readonly clockTrusted: () => boolean;
 }
 
 export interface RaftGroupStats extends GroupStats {
@@ -143,6 +151,7 @@ export class RaftGroup implements Group {
   private readonly scheduleTurn: () => void;
   private readonly storageWritten: () => void;
   private readonly now: () => number;
+  private readonly clockTrusted: () => boolean;
 
   private queued: QueuedOp[] = [];
   /** Ops that arrived while no leader was known, oldest first; never proposed yet. */
@@ -164,6 +173,9 @@ export class RaftGroup implements Group {
   private bytesSinceSnapshot = 0;
   private leaderTerm = -1;
   private readonly listeners = new Set<LeadershipListener>();
+  private readonly windowListeners = new Set<() => void>();
+  /** windowLease() as the window listeners last heard it. */
+  private lastWindowLease: WindowLease = "wait";
   private closing: Promise<void> | null = null;
   private failedHost = false;
 
@@ -198,6 +210,7 @@ export class RaftGroup implements Group {
     this.scheduleTurn = deps.scheduleTurn;
     this.storageWritten = deps.storageWritten;
     this.now = deps.now;
+    this.clockTrusted = deps.clockTrusted;
     // The state machine starts from the latest snapshot; the node hands the
     // committed entries after it back in its first Readys.
     const snap = this.storage.snapshot();
@@ -282,12 +295,13 @@ export class RaftGroup implements Group {
           await new Promise<void>((resolve) => setTimeout(resolve, 5));
         }
       })();
+      this.checkWindowLease(false); // waiting window requests are answered now
     }
     return this.closing;
   }
 
   isLeader(): boolean {
-    return this.node.status().role === Role.Leader;
+    return this.node.role === Role.Leader;
   }
 
   /**
@@ -297,7 +311,14 @@ export class RaftGroup implements Group {
    * synchronously with that decision), so a router can forward or redirect.
    */
   leaderId(): string | null {
-    return this.node.status().leader;
+    return this.node.leader;
+  }
+
+  /** Hands leadership to `target` (a voter of the group) once it is up to date; false when this node does not lead or cannot. */
+  transferLeadership(target: string): boolean {
+    const started = this.node.transferLeadership(target);
+    if (started) this.scheduleTurn();
+    return started;
   }
 
   /** Calls `listener(isLeader, term)` whenever this node gains or loses leadership of the group. */
@@ -305,6 +326,34 @@ export class RaftGroup implements Group {
     this.listeners.add(listener);
     return () => {
       this.listeners.delete(listener);
+    };
+  }
+
+  /**
+   * Window values may be served from memory only by a leader that holds its
+   * check-quorum lease (so no other node can have been elected meanwhile) and
+   * whose predecessors' leases have surely expired (RaftNode
+   * predecessorLeaseExpired), while its tick count keeps up with real time.
+   * The only voter of a group needs none of it: no other node can lead it.
+   * Window mode therefore needs check-quorum (the default). A follower that
+   * knows the leader answers `notLeader`; one that knows none waits for the
+   * election.
+   */
+  windowLease(): WindowLease {
+    if (this.failedHost) return "hostFailed";
+    if (this.closing !== null) return "shuttingDown";
+    const node = this.node;
+    if (node.role !== Role.Leader) return node.leader === null ? "wait" : "notLeader";
+    const voters = node.status().conf.voters;
+    if (voters.length === 1 && voters[0] === node.id) return "serve";
+    return node.leaseValid() && node.predecessorLeaseExpired() && this.clockTrusted() ? "serve" : "wait";
+  }
+
+  /** Calls `listener` when windowLease() may have changed, and at every tick while it is not 'serve'. */
+  onWindowLeaseChange(listener: () => void): () => void {
+    this.windowListeners.add(listener);
+    return () => {
+      this.windowListeners.delete(listener);
     };
   }
 
@@ -329,6 +378,7 @@ export class RaftGroup implements Group {
       this.readsToRetry = [];
     }
     if (this.readsToIssue.length > 0) this.issueReads();
+    this.checkWindowLease(false);
   }
 
   /** Writes what a Ready asks to persist into storage (not yet durable). Returns whether anything was written. */
@@ -367,6 +417,7 @@ export class RaftGroup implements Group {
     this.maybeSnapshot();
     this.checkLeadership();
     this.resolveAwaitingLeader();
+    this.checkWindowLease(false);
   }
 
   /** Once per host tick: expire requests past their deadline. */
@@ -394,6 +445,7 @@ export class RaftGroup implements Group {
         w.fail("readTimeout");
       }
     }
+    this.checkWindowLease(true);
   }
 
   /** Whether the group has queued work for the next turn. */
@@ -416,6 +468,7 @@ export class RaftGroup implements Group {
     this.readsToIssue = [];
     this.readsToRetry = [];
     this.readsAwaitingApply = [];
+    this.checkWindowLease(false);
   }
 
   // ---------------------------------------------------------------- internals
@@ -530,11 +583,22 @@ export class RaftGroup implements Group {
     this.readsToIssue = [];
     for (const id of ids) {
       if (!this.reads.has(id)) continue;
-      const res = this.node.read(id, this.limits.readMode);
+      // A lease is counted in ticks: while the tick count lags real time, confirm with a ReadIndex round.
+      const mode = this.limits.readMode === "lease" && !this.clockTrusted() ? "safe" : this.limits.readMode;
+      const res = this.node.read(id, mode);
       // No leader known yet, or a new leader before its first commit: try
       // again at a later turn (ticks make turns), bounded by the timeout.
       if (res !== "ok") this.readsToRetry.push(id);
     }
+  }
+
+  /** Tells the window listeners when windowLease() changed, and at every tick (`periodic`) while it is not 'serve'. */
+  private checkWindowLease(periodic: boolean): void {
+    if (this.windowListeners.size === 0) return;
+    const lease = this.windowLease();
+    const changed = lease !== this.lastWindowLease;
+    this.lastWindowLease = lease;
+    if (changed || (periodic && lease !== "serve")) for (const l of [...this.windowListeners]) l();
   }
 
   private installSnapshot(rd: Ready): void {

@@ -10,12 +10,20 @@
 // sequence is never served. A node that restarts (or, with Raft, a new leader)
 // starts with no window and reserves above the highest value ever reserved, so
 // the rest of an old window becomes a gap, never a duplicate.
+//
+// With replication, values are handed out only while the group says so
+// (`Group.windowLease()`): on a leader that holds its lease and whose
+// predecessors' leases have run out. Meanwhile requests wait, in arrival order,
+// bounded in number (WINDOW_QUEUE_MAX per key) and in time (`leaseWaitMs`,
+// then `windowLease`: nothing allocated); reservations still go ahead, so a
+// new leader serves as soon as it may.
 
 import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
 import { isSequence, type Sequence } from '../sequencer/sequence.js';
 import type { OpResult } from '../sequencer/state-machine.js';
 import type { Group } from './group.js';
+import { DEFAULT_REQUEST_TIMEOUT_MS } from './raft-group.js';
 
 export type Allocation =
   | { readonly ok: true; readonly first: bigint; readonly last: bigint }
@@ -24,6 +32,8 @@ export type Allocation =
 interface Request {
   readonly count: bigint;
   readonly done: (a: Allocation) => void;
+  /** Until when it may wait for the group to allow serving (see `leaseWaitMs`). */
+  readonly deadlineMs: number;
 }
 
 interface KeyWindow {
@@ -41,6 +51,17 @@ interface KeyWindow {
 /** Bound on requests waiting per key, for a reservation or for the key's adoption; past it they are refused. */
 export const WINDOW_QUEUE_MAX = 100_000;
 
+export interface WindowAllocatorOptions {
+  /** Milliseconds clock for how long requests wait. Default performance.now. */
+  readonly now?: () => number;
+  /**
+   * How long a request waits while the group may not serve window values
+   * (election, a new leader waiting out its predecessors' leases), before it is
+   * answered `windowLease`. Default DEFAULT_REQUEST_TIMEOUT_MS.
+   */
+  readonly leaseWaitMs?: number;
+}
+
 export interface WindowStats {
   readonly keys: number;
   readonly reservations: number;
@@ -54,10 +75,23 @@ export class WindowAllocator {
    * that arrived meanwhile; they run after the adoption, in arrival order.
    */
   readonly adopting = new Map<string, (() => void)[]>();
+  /** Keys whose queued requests wait for the group to allow serving. */
+  private readonly waiting = new Set<string>();
   private reservations = 0;
   private served = 0;
+  private readonly now: () => number;
+  private readonly leaseWaitMs: number;
+  private readonly unsubscribe: () => void;
 
-  constructor(private readonly group: Group) {}
+  constructor(
+    private readonly group: Group,
+    opts: WindowAllocatorOptions = {},
+  ) {
+    this.now = opts.now ?? (() => performance.now());
+    this.leaseWaitMs = opts.leaseWaitMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    assert.ok(this.leaseWaitMs >= 0, 'leaseWaitMs must not be negative');
+    this.unsubscribe = group.onWindowLeaseChange(() => this.leaseChanged());
+  }
 
   get stats(): WindowStats {
     return { keys: this.windows.size, reservations: this.reservations, served: this.served };
@@ -77,8 +111,16 @@ export class WindowAllocator {
 
   /** Forgets every window (leadership lost, or the node stops serving). */
   reset(): void {
-    for (const w of this.windows.values()) this.failAll(w, 'retry');
+    const windows = [...this.windows.values()];
     this.windows.clear();
+    this.waiting.clear();
+    for (const w of windows) this.failAll(w, 'retry');
+  }
+
+  /** Stops listening to the group and forgets every window (waiting requests are told to retry). */
+  close(): void {
+    this.unsubscribe();
+    this.reset();
   }
 
   /** Allocates `count` consecutive values (by the sequence's step) of window sequence `seq` at `key`. */
@@ -95,7 +137,7 @@ export class WindowAllocator {
       done({ ok: false, error: 'overloaded' });
       return;
     }
-    w.queue.push({ count, done });
+    w.queue.push({ count, done, deadlineMs: this.now() + this.leaseWaitMs });
     this.serve(key, w, seq);
   }
 
@@ -103,24 +145,69 @@ export class WindowAllocator {
     return w.next > w.end ? 0n : (w.end - w.next) / w.step + 1n;
   }
 
-  /** Serves queued requests in order while the window holds enough; reserves ahead. */
+  /**
+   * Serves queued requests in order while the window holds enough and the
+   * group allows serving; reserves ahead (also while requests wait for the
+   * group, so that serving starts as soon as it may).
+   */
   private serve(key: string, w: KeyWindow, seq: Sequence): void {
-    while (w.queue.length > 0) {
-      const head = w.queue[0] as Request;
-      if (this.remaining(w) < head.count) break;
-      w.queue.shift();
-      const first = w.next;
-      const last = first + (head.count - 1n) * w.step;
-      w.next = last + w.step;
-      w.lastServed = last;
-      this.served++;
-      head.done({ ok: true, first, last });
+    if (w.queue.length > 0) {
+      const lease = this.group.windowLease();
+      if (lease === 'serve') {
+        this.waiting.delete(key);
+        while (w.queue.length > 0) {
+          const head = w.queue[0] as Request;
+          if (this.remaining(w) < head.count) break;
+          w.queue.shift();
+          const first = w.next;
+          const last = first + (head.count - 1n) * w.step;
+          w.next = last + w.step;
+          w.lastServed = last;
+          this.served++;
+          head.done({ ok: true, first, last });
+        }
+      } else if (lease === 'wait') {
+        this.waiting.add(key);
+      } else {
+        // Not served here at all (another node leads, the host failed or stops): nothing allocated.
+        if (this.windows.get(key) === w) this.dropKey(key, w, lease);
+        return;
+      }
     }
     const head = w.queue[0];
-    const lowWater = seq.windowSize / 2n;
-    if (!w.reserving && (head !== undefined || this.remaining(w) <= lowWater)) {
-      const needed = head === undefined ? 1n : head.count - this.remaining(w);
+    const remaining = this.remaining(w);
+    const needed = head === undefined ? 0n : head.count - remaining;
+    if (!w.reserving && (needed > 0n || remaining <= seq.windowSize / 2n)) {
       this.reserve(key, w, seq, needed > 0n ? needed : 1n);
+    }
+  }
+
+  /** The group's windowLease() may have changed: serve, fail, or expire the waiting requests. */
+  private leaseChanged(): void {
+    if (this.waiting.size === 0) return;
+    const lease = this.group.windowLease();
+    const keys = [...this.waiting];
+    if (lease !== 'wait') this.waiting.clear();
+    const now = this.now();
+    for (const key of keys) {
+      const w = this.windows.get(key);
+      if (w === undefined || w.queue.length === 0) {
+        this.waiting.delete(key);
+        continue;
+      }
+      if (lease === 'serve') {
+        const current = this.group.peek(key);
+        if (isSequence(current) && current.id === w.seqId) this.serve(key, w, current);
+        else this.dropKey(key, w, 'retry');
+      } else if (lease !== 'wait') {
+        this.dropKey(key, w, lease);
+      } else {
+        // Every request waits equally long, so the expired ones are the oldest: a prefix of the queue.
+        while (w.queue.length > 0 && (w.queue[0] as Request).deadlineMs <= now) {
+          (w.queue.shift() as Request).done({ ok: false, error: 'windowLease' });
+        }
+        if (w.queue.length === 0) this.waiting.delete(key);
+      }
     }
   }
 
@@ -156,6 +243,7 @@ export class WindowAllocator {
 
   private dropKey(key: string, w: KeyWindow, error: ErrorKey | 'retry'): void {
     this.windows.delete(key);
+    this.waiting.delete(key);
     this.failAll(w, error);
   }
 

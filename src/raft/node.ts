@@ -201,6 +201,8 @@ export class RaftNode {
   private ticksSinceLeaderContact = 0;
 
   private leadTransferee: NodeId | null = null;
+  /** Tick at which this node last became leader (meaningful while it leads). */
+  private leaderSinceTick = 0;
   /**
    * Set once this leader sent TimeoutNow in its term: the target may win an
    * election that ignores leases at any later time (the message may be
@@ -490,6 +492,41 @@ export class RaftNode {
     return this.baseConf;
   }
 
+  /**
+   * On a leader, each other replica's replication state: its match index and
+   * how many ticks ago it last acknowledged this leader (Infinity: never in
+   * this term). Empty on a follower.
+   */
+  followers(): { readonly id: NodeId; readonly match: number; readonly ticksSinceAck: number }[] {
+    if (this.role !== Role.Leader) return [];
+    const out: { id: NodeId; match: number; ticksSinceAck: number }[] = [];
+    for (const [id, pr] of this.progress) {
+      out.push({ id, match: pr.match, ticksSinceAck: pr.ackedSentTick < 0 ? Infinity : this.tickCount - pr.ackedSentTick });
+    }
+    return out;
+  }
+
+  /**
+   * Whether every lease an earlier leader of the group may still hold has
+   * surely run out, so this leader alone may act on its own lease (window
+   * sequences). An earlier leader's lease starts at a round that some voter of
+   * this leader's election answered before granting its vote, so before this
+   * node won; it lasts electionTimeoutTicks - leaseClockDriftTicks of that
+   * leader's ticks. This leader therefore waits predecessorLeaseTicks of its
+   * own ticks after winning: electionTimeoutTicks covers the lease with the
+   * drift it allows, leaseClockDriftTicks adds the same margin again, and one
+   * tick more covers the tick that was in progress when it won. False on a
+   * node that does not lead.
+   */
+  predecessorLeaseExpired(): boolean {
+    return this.role === Role.Leader && this.tickCount - this.leaderSinceTick >= this.predecessorLeaseTicks;
+  }
+
+  /** Ticks a new leader waits before predecessorLeaseExpired() (see there). */
+  get predecessorLeaseTicks(): number {
+    return this.electionTimeoutTicks + this.leaseClockDriftTicks + 1;
+  }
+
   /** Whether a lease read would be served locally right now. */
   leaseValid(): boolean {
     if (this.role !== Role.Leader || !this.checkQuorum || this.leadTransferee !== null || this.leaseRevoked) return false;
@@ -570,6 +607,7 @@ export class RaftNode {
     this.resetTerm(this.term);
     this.role = Role.Leader;
     this.leader = this.id;
+    this.leaderSinceTick = this.tickCount;
     const last = this.log.lastIndex();
     for (const p of this.voters) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, false));
     for (const p of this.learners) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, true));

@@ -18,7 +18,9 @@ export type Reply =
   | { readonly kind: 'set'; readonly items: readonly Reply[] }
   | { readonly kind: 'double'; readonly value: number }
   | { readonly kind: 'boolean'; readonly value: boolean }
-  | { readonly kind: 'verbatim'; readonly format: string; readonly value: string };
+  | { readonly kind: 'verbatim'; readonly format: string; readonly value: string }
+  /** A reply already encoded (in the protocol its command ran under), relayed as is. */
+  | { readonly kind: 'encoded'; readonly bytes: Buffer };
 
 /** Reply constructors, so handlers read like the replies they send. */
 export const R = {
@@ -35,6 +37,7 @@ export const R = {
   double: (value: number): Reply => ({ kind: 'double', value }),
   bool: (value: boolean): Reply => ({ kind: 'boolean', value }),
   verbatim: (value: string, format = 'txt'): Reply => ({ kind: 'verbatim', format, value }),
+  encoded: (bytes: Buffer): Reply => ({ kind: 'encoded', bytes }),
   ok: { kind: 'simple', value: 'OK' } as Reply,
   nil: { kind: 'null' } as Reply,
   nilArray: { kind: 'nullArray' } as Reply,
@@ -180,6 +183,9 @@ export function encodeInto(reply: Reply, proto: Protocol, out: (string | Buffer)
       }
       return;
     }
+    case 'encoded':
+      out.push(reply.bytes);
+      return;
   }
 }
 

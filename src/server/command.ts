@@ -1,6 +1,7 @@
 // What a command is: its table entry (name, arity, flags, key positions, docs),
 // which is also what COMMAND returns, and its handler.
 
+import type { ClusterEngine } from '../cluster/engine.js';
 import type { Config } from '../config.js';
 import type { Group } from '../multiraft/group.js';
 import type { WindowAllocator } from '../multiraft/window.js';
@@ -20,6 +21,8 @@ export interface ServerContext {
   /** The port actually listened on (differs from config when it was 0). */
   readonly port: number;
   readonly commands: CommandTable;
+  /** This node's cluster membership; null when it runs alone (no --cluster). */
+  readonly cluster: ClusterEngine | null;
 }
 
 export interface ServerStats {
@@ -33,6 +36,13 @@ export interface ServerStats {
 export type Respond = (reply: Reply) => void;
 
 export type Handler = (ctx: ServerContext, conn: Connection, args: readonly Buffer[], respond: Respond) => void;
+
+/**
+ * A data command's handler: it reads or writes the keyspace of `ctx.group`
+ * and needs no client connection, so a node can run it for a command another
+ * node forwarded (cluster mode).
+ */
+export type DataHandler = (ctx: ServerContext, args: readonly Buffer[], respond: Respond) => void;
 
 export interface CommandSpec {
   /** Lower-case; subcommands are `container|sub`. */
@@ -49,19 +59,21 @@ export interface CommandSpec {
   readonly since: string;
   readonly complexity: string;
   readonly handler: Handler;
+  /** Set for data commands (the keyspace's commands), which cluster mode routes to the key's group. */
+  readonly data?: DataHandler;
   readonly subcommands?: ReadonlyMap<string, CommandSpec>;
 }
 
 export type CommandTable = ReadonlyMap<string, CommandSpec>;
 
-type SpecInput = Omit<CommandSpec, 'firstKey' | 'lastKey' | 'keyStep' | 'aclCategories' | 'since' | 'complexity' | 'subcommands'> &
+type SpecInput = Omit<CommandSpec, 'firstKey' | 'lastKey' | 'keyStep' | 'aclCategories' | 'since' | 'complexity' | 'subcommands' | 'handler' | 'data'> &
   Partial<Pick<CommandSpec, 'firstKey' | 'lastKey' | 'keyStep' | 'aclCategories' | 'since' | 'complexity'>> & {
     readonly subcommands?: readonly CommandSpec[];
-  };
+  } & ({ readonly handler: Handler; readonly data?: never } | { readonly data: DataHandler; readonly handler?: never });
 
 /** Builds a table entry; keyless unless key positions are given. */
 export function command(input: SpecInput): CommandSpec {
-  const { subcommands, ...rest } = input;
+  const { subcommands, handler, data, ...rest } = input;
   const spec: CommandSpec = {
     firstKey: 0,
     lastKey: 0,
@@ -70,6 +82,9 @@ export function command(input: SpecInput): CommandSpec {
     since: '1.0.0',
     complexity: 'O(1)',
     ...rest,
+    ...(data === undefined
+      ? { handler: handler as Handler }
+      : { data, handler: (ctx: ServerContext, _conn: Connection, args: readonly Buffer[], respond: Respond) => data(ctx, args, respond) }),
     ...(subcommands === undefined ? {} : { subcommands: new Map(subcommands.map((s) => [s.name.split('|')[1] ?? s.name, s])) }),
   };
   return spec;

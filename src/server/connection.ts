@@ -295,6 +295,8 @@ function replyBytesEstimate(reply: Reply): number {
     case 'error':
     case 'verbatim':
       return reply.value.length + 8;
+    case 'encoded':
+      return reply.bytes.length;
     case 'array':
     case 'set': {
       let total = 16;

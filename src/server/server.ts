@@ -1,39 +1,45 @@
 // The ordo node: accepts clients, routes their commands through the command
-// table to the group, and stops gracefully. The group is served by one of two
-// engines (--engine): `local`, a LocalGroup on DIR/ordo.mdb, or `raft`
-// (experimental), a Raft cluster of one on the path clusters will use: one
-// MultiRaftHost, one data group whose only voter is this node, its log in
-// DIR/raft.mdb, and an in-memory bus with no other node on it.
+// table to the keyspace, and stops gracefully. The keyspace is served by one
+// of three engines:
+// - `local` (default without --cluster): a LocalGroup on DIR/ordo.mdb;
+// - `raft` (--engine raft, experimental): a Raft cluster of one: one
+//   MultiRaftHost, one data group whose only voter is this node, its log in
+//   DIR/raft.mdb, and an in-memory bus with no other node on it;
+// - a cluster member (--cluster, or a data directory that holds a member's
+//   state): src/cluster/engine.ts, with data commands routed by
+//   src/server/router.ts.
 
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { resolve } from 'node:path';
 import type { Config } from '../config.js';
 import { ERR, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
+import { ClusterEngine, META_BOOTSTRAP, openRaftStore, raftDataExists } from '../cluster/engine.js';
 import { MultiRaftHost } from '../multiraft/host.js';
+import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
 import { LocalGroup } from '../multiraft/local-group.js';
-import type { Group, GroupStats, ReadOutcome } from '../multiraft/group.js';
-import { DEFAULT_PROPOSALS_IN_FLIGHT_MAX, DEFAULT_READ_WAITERS_MAX, DEFAULT_REQUEST_TIMEOUT_MS, type RaftGroup } from '../multiraft/raft-group.js';
+import type { Group } from '../multiraft/group.js';
+import type { RaftGroup } from '../multiraft/raft-group.js';
 import type { Reply } from '../resp/encoder.js';
 import { R } from '../resp/encoder.js';
-import { StateMachine, type Op, type OpResult, type StoredValue } from '../sequencer/state-machine.js';
+import { StateMachine } from '../sequencer/state-machine.js';
 import { LmdbStore } from '../storage/lmdb.js';
-import { checkDataDirFor, LOCAL_ENGINE, RAFT_ENGINE } from '../storage/files.js';
-import { RaftLogStore } from '../storage/raft-lmdb.js';
+import type { RaftLogStore } from '../storage/raft-lmdb.js';
 import { DataDirectoryError, type KeyspaceStore } from '../storage/store.js';
 import { MemoryHub } from '../transport/memory.js';
 import { arityOk, type CommandSpec, type CommandTable, type ServerContext, type ServerStats } from './command.js';
 import { ADMIN_COMMANDS } from './commands/admin.js';
+import { CLUSTER_COMMANDS } from './commands/cluster.js';
 import { CONNECTION_COMMANDS } from './commands/connection.js';
 import { SEQUENCE_COMMANDS } from './commands/sequences.js';
 import { STRING_COMMANDS } from './commands/strings.js';
 import { WindowAllocator } from '../multiraft/window.js';
 import { Connection, type ConnectionHost } from './connection.js';
+import { ClusterRouter } from './router.js';
 import { VERSION } from '../version.js';
 
 export function buildCommandTable(): CommandTable {
   const table = new Map<string, CommandSpec>();
-  for (const spec of [...STRING_COMMANDS, ...SEQUENCE_COMMANDS, ...CONNECTION_COMMANDS, ...ADMIN_COMMANDS]) {
+  for (const spec of [...STRING_COMMANDS, ...SEQUENCE_COMMANDS, ...CONNECTION_COMMANDS, ...ADMIN_COMMANDS, ...CLUSTER_COMMANDS]) {
     if (table.has(spec.name)) throw new Error(`command ${spec.name} defined twice`);
     table.set(spec.name, spec);
   }
@@ -49,144 +55,44 @@ export const RAFT_NODE_ID_META_KEY = 'node-id';
 /** With --engine raft: the Raft group holding the keyspace. */
 export const RAFT_DATA_GROUP_ID = 1;
 
-/** Requests the arrival-order gate below may hold before it answers `overloaded`. */
-export const ORDER_GATE_HELD_MAX = DEFAULT_PROPOSALS_IN_FLIGHT_MAX + DEFAULT_READ_WAITERS_MAX;
-
-interface HeldRequest {
-  readonly isWrite: boolean;
-  /** When it arrived: a request held longer than the request timeout is refused, never started. */
-  readonly arrivedMs: number;
-  readonly start: () => void;
-  readonly refuse: () => void;
-}
-
 /**
- * Keeps the local engine's promise that a command sees exactly the writes
- * that arrived before it: `SET x 5`, `INCR x`, `GET x`, `DEL x` pipelined on
- * one connection read 6. A RaftGroup applies a write when its entry commits
- * and serves a read once its read index is applied, in a later loop turn, so
- * a read could miss the writes just before it or see writes sent after it.
- * Requests therefore go to the group in arrival order, in phases: writes
- * (any number at once) while no read is in flight, reads (any number at once)
- * while no write is in flight. A write-only or read-only load passes straight
- * through; a mixed one pays a loop turn per switch.
+ * Picks the engine: a cluster member with --cluster or when the data
+ * directory holds a member's state (a restart needs only --data), else
+ * --engine. raft.mdb is opened once and handed to the engine that owns it.
  */
-export class ArrivalOrderedGroup implements Group {
-  private writesInFlight = 0;
-  private readsInFlight = 0;
-  private readonly held: HeldRequest[] = [];
-  private heldHead = 0;
-  private pumping = false;
-
-  constructor(private readonly inner: RaftGroup) {}
-
-  /** The Raft group underneath (INFO reads its term and indexes). */
-  get raftGroup(): RaftGroup {
-    return this.inner;
-  }
-
-  propose(op: Op, done: (result: OpResult) => void): void {
-    this.enqueue({
-      isWrite: true,
-      arrivedMs: Date.now(),
-      start: () => {
-        this.writesInFlight++;
-        this.inner.propose(op, (result) => {
-          this.writesInFlight--;
-          done(result);
-          this.pump();
-        });
-      },
-      refuse: () => done({ type: 'error', error: 'overloaded' }),
-    });
-  }
-
-  read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
-    this.enqueue({
-      isWrite: false,
-      arrivedMs: Date.now(),
-      start: () => {
-        this.readsInFlight++;
-        this.inner.read(query, (outcome) => {
-          this.readsInFlight--;
-          done(outcome);
-          this.pump();
-        });
-      },
-      // As the group itself answers past its bound on waiting reads.
-      refuse: () => done({ ok: false, error: 'overloaded' }),
-    });
-  }
-
-  private enqueue(request: HeldRequest): void {
-    if (this.held.length - this.heldHead >= ORDER_GATE_HELD_MAX) {
-      request.refuse();
-      return;
-    }
-    this.held.push(request);
-    this.pump();
-  }
-
-  /** Starts held requests, oldest first, while the head may run beside what is in flight. */
-  private pump(): void {
-    if (this.pumping) return; // the running loop sees the change
-    this.pumping = true;
-    try {
-      const staleBeforeMs = Date.now() - DEFAULT_REQUEST_TIMEOUT_MS;
-      while (this.heldHead < this.held.length) {
-        const head = this.held[this.heldHead] as HeldRequest;
-        if (head.arrivedMs < staleBeforeMs) {
-          // Held past the request timeout behind other phases: refused, and never reached the group.
-          this.heldHead++;
-          head.refuse();
-          continue;
-        }
-        if (head.isWrite ? this.readsInFlight > 0 : this.writesInFlight > 0) break;
-        this.heldHead++;
-        head.start();
+async function openEngine(config: Config, store?: KeyspaceStore): Promise<EngineHandle> {
+  if (store !== undefined) return openLocalEngine(config, store);
+  const wantsRaftStore =
+    config.cluster !== null || config.engine === 'raft' || (config.explicit?.has('engine') !== true && raftDataExists(config.dataDir));
+  if (!wantsRaftStore) return openLocalEngine(config);
+  // Before raft.mdb is created or opened: not a local engine's directory, nor a wrong --data.
+  const raftStore = openRaftStore(config);
+  try {
+    if (config.cluster !== null || raftStore.getMeta(META_BOOTSTRAP) !== undefined) {
+      if (config.explicit?.has('engine') === true) {
+        throw new DataDirectoryError(`${config.dataDir} holds a cluster member's data; --engine applies to a single node only, drop it`);
       }
-      if (this.heldHead === this.held.length) {
-        this.held.length = 0;
-        this.heldHead = 0;
-      } else if (this.heldHead > 1024 && this.heldHead * 2 > this.held.length) {
-        this.held.splice(0, this.heldHead);
-        this.heldHead = 0;
-      }
-    } finally {
-      this.pumping = false;
+      const cluster = await ClusterEngine.open(config, raftStore);
+      return { group: null, raftGroup: null, cluster, close: () => cluster.close() };
     }
-  }
-
-  peek(key: string): StoredValue | undefined {
-    return this.inner.peek(key);
-  }
-
-  get stats(): GroupStats {
-    return this.inner.stats;
-  }
-
-  get keyCount(): number {
-    return this.inner.keyCount;
-  }
-
-  isLeader(): boolean {
-    return this.inner.isLeader();
-  }
-
-  leaderId(): string | null {
-    return this.inner.leaderId();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
+    if (config.engine !== 'raft') {
+      throw new DataDirectoryError(`${raftStore.description}: this data directory was written by --engine raft; start with --engine raft`);
+    }
+    return await openRaftEngine(config, raftStore);
+  } catch (e) {
+    await raftStore.close();
+    throw e;
   }
 }
 
 /** What serves the keyspace, and how to stop it once every accepted write is answered. */
 interface EngineHandle {
-  readonly group: Group;
+  /** The keyspace's group; null for a cluster member, whose router serves each group. */
+  readonly group: Group | null;
   /** The Raft group, with --engine raft. */
   readonly raftGroup: RaftGroup | null;
+  /** The cluster membership, in cluster mode. */
+  readonly cluster: ClusterEngine | null;
   close(): Promise<void>;
 }
 
@@ -200,7 +106,7 @@ async function openLocalEngine(config: Config, store?: KeyspaceStore): Promise<E
     throw e;
   }
   const group = new LocalGroup(sm, keyspace);
-  return { group, raftGroup: null, close: () => group.close() };
+  return { group, raftGroup: null, cluster: null, close: () => group.close() };
 }
 
 /**
@@ -208,10 +114,7 @@ async function openLocalEngine(config: Config, store?: KeyspaceStore): Promise<E
  * this node (so it leads at once), its log in DIR/raft.mdb, and an in-memory
  * bus that has no other node on it.
  */
-async function openRaftEngine(config: Config): Promise<EngineHandle> {
-  // Before raft.mdb is created or opened: not a local engine's directory, nor a wrong --data.
-  checkDataDirFor(resolve(config.dataDir), RAFT_ENGINE, LOCAL_ENGINE);
-  const store = RaftLogStore.open(config.dataDir, { fsync: config.fsync });
+async function openRaftEngine(config: Config, store: RaftLogStore): Promise<EngineHandle> {
   let host: MultiRaftHost | null = null;
   let hub: MemoryHub | null = null;
   try {
@@ -231,6 +134,7 @@ async function openRaftEngine(config: Config): Promise<EngineHandle> {
     return {
       group: new ArrivalOrderedGroup(group),
       raftGroup: group,
+      cluster: null,
       close: async () => {
         await openedHost.close();
         await store.close();
@@ -247,6 +151,8 @@ async function openRaftEngine(config: Config): Promise<EngineHandle> {
 
 export class OrdoServer implements ConnectionHost {
   readonly context: ServerContext;
+  readonly group: Group;
+  private readonly router: ClusterRouter | null;
   private readonly connections = new Set<Connection>();
   private readonly stats: ServerStats = {
     connectionsReceived: 0,
@@ -261,11 +167,15 @@ export class OrdoServer implements ConnectionHost {
   private constructor(
     readonly config: Config,
     private readonly net: Server,
-    readonly group: Group,
+    engine: EngineHandle,
     readonly port: number,
-    /** Stops the engine once every accepted write is durable and answered. */
-    private readonly closeEngine: () => Promise<void>,
   ) {
+    const commands = buildCommandTable();
+    this.router = engine.cluster === null ? null : new ClusterRouter(engine.cluster, commands);
+    const group = this.router?.nodeGroup ?? engine.group;
+    if (group === null) throw new Error('an engine without a group must be a cluster member');
+    this.group = group;
+    this.closeEngine = () => engine.close();
     this.context = {
       config,
       group,
@@ -276,19 +186,25 @@ export class OrdoServer implements ConnectionHost {
       stats: this.stats,
       connections: this.connections,
       port,
-      commands: buildCommandTable(),
+      commands,
+      cluster: engine.cluster,
     };
+    this.router?.attach(this.context);
     net.on('connection', (socket) => this.accept(socket));
   }
 
+  /** Stops the engine once every accepted write is durable and answered. */
+  private readonly closeEngine: () => Promise<void>;
+
   /** Opens storage, recovers state and listens. Throws DataDirectoryError for an unusable data directory. */
   static async start(config: Config, store?: KeyspaceStore): Promise<OrdoServer> {
-    const engine = config.engine === 'raft' && store === undefined ? await openRaftEngine(config) : await openLocalEngine(config, store);
+    const engine = await openEngine(config, store);
+    const listen = engine.cluster?.listen ?? { host: config.host, port: config.port };
     const net = createServer({ noDelay: true });
     try {
       await new Promise<void>((resolve, reject) => {
         net.once('error', reject);
-        net.listen(config.port, config.host, () => {
+        net.listen(listen.port, listen.host, () => {
           net.off('error', reject);
           resolve();
         });
@@ -298,8 +214,8 @@ export class OrdoServer implements ConnectionHost {
       throw e;
     }
     const address = net.address();
-    const port = typeof address === 'object' && address !== null ? address.port : config.port;
-    const server = new OrdoServer(config, net, engine.group, port, () => engine.close());
+    const port = typeof address === 'object' && address !== null ? address.port : listen.port;
+    const server = new OrdoServer(config, net, engine, port);
     // Another node may hand out a window key's values once this one stops leading.
     engine.raftGroup?.onLeadershipChange((isLeader) => {
       if (!isLeader) server.context.windows.reset();
@@ -358,7 +274,8 @@ export class OrdoServer implements ConnectionHost {
       return;
     }
     conn.lastCommandName = spec.name;
-    spec.handler(this.context, conn, args, respond);
+    if (this.router !== null && spec.data !== undefined) this.router.route(spec, args, conn.proto, conn.clusterAware, respond);
+    else spec.handler(this.context, conn, args, respond);
   }
 
   /** Stops accepting, lets in-flight writes become durable and be answered, then closes. */

@@ -303,6 +303,11 @@ export class TcpTransport implements Transport {
     return true;
   }
 
+  /** Whether messages to `peer` flow now (handshake done); a message sent while not connected waits for the connection. */
+  isConnected(peer: NodeId): boolean {
+    return !this.closed && (this.peers.get(peer)?.conn ?? null) !== null;
+  }
+
   onMessage(handler: MessageHandler): () => void {
     // Wrap so that the same function may be added twice and removed once.
     const h: MessageHandler = (from, payload) => handler(from, payload);

@@ -46,7 +46,7 @@ function infoSections(ctx: ServerContext): Section[] {
       ['redis_git_sha1', '00000000'],
       ['redis_git_dirty', 0],
       ['redis_build_id', '0'],
-      ['redis_mode', 'standalone'],
+      ['redis_mode', ctx.cluster === null ? 'standalone' : 'cluster'],
       ['os', `${platform()} ${release()} ${arch()}`],
       ['arch_bits', 64],
       ['multiplexing_api', 'epoll'],
@@ -99,12 +99,13 @@ function infoSections(ctx: ServerContext): Section[] {
       ['used_cpu_sys', (cpu.system / 1e6).toFixed(6)],
       ['used_cpu_user', (cpu.user / 1e6).toFixed(6)],
     ]],
-    ['cluster', [['cluster_enabled', 0]]],
+    ['cluster', [['cluster_enabled', ctx.cluster === null ? 0 : 1]]],
     ['keyspace', keys > 0 ? [['db0', `keys=${keys},expires=0,avg_ttl=0`]] : []],
+    ['raft', ctx.cluster?.infoLines() ?? []],
     ['ordo', [
       ['ordo_version', ctx.version],
-      ['mode', 'single'],
-      ['engine', ctx.config.engine],
+      ['mode', ctx.cluster === null ? 'single' : 'cluster'],
+      ['engine', ctx.cluster === null ? ctx.config.engine : 'cluster'],
       ...raftFields(ctx),
       ['fsync', ctx.config.fsync],
       ['data_dir', ctx.config.dataDir],
@@ -146,6 +147,7 @@ export function infoText(ctx: ServerContext, requested: readonly string[]): stri
   const wanted = new Set<string>();
   for (const name of requested.length === 0 ? ['default'] : requested) {
     if (name === 'default' || name === 'all' || name === 'everything') for (const s of DEFAULT_SECTIONS) wanted.add(s);
+    if (name === 'all' || name === 'everything') wanted.add('raft');
     else wanted.add(name);
   }
   const blocks: string[] = [];
@@ -174,7 +176,7 @@ function configParameters(ctx: ServerContext): [string, string][] {
     ['appendfsync', c.fsync === 'always' ? 'always' : 'no'],
     ['save', ''],
     ['timeout', '0'],
-    ['cluster-enabled', 'no'],
+    ['cluster-enabled', ctx.cluster === null ? 'no' : 'yes'],
     ['maxmemory', '0'],
     ['maxmemory-policy', 'noeviction'],
   ];
@@ -342,8 +344,6 @@ const CONFIG_SUBCOMMANDS: readonly CommandSpec[] = [
   }),
 ];
 
-const clusterDisabled: CommandSpec['handler'] = (_ctx, _conn, _args, respond) => respond(R.error(ERR.clusterDisabled));
-
 export const ADMIN_COMMANDS: readonly CommandSpec[] = [
   command({
     name: 'info', arity: -1, flags: ['loading', 'stale', 'sentinel'], group: 'server', aclCategories: ['@slow', '@dangerous'],
@@ -372,10 +372,4 @@ export const ADMIN_COMMANDS: readonly CommandSpec[] = [
     subcommands: CONFIG_SUBCOMMANDS,
     handler: (_ctx, _conn, args, respond) => respond(R.error(unknownSubcommand(args[1]?.toString('latin1') ?? '', 'config'))),
   }),
-  ...['cluster', 'readonly', 'readwrite', 'asking'].map((name) =>
-    command({
-      name, arity: name === 'cluster' ? -2 : 1, flags: ['fast', 'loading', 'stale'], group: 'cluster', aclCategories: ['@fast', '@connection'],
-      summary: 'Cluster commands: this node runs without cluster mode.', handler: clusterDisabled,
-    }),
-  ),
 ];

@@ -72,7 +72,7 @@ function helloReply(ctx: ServerContext, conn: Connection): Reply {
     ['version', R.bulk(REDIS_COMPAT_VERSION)],
     ['proto', R.int(conn.proto)],
     ['id', R.int(conn.id)],
-    ['mode', R.bulk('standalone')],
+    ['mode', R.bulk(ctx.cluster === null ? 'standalone' : 'cluster')],
     ['role', R.bulk('master')],
     ['modules', R.array([])],
   ]);

@@ -215,16 +215,16 @@ export const SEQUENCE_COMMANDS: readonly CommandSpec[] = [
   command({
     name: 'seqnext', arity: -2, ...SEQ_WRITE, ...ONE_KEY,
     summary: 'Hands out the next value of a sequence, or COUNT values at once as [first, last]; TOKEN makes a retry return the same values.',
-    handler: (ctx, _c, args, respond) => seqNext(ctx, args, respond),
+    data: (ctx, args, respond) => seqNext(ctx, args, respond),
   }),
   command({
     name: 'seqcreate', arity: -2, ...SEQ_WRITE, ...ONE_KEY,
     summary: 'Creates a sequence with its start, step, limit and mode (strict or window).',
-    handler: (ctx, _c, args, respond) => seqCreate(ctx, args, respond),
+    data: (ctx, args, respond) => seqCreate(ctx, args, respond),
   }),
   command({
     name: 'seqcurrent', arity: 2, ...SEQ_READ, ...ONE_KEY, summary: 'Returns the last value a sequence handed out.',
-    handler: (ctx, _c, args, respond) => {
+    data: (ctx, args, respond) => {
       const key = keyOf(args[1] as Buffer);
       read(ctx, (sm) => visibleValue(ctx, sm, key), respond, (v) => {
         if (v === null) return R.nil;
@@ -235,7 +235,7 @@ export const SEQUENCE_COMMANDS: readonly CommandSpec[] = [
   }),
   command({
     name: 'seqinfo', arity: 2, ...SEQ_READ, ...ONE_KEY, summary: 'Describes a sequence: mode, start, step, max, current value and window.',
-    handler: (ctx, _c, args, respond) => {
+    data: (ctx, args, respond) => {
       const key = keyOf(args[1] as Buffer);
       read(ctx, (sm) => seqInfo(ctx, sm, key), respond, (r) => r);
     },

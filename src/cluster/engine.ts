@@ -1,0 +1,441 @@
+// One member of a cluster: its Raft groups, its bus, and where each group's
+// leader is. The server asks it where a key's group is led and either runs
+// the command here (this node leads), redirects a cluster-aware client
+// (MOVED) or forwards the command over the bus (`forward`).
+//
+// At start:
+// - a new data directory (with --cluster) records this node's id, the
+//   bootstrap topology and its listen addresses in raft.mdb, durable with the
+//   first loop turn; a restart reads them back and refuses flags that
+//   contradict them;
+// - group 0 (the metadata group: every member up to METADATA_VOTERS_MAX)
+//   replicates the topology: its first leader writes it, and every replica
+//   checks the committed copy against its own;
+// - data groups 1..G start on the members that replicate them.
+// Every BALANCE_INTERVAL_MS a node hands the groups it leads to their
+// preferred leader when that replica is up to date and answering, so leaders
+// spread evenly and return to a node that comes back.
+
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Config } from '../config.js';
+import { ERR } from '../errors.js';
+import { MultiRaftHost } from '../multiraft/host.js';
+import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
+import type { RaftGroup } from '../multiraft/raft-group.js';
+import { Role } from '../raft/index.js';
+import { R, type Protocol, type Reply } from '../resp/encoder.js';
+import { checkDataDirFor, LOCAL_ENGINE, RAFT_ENGINE } from '../storage/files.js';
+import { RaftLogStore } from '../storage/raft-lmdb.js';
+import { DataDirectoryError } from '../storage/store.js';
+import { TcpTransport } from '../transport/tcp.js';
+import type { NodeId } from '../transport/types.js';
+import {
+  BusDecodeError,
+  BusMux,
+  CHANNEL_PROBE,
+  decodeReply,
+  decodeRequest,
+  encodeReply,
+  encodeRequest,
+  REPLY_EXECUTED,
+  REPLY_NOT_HERE,
+} from './bus.js';
+import { answerProbe, nextGeneration, probePeers, type ProbeRound } from './generation.js';
+import { bootstrapFromList, ClusterConfigError, clusterIdOf, findSelf, parseAddress } from './members.js';
+import { decodeTopology, encodeTopology, type Member, type Topology } from './topology.js';
+
+/** raft.mdb metadata: this node's id. */
+export const META_NODE_ID = 'node-id';
+/** raft.mdb metadata: the topology this member was bootstrapped with. */
+export const META_BOOTSTRAP = 'cluster-bootstrap';
+/** raft.mdb metadata: where this node listens ("host port busPort"). */
+export const META_LISTEN = 'cluster-listen';
+export const METADATA_GROUP_ID = 0;
+/** Voters of group 0: the first members (in list order), at most this many. */
+export const METADATA_VOTERS_MAX = 5;
+/** The key under which group 0 holds the encoded topology. */
+export const TOPOLOGY_KEY = 'topology';
+/** How often a node considers handing its groups to their preferred leaders. */
+export const BALANCE_INTERVAL_MS = 1000;
+/** No leadership is handed over in the first milliseconds after start (peers settle first). */
+export const BALANCE_GRACE_MS = 3000;
+/** A preferred leader takes over only if it acknowledged the leader within this many ticks. */
+export const BALANCE_ACK_TICKS_MAX = 3;
+/** Forwarded requests waiting for their reply on one node; past it: overloaded. */
+export const FORWARDS_IN_FLIGHT_MAX = 100_000;
+/** A forwarded request's origin waits this much longer than the request timeout for the reply. */
+export const FORWARD_MARGIN_MS = 1000;
+/** How often a request waiting for its group's leader looks again. */
+export const LEADER_POLL_MS = 20;
+/** Milliseconds between Raft ticks of a cluster node. */
+export const CLUSTER_TICK_MS = 50;
+
+export interface Replica {
+  readonly raft: RaftGroup;
+  /** What commands use: the group in arrival order. */
+  readonly ordered: ArrivalOrderedGroup;
+}
+
+/** Runs a forwarded command on this node: `reply` gets the encoded reply, or null when this node does not lead the key's group (with the leader it knows). */
+export type ForwardExecutor = (args: Buffer[], protocol: Protocol, done: (result: { readonly bytes: Buffer } | { readonly leader: NodeId | null }) => void) => void;
+
+interface PendingForward {
+  readonly groupId: number;
+  readonly done: (outcome: ForwardOutcome) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+export type ForwardOutcome =
+  | { readonly kind: 'reply'; readonly reply: Reply }
+  /** Not run there: it names the leader it knows (maybe null); route again. */
+  | { readonly kind: 'notHere' }
+  /** Not sent (peer not connected, too many in flight, request too large): certainly not run. */
+  | { readonly kind: 'notSent'; readonly error: keyof typeof ERR }
+  /** No reply in time: it may or may not have run. */
+  | { readonly kind: 'timeout' };
+
+/** Whether `dataDir` holds a cluster member's data (raft.mdb with a bootstrap record). */
+export function raftDataExists(dataDir: string): boolean {
+  return existsSync(join(resolve(dataDir), 'raft.mdb'));
+}
+
+export class ClusterEngine {
+  readonly replicas = new Map<number, Replica>();
+  private readonly leaderHints = new Map<number, NodeId>();
+  private readonly pending = new Map<number, PendingForward>();
+  private nextForwardId = 1;
+  private executor: ForwardExecutor | null = null;
+  private readonly balancer: NodeJS.Timeout;
+  private readonly startedAtMs = Date.now();
+  private closed = false;
+  /** Set when group 0's committed topology differs from this node's: the node stops serving. */
+  topologyConflict: string | null = null;
+
+  private constructor(
+    readonly config: Config,
+    readonly self: Member,
+    readonly topology: Topology,
+    readonly listen: { readonly host: string; readonly port: number; readonly busPort: number },
+    private readonly store: RaftLogStore,
+    private readonly transport: TcpTransport,
+    private readonly mux: BusMux,
+    readonly host: MultiRaftHost,
+  ) {
+    this.balancer = setInterval(() => this.balance(), BALANCE_INTERVAL_MS);
+    this.balancer.unref();
+  }
+
+  get myId(): string {
+    return this.self.id;
+  }
+
+  /**
+   * Opens (or bootstraps) this member from `store`, which the caller opened
+   * on config.dataDir; the engine owns the store from here on.
+   */
+  static async open(config: Config, store: RaftLogStore): Promise<ClusterEngine> {
+    const explicit = config.explicit ?? new Set<string>();
+    const recorded = store.getMeta(META_BOOTSTRAP);
+    let topology: Topology;
+    let self: Member;
+    let listen: { host: string; port: number; busPort: number };
+    if (recorded !== undefined) {
+      topology = decodeTopology(recorded);
+      const id = Buffer.from(store.getMeta(META_NODE_ID) ?? new Uint8Array()).toString('utf8');
+      const me = topology.member(id);
+      if (me === undefined) throw new DataDirectoryError(`${store.description}: node id ${JSON.stringify(id)} is not in the recorded topology; refusing to start`);
+      self = me;
+      const [host, port, busPort] = Buffer.from(store.getMeta(META_LISTEN) ?? new Uint8Array()).toString('utf8').split(' ');
+      listen = { host: host ?? config.host, port: Number(port ?? self.port), busPort: Number(busPort ?? self.busPort) };
+      if (config.cluster !== null) {
+        const groups = explicit.has('groups') ? config.groups : topology.groupCount;
+        let given: Topology;
+        try {
+          given = bootstrapFromList(config.cluster, groups);
+        } catch (e) {
+          throw new DataDirectoryError(`--cluster: ${(e as Error).message}`);
+        }
+        if (!encodeTopology(given).equals(Buffer.from(recorded))) {
+          throw new DataDirectoryError(
+            `${config.dataDir} belongs to a cluster bootstrapped with ${describe(topology)}, but --cluster/--groups say ${describe(given)}; ` +
+              'restart with only --data (the data directory holds the membership), or use an empty data directory for a new cluster',
+          );
+        }
+      } else if (explicit.has('groups') && config.groups !== topology.groupCount) {
+        throw new DataDirectoryError(`${config.dataDir} belongs to a cluster of ${topology.groupCount} groups; --groups ${config.groups} contradicts it`);
+      }
+      if (explicit.has('port') && config.port !== listen.port) {
+        throw new DataDirectoryError(`${config.dataDir} belongs to the member listening on port ${listen.port}; --port ${config.port} contradicts it`);
+      }
+      if (explicit.has('host')) listen.host = config.host;
+      if (explicit.has('bus-port') && config.busPort !== null) listen.busPort = config.busPort;
+    } else {
+      if (config.cluster === null) throw new DataDirectoryError(`${store.description}: not a cluster member's data directory`);
+      try {
+        topology = bootstrapFromList(config.cluster, config.groups);
+        const announced = config.announce === null ? { host: config.host, port: config.port } : parseAddress(config.announce);
+        self = findSelf(topology, announced.host, announced.port);
+      } catch (e) {
+        if (e instanceof ClusterConfigError || (e as Error).name === 'TopologyError') throw new DataDirectoryError((e as Error).message);
+        throw e;
+      }
+      listen = { host: config.host, port: config.announce === null ? self.port : config.port, busPort: config.busPort ?? self.busPort };
+      store.putMeta(META_NODE_ID, Buffer.from(self.id, 'utf8'));
+      store.putMeta(META_BOOTSTRAP, encodeTopology(topology));
+      store.putMeta(META_LISTEN, Buffer.from(`${listen.host} ${listen.port} ${listen.busPort}`, 'utf8'));
+    }
+    // Durable before any peer hears of this start (src/cluster/generation.ts).
+    const generation = await nextGeneration(store);
+    let transport: TcpTransport | null = null;
+    let engine: ClusterEngine | null = null;
+    let round: ProbeRound | null = null;
+    try {
+      transport = await TcpTransport.start({
+        nodeId: self.id,
+        host: listen.host,
+        port: listen.busPort,
+        clusterId: clusterIdOf(topology),
+        secret: config.clusterSecret,
+      });
+      const openedTransport = transport;
+      const peers = new Map(topology.members.filter((m) => m.id !== self.id).map((m) => [m.id, { host: m.host, port: m.busPort }] as const));
+      let onRequest: (from: NodeId, payload: Uint8Array) => void = () => {};
+      let onReply: (from: NodeId, payload: Uint8Array) => void = () => {};
+      const mux: BusMux = new BusMux(
+        openedTransport,
+        (from, p) => onRequest(from, p),
+        (from, p) => onReply(from, p),
+        (from, p) => (p[0] === CHANNEL_PROBE ? answerProbe(store, mux, from, p) : round?.receive(from, p)),
+      );
+      openedTransport.setPeers(peers);
+      round = probePeers(store, mux, (p) => openedTransport.isConnected(p), [...peers.keys()], generation, (line) =>
+        process.stderr.write(`ordo: ${line}\n`),
+      );
+      await round.done;
+      const host = new MultiRaftHost({
+        nodeId: self.id,
+        transport: mux.raft,
+        store,
+        random: Math.random,
+        tickIntervalMs: CLUSTER_TICK_MS,
+        requestTimeoutMs: config.requestTimeoutMs,
+      });
+      engine = new ClusterEngine(config, self, topology, listen, store, openedTransport, mux, host);
+      const opened = engine;
+      onRequest = (from, p) => opened.receiveRequest(from, p);
+      onReply = (from, p) => opened.receiveReply(from, p);
+      engine.startGroups();
+      return engine;
+    } catch (e) {
+      round?.cancel();
+      if (engine !== null) await engine.close();
+      else await transport?.close();
+      throw e;
+    }
+  }
+
+  private startGroups(): void {
+    const metaVoters = this.topology.members.slice(0, METADATA_VOTERS_MAX).map((m) => m.id);
+    if (metaVoters.includes(this.self.id)) {
+      const meta = this.host.addGroup(METADATA_GROUP_ID, metaVoters);
+      meta.onLeadershipChange((isLeader) => {
+        if (isLeader) this.publishTopology(meta);
+      });
+      // Every replica checks the committed topology against its own (on apply).
+      const check = setInterval(() => {
+        const value = meta.stateMachine.getValue(TOPOLOGY_KEY);
+        if (value === undefined) return;
+        clearInterval(check);
+        if (!Buffer.isBuffer(value) || !value.equals(encodeTopology(this.topology))) {
+          this.topologyConflict = 'the topology committed in group 0 differs from this node\'s; it serves no requests';
+          process.emitWarning(`ordo: ${this.topologyConflict}`);
+        }
+      }, 200);
+      check.unref();
+      this.replicas.set(METADATA_GROUP_ID, { raft: meta, ordered: new ArrivalOrderedGroup(meta, this.config.requestTimeoutMs) });
+    }
+    for (const g of this.topology.groups) {
+      if (!g.replicas.includes(this.self.id)) continue;
+      const raft = this.host.addGroup(g.id, g.replicas);
+      this.replicas.set(g.id, { raft, ordered: new ArrivalOrderedGroup(raft, this.config.requestTimeoutMs) });
+    }
+  }
+
+  /** Group 0's new leader writes the topology unless it is committed already. */
+  private publishTopology(meta: RaftGroup): void {
+    meta.read(
+      (sm) => sm.getValue(TOPOLOGY_KEY) !== undefined,
+      (outcome) => {
+        if (!outcome.ok || outcome.value) return; // written already, or leadership lost: the next leader does it
+        meta.propose({ type: 'set', key: TOPOLOGY_KEY, value: encodeTopology(this.topology), condition: 'nx', get: false }, () => {});
+      },
+    );
+  }
+
+  setExecutor(executor: ForwardExecutor): void {
+    this.executor = executor;
+  }
+
+  /** The leader of group `groupId` as this node knows it, or null. */
+  leaderOf(groupId: number): NodeId | null {
+    const replica = this.replicas.get(groupId);
+    if (replica !== undefined) {
+      const leader = replica.raft.leaderId();
+      if (leader !== null) return leader;
+    }
+    return this.leaderHints.get(groupId) ?? null;
+  }
+
+  member(id: NodeId): Member | undefined {
+    return this.topology.member(id);
+  }
+
+  /** Sends one command to `to` and reports what became of it (see ForwardOutcome). */
+  forward(to: NodeId, groupId: number, args: readonly Buffer[], protocol: Protocol, done: (outcome: ForwardOutcome) => void): void {
+    if (this.closed || !this.transport.isConnected(to)) {
+      done({ kind: 'notSent', error: 'noLeader' });
+      return;
+    }
+    if (this.pending.size >= FORWARDS_IN_FLIGHT_MAX) {
+      done({ kind: 'notSent', error: 'overloaded' });
+      return;
+    }
+    const id = this.nextForwardId;
+    this.nextForwardId = this.nextForwardId >= 0xffffffff ? 1 : this.nextForwardId + 1;
+    const payload = encodeRequest({ id, protocol, args: args as Buffer[] });
+    if (payload.length > this.transport.messageBytesMax || !this.mux.send(to, payload)) {
+      done({ kind: 'notSent', error: payload.length > this.transport.messageBytesMax ? 'forwardTooLarge' : 'overloaded' });
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.pending.delete(id);
+      done({ kind: 'timeout' });
+    }, this.config.requestTimeoutMs + FORWARD_MARGIN_MS);
+    this.pending.set(id, { groupId, timer, done });
+  }
+
+  /** Remembers the leader a peer named for a group this node does not replicate. */
+  private hint(groupId: number, leader: NodeId | null): void {
+    if (leader === null || this.topology.member(leader) === undefined) this.leaderHints.delete(groupId);
+    else this.leaderHints.set(groupId, leader);
+  }
+
+  private receiveRequest(from: NodeId, payload: Uint8Array): void {
+    let request;
+    try {
+      request = decodeRequest(payload);
+    } catch (e) {
+      if (e instanceof BusDecodeError) return; // a broken peer: nothing to answer
+      throw e;
+    }
+    const reply = (body: { readonly bytes: Buffer } | { readonly leader: NodeId | null }): void => {
+      if (this.closed) return;
+      const bytes =
+        'bytes' in body
+          ? encodeReply({ id: request.id, status: REPLY_EXECUTED, bytes: body.bytes })
+          : encodeReply({ id: request.id, status: REPLY_NOT_HERE, leader: body.leader });
+      this.mux.send(from, bytes); // lost: the origin reports the outcome as unknown
+    };
+    if (this.executor === null || this.closed) {
+      reply({ leader: null });
+      return;
+    }
+    this.executor(request.args, request.protocol, reply);
+  }
+
+  private receiveReply(_from: NodeId, payload: Uint8Array): void {
+    let reply;
+    try {
+      reply = decodeReply(payload);
+    } catch (e) {
+      if (e instanceof BusDecodeError) return;
+      throw e;
+    }
+    const waiting = this.pending.get(reply.id);
+    if (waiting === undefined) return; // answered by its timeout already
+    this.pending.delete(reply.id);
+    clearTimeout(waiting.timer);
+    if (reply.status === REPLY_EXECUTED) {
+      waiting.done({ kind: 'reply', reply: R.encoded(reply.bytes) });
+    } else {
+      this.hint(waiting.groupId, reply.leader);
+      waiting.done({ kind: 'notHere' });
+    }
+  }
+
+  /** Hands each group this node leads to its preferred leader when that replica is caught up and answering. */
+  private balance(): void {
+    if (this.closed || Date.now() - this.startedAtMs < BALANCE_GRACE_MS) return;
+    for (const g of this.topology.groups) {
+      if (g.preferredLeader === this.self.id) continue;
+      const replica = this.replicas.get(g.id);
+      if (replica === undefined || !replica.raft.isLeader()) continue;
+      const status = replica.raft.node.status();
+      const target = replica.raft.node.followers().find((f) => f.id === g.preferredLeader);
+      if (target === undefined || target.ticksSinceAck > BALANCE_ACK_TICKS_MAX || target.match < status.commit) continue;
+      replica.raft.transferLeadership(g.preferredLeader);
+    }
+  }
+
+  /** Members whose bus link is down right now (shown as `fail` in CLUSTER NODES). */
+  unreachable(): Set<string> {
+    const out = new Set<string>();
+    for (const m of this.topology.members) if (m.id !== this.self.id && !this.transport.isConnected(m.id)) out.add(m.id);
+    return out;
+  }
+
+  /** A replica's replication offset as this node knows it: its own applied index, or (leading) a follower's match index. */
+  replicationOffset(groupId: number, nodeId: string): number {
+    const replica = this.replicas.get(groupId);
+    if (replica === undefined) return 0;
+    if (nodeId === this.self.id) return replica.raft.appliedIndex;
+    return replica.raft.node.followers().find((f) => f.id === nodeId)?.match ?? 0;
+  }
+
+  /** `INFO raft` lines: per group, role, term, leader, commit, applied, and the largest follower lag (on a leader). */
+  infoLines(): [string, string | number][] {
+    const lines: [string, string | number][] = [
+      ['raft_node_id', this.self.id],
+      ['raft_groups', this.replicas.size],
+      ['raft_groups_led', [...this.replicas.values()].filter((r) => r.raft.isLeader()).length],
+    ];
+    for (const [id, r] of [...this.replicas.entries()].sort((a, b) => a[0] - b[0])) {
+      const st = r.raft.node.status();
+      let lag = 0;
+      if (st.role === Role.Leader) for (const f of r.raft.node.followers()) lag = Math.max(lag, st.lastIndex - f.match);
+      lines.push([
+        `raft_group_${id}`,
+        `role=${st.role},term=${st.term},leader=${st.leader ?? '-'},commit=${st.commit},applied=${r.raft.appliedIndex},lag=${lag}`,
+      ]);
+    }
+    return lines;
+  }
+
+  /** Answers in-flight forwards as timed out (outcome unknown), stops the groups, the bus and storage. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    clearInterval(this.balancer);
+    await this.host.close();
+    this.closed = true;
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.done({ kind: 'timeout' });
+    }
+    this.mux.close();
+    await this.transport.close();
+    await this.store.close();
+  }
+}
+
+
+function describe(t: Topology): string {
+  return `${t.members.map((m) => `${m.host}:${m.port}@${m.busPort}`).join(',')} with ${t.groupCount} groups`;
+}
+
+/** Opens the raft store of `dataDir` after checking the directory is not another engine's. */
+export function openRaftStore(config: Config): RaftLogStore {
+  checkDataDirFor(resolve(config.dataDir), RAFT_ENGINE, LOCAL_ENGINE);
+  return RaftLogStore.open(config.dataDir, { fsync: config.fsync });
+}

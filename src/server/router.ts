@@ -1,0 +1,250 @@
+// Cluster mode: where a data command runs. Its keys give a slot, the slot a
+// group; then
+// - this node leads the group: the command runs here, on that group;
+// - another node leads it: a cluster-aware connection (one that asked for
+//   CLUSTER SLOTS|SHARDS|NODES) gets `MOVED slot host:port`, any other is
+//   served by forwarding the command over the bus and relaying the reply;
+// - no leader is known (an election): the command waits, polling, up to the
+//   request timeout, then `CLUSTERDOWN ... not applied`.
+// Keys of one command must share a group (else CROSSSLOT). The keyspace-wide
+// commands (DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB) act on the groups this node
+// leads, as a Redis Cluster master's act on its own slots.
+
+import type { ClusterEngine, ForwardExecutor } from '../cluster/engine.js';
+import { keySlot } from '../cluster/slots.js';
+import { ERR, type ErrorKey, moved } from '../errors.js';
+import { WindowAllocator } from '../multiraft/window.js';
+import type { Group, GroupStats, ReadOutcome, WindowLease } from '../multiraft/group.js';
+import { encodeReply, R, type Protocol, type Reply } from '../resp/encoder.js';
+import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
+import { keyIndexes, type CommandSpec, type CommandTable, type ServerContext } from './command.js';
+import { LEADER_POLL_MS } from '../cluster/engine.js';
+
+/** Keyless data commands: they act on every group this node leads. */
+const KEYSPACE_WIDE = new Set(['dbsize', 'keys', 'scan', 'flushall', 'flushdb']);
+/** SCAN cursors in cluster mode: inner cursor × this + group id. */
+const SCAN_GROUP_RADIX = 16384;
+
+/** INFO's view of all groups of this node together (stats and key counts); commands never propose through it. */
+class NodeGroups implements Group {
+  constructor(private readonly engine: ClusterEngine) {}
+
+  propose(_op: Op, done: (result: OpResult) => void): void {
+    done({ type: 'error', error: 'crossSlot' });
+  }
+
+  read<T>(_query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
+    done({ ok: false, error: 'crossSlot' });
+  }
+
+  peek(_key: string): StoredValue | undefined {
+    return undefined;
+  }
+
+  get stats(): GroupStats {
+    let batchesPersisted = 0;
+    let opsPersisted = 0;
+    let batchesInFlight = 0;
+    let persistFailures = 0;
+    for (const r of this.engine.replicas.values()) {
+      const s = r.raft.stats;
+      batchesPersisted += s.batchesPersisted;
+      opsPersisted += s.opsPersisted;
+      batchesInFlight += s.batchesInFlight;
+      persistFailures += s.persistFailures;
+    }
+    return { batchesPersisted, opsPersisted, batchesInFlight, persistFailures };
+  }
+
+  /** Keys of the data groups this node leads. */
+  get keyCount(): number {
+    let n = 0;
+    for (const [id, r] of this.engine.replicas) if (id !== 0 && r.raft.isLeader()) n += r.raft.keyCount;
+    return n;
+  }
+
+  isLeader(): boolean {
+    return false;
+  }
+
+  leaderId(): string | null {
+    return null;
+  }
+
+  windowLease(): WindowLease {
+    return 'crossSlot';
+  }
+
+  onWindowLeaseChange(_listener: () => void): () => void {
+    return () => {};
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export class ClusterRouter {
+  /** The command context of each data group this node replicates. */
+  private readonly contexts = new Map<number, ServerContext>();
+  /** The node-wide context (INFO, CLUSTER, keyless commands). */
+  readonly nodeGroup: Group;
+
+  constructor(
+    private readonly engine: ClusterEngine,
+    private readonly commands: CommandTable,
+  ) {
+    this.nodeGroup = new NodeGroups(engine);
+  }
+
+  /** Builds each group's context from the node's; call once the node's context exists. */
+  attach(base: ServerContext): void {
+    for (const [id, replica] of this.engine.replicas) {
+      if (id === 0) continue;
+      const windows = new WindowAllocator(replica.ordered, { leaseWaitMs: this.engine.config.requestTimeoutMs });
+      replica.raft.onLeadershipChange((isLeader) => {
+        if (!isLeader) windows.reset(); // another node may serve the key's values now
+      });
+      this.contexts.set(id, { ...base, group: replica.ordered, windows });
+    }
+    this.engine.setExecutor(this.executeForwarded);
+  }
+
+  /** Runs (or redirects, or forwards) one data command from a client connection. */
+  route(spec: CommandSpec, args: readonly Buffer[], protocol: Protocol, clusterAware: boolean, respond: (reply: Reply) => void): void {
+    if (this.engine.topologyConflict !== null) return respond(R.error(ERR.topologyConflict));
+    if (KEYSPACE_WIDE.has(spec.name)) return this.nodeWide(spec, args, respond);
+    const target = this.groupOfKeys(spec, args);
+    if ('error' in target) return respond(R.error(ERR[target.error]));
+    this.toGroup(spec, args, target.slot, target.groupId, protocol, clusterAware, respond, Date.now() + this.engine.config.requestTimeoutMs);
+  }
+
+  private groupOfKeys(spec: CommandSpec, args: readonly Buffer[]): { readonly slot: number; readonly groupId: number } | { readonly error: ErrorKey } {
+    const indexes = keyIndexes(spec, args.length);
+    const first = indexes[0];
+    if (first === undefined) return { error: 'crossSlot' }; // a data command without keys is keyspace-wide
+    const slot = keySlot(args[first] as Buffer);
+    const groupId = this.engine.topology.groupOfSlot(slot);
+    for (let i = 1; i < indexes.length; i++) {
+      if (this.engine.topology.groupOfSlot(keySlot(args[indexes[i] as number] as Buffer)) !== groupId) return { error: 'crossSlot' };
+    }
+    return { slot, groupId };
+  }
+
+  private toGroup(
+    spec: CommandSpec,
+    args: readonly Buffer[],
+    slot: number,
+    groupId: number,
+    protocol: Protocol,
+    clusterAware: boolean,
+    respond: (reply: Reply) => void,
+    deadlineMs: number,
+  ): void {
+    const isWrite = spec.flags.includes('write');
+    const retryOr = (error: ErrorKey): void => {
+      if (Date.now() + LEADER_POLL_MS >= deadlineMs) return respond(R.error(ERR[error]));
+      setTimeout(() => this.toGroup(spec, args, slot, groupId, protocol, clusterAware, respond, deadlineMs), LEADER_POLL_MS);
+    };
+    const known = this.engine.leaderOf(groupId);
+    const local = this.contexts.get(groupId);
+    if (known === this.engine.myId && local !== undefined) {
+      (spec.data as NonNullable<CommandSpec['data']>)(local, args, respond);
+      return;
+    }
+    // A group this node does not replicate: ask its preferred leader, which names the leader it knows.
+    const leader = known ?? (local === undefined ? (this.engine.topology.group(groupId)?.preferredLeader ?? null) : null);
+    if (leader === null || leader === this.engine.myId) return retryOr(isWrite ? 'noLeader' : 'readTimeout');
+    if (clusterAware) {
+      const m = this.engine.member(leader);
+      if (m !== undefined) return respond(R.error(moved(slot, m.host, m.port)));
+    }
+    this.engine.forward(leader, groupId, args, protocol, (outcome) => {
+      switch (outcome.kind) {
+        case 'reply':
+          return respond(outcome.reply);
+        case 'notHere':
+          return retryOr(isWrite ? 'noLeader' : 'readTimeout');
+        case 'notSent':
+          if (outcome.error === 'forwardTooLarge') return respond(R.error(ERR.forwardTooLarge)); // will never fit
+          return retryOr(isWrite ? outcome.error : 'readTimeout');
+        case 'timeout':
+          return respond(R.error(isWrite ? ERR.outcomeUnknown : ERR.readTimeout));
+      }
+    });
+  }
+
+  /** A command another node forwarded: run it if this node leads its group, else name the leader. */
+  private readonly executeForwarded: ForwardExecutor = (args, protocol, done) => {
+    const spec = this.commands.get((args[0] as Buffer).toString('latin1').toLowerCase());
+    if (spec?.data === undefined) {
+      done({ bytes: encodeReply(R.error(ERR.crossSlot), protocol) });
+      return;
+    }
+    const target = this.groupOfKeys(spec, args);
+    if ('error' in target) {
+      done({ bytes: encodeReply(R.error(ERR[target.error]), protocol) });
+      return;
+    }
+    const local = this.contexts.get(target.groupId);
+    const leader = this.engine.leaderOf(target.groupId);
+    if (local === undefined || leader !== this.engine.myId) {
+      done({ leader });
+      return;
+    }
+    spec.data(local, args, (reply) => done({ bytes: encodeReply(reply, protocol) }));
+  };
+
+  /** DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB over the groups this node leads, replies merged. */
+  private nodeWide(spec: CommandSpec, args: readonly Buffer[], respond: (reply: Reply) => void): void {
+    const data = spec.data as NonNullable<CommandSpec['data']>;
+    const led = [...this.contexts.entries()].filter(([id]) => this.engine.replicas.get(id)?.raft.isLeader() === true).sort((a, b) => a[0] - b[0]);
+    if (spec.name === 'scan') return this.scan(data, args, led, respond);
+    const replies: Reply[] = new Array<Reply>(led.length);
+    let left = led.length;
+    if (left === 0) return respond(mergeNodeWide(spec.name, []));
+    led.forEach(([, ctx], i) =>
+      data(ctx, args, (reply) => {
+        replies[i] = reply;
+        if (--left === 0) respond(mergeNodeWide(spec.name, replies));
+      }),
+    );
+  }
+
+  /** SCAN over the led groups in id order; the cursor carries the group id and that group's own cursor. */
+  private scan(data: NonNullable<CommandSpec['data']>, args: readonly Buffer[], led: [number, ServerContext][], respond: (reply: Reply) => void): void {
+    const text = args[1]?.toString('latin1') ?? '';
+    if (!/^\d+$/.test(text) || BigInt(text) > BigInt(Number.MAX_SAFE_INTEGER)) {
+      data(led[0]?.[1] ?? ([...this.contexts.values()][0] as ServerContext), args, respond); // its own error text
+      return;
+    }
+    const cursor = Number(text);
+    const groupId = cursor === 0 ? 0 : cursor % SCAN_GROUP_RADIX;
+    const inner = Math.floor(cursor / SCAN_GROUP_RADIX);
+    const at = led.find(([id]) => id >= groupId && (cursor === 0 || id === groupId)) ?? led.find(([id]) => id > groupId);
+    if (at === undefined) return respond(R.array([R.bulk('0'), R.array([])]));
+    const [id, ctx] = at;
+    const innerArgs = [...args];
+    innerArgs[1] = Buffer.from(String(id === groupId ? inner : 0), 'latin1');
+    data(ctx, innerArgs, (reply) => {
+      if (reply.kind !== 'array') return respond(reply);
+      const [nextReply, keys] = reply.items;
+      const next = nextReply?.kind === 'bulk' ? Number(nextReply.value.toString('latin1')) : 0;
+      let cursorOut = 0;
+      if (next !== 0) cursorOut = next * SCAN_GROUP_RADIX + id;
+      else {
+        const following = led.find(([other]) => other > id);
+        if (following !== undefined) cursorOut = following[0];
+      }
+      respond(R.array([R.bulk(String(cursorOut)), keys ?? R.array([])]));
+    });
+  }
+}
+
+function mergeNodeWide(name: string, replies: readonly Reply[]): Reply {
+  const failed = replies.find((r) => r.kind === 'error');
+  if (failed !== undefined) return failed;
+  if (name === 'dbsize') return R.int(replies.reduce((n, r) => n + (r.kind === 'integer' ? Number(r.value) : 0), 0));
+  if (name === 'keys') return R.array(replies.flatMap((r) => (r.kind === 'array' ? r.items : [])));
+  return R.ok; // FLUSHALL, FLUSHDB
+}
