@@ -70,6 +70,10 @@ export const FORWARD_MARGIN_MS = 1000;
 export const LEADER_POLL_MS = 20;
 /** Milliseconds between Raft ticks of a cluster node. */
 export const CLUSTER_TICK_MS = 50;
+/** How often forwards in flight are checked for a lost link or a new leader. */
+export const FORWARD_SWEEP_MS = 100;
+/** How long a stopping node waits for the groups it leads to move to another replica. */
+export const HANDOFF_WAIT_MS = 1500;
 
 export interface Replica {
   readonly raft: RaftGroup;
@@ -82,6 +86,8 @@ export type ForwardExecutor = (args: Buffer[], protocol: Protocol, done: (result
 
 interface PendingForward {
   readonly groupId: number;
+  /** The node it was sent to. */
+  readonly to: NodeId;
   readonly done: (outcome: ForwardOutcome) => void;
   readonly timer: NodeJS.Timeout;
 }
@@ -107,6 +113,7 @@ export class ClusterEngine {
   private nextForwardId = 1;
   private executor: ForwardExecutor | null = null;
   private readonly balancer: NodeJS.Timeout;
+  private readonly sweeper: NodeJS.Timeout;
   private readonly startedAtMs = Date.now();
   private closed = false;
   /** Set when group 0's committed topology differs from this node's: the node stops serving. */
@@ -124,6 +131,8 @@ export class ClusterEngine {
   ) {
     this.balancer = setInterval(() => this.balance(), BALANCE_INTERVAL_MS);
     this.balancer.unref();
+    this.sweeper = setInterval(() => this.sweepForwards(), FORWARD_SWEEP_MS);
+    this.sweeper.unref();
   }
 
   get myId(): string {
@@ -312,7 +321,22 @@ export class ClusterEngine {
       this.pending.delete(id);
       done({ kind: 'timeout' });
     }, this.config.requestTimeoutMs + FORWARD_MARGIN_MS);
-    this.pending.set(id, { groupId, timer, done });
+    this.pending.set(id, { groupId, to, timer, done });
+  }
+
+  /**
+   * A forward whose link went down, or whose group has another leader now,
+   * will not be answered by the node it went to in time (paused, or leading
+   * no more): it is answered at once as timed out (it may have run).
+   */
+  private sweepForwards(): void {
+    for (const [id, p] of this.pending) {
+      const leader = this.leaderOf(p.groupId);
+      if (this.transport.isConnected(p.to) && (leader === null || leader === p.to)) continue;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.done({ kind: 'timeout' });
+    }
   }
 
   /** Remembers the leader a peer named for a group this node does not replicate. */
@@ -393,6 +417,26 @@ export class ClusterEngine {
     return replica.raft.node.followers().find((f) => f.id === nodeId)?.match ?? 0;
   }
 
+  private async handOff(): Promise<void> {
+    const deadline = Date.now() + HANDOFF_WAIT_MS;
+    const leading = (): Replica[] => [...this.replicas.values()].filter((r) => r.raft.isLeader() && r.raft.node.followers().length > 0);
+    const asked = new Map<Replica, number>(); // when the transfer was last asked for
+    while (Date.now() < deadline) {
+      const led = leading();
+      if (led.length === 0) return;
+      for (const r of led) {
+        if (Date.now() - (asked.get(r) ?? -Infinity) < HANDOFF_WAIT_MS / 3) continue; // give the transfer time
+        const status = r.raft.node.status();
+        const best = r.raft.node
+          .followers()
+          .filter((f) => f.ticksSinceAck <= BALANCE_ACK_TICKS_MAX)
+          .sort((a, b) => b.match - a.match)[0];
+        if (best !== undefined && r.raft.transferLeadership(best.id)) asked.set(r, Date.now());
+      }
+      await new Promise((resolve) => setTimeout(resolve, CLUSTER_TICK_MS));
+    }
+  }
+
   /** `INFO raft` lines: per group, role, term, leader, commit, applied, and the largest follower lag (on a leader). */
   infoLines(): [string, string | number][] {
     const lines: [string, string | number][] = [
@@ -412,10 +456,16 @@ export class ClusterEngine {
     return lines;
   }
 
-  /** Answers in-flight forwards as timed out (outcome unknown), stops the groups, the bus and storage. */
+  /**
+   * Hands every group this node leads to an up-to-date replica (so a stop
+   * costs no election timeout), answers in-flight forwards as timed out
+   * (outcome unknown), stops the groups, the bus and storage.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     clearInterval(this.balancer);
+    clearInterval(this.sweeper);
+    await this.handOff();
     await this.host.close();
     this.closed = true;
     for (const [id, p] of this.pending) {

@@ -72,11 +72,14 @@ export interface GroupLogStore {
 /** Milliseconds between Raft ticks. */
 export const DEFAULT_TICK_INTERVAL_MS = 100;
 /**
- * A tick that comes more than this many tick intervals late (or is overdue
- * by as much) means the event loop or the process was paused (GC, SIGSTOP,
- * a long synchronous task): the tick count, which leases are counted in, fell
- * behind real time. Groups then act on no lease until every lease counted
- * across the pause has run out (one election timeout of ticks).
+ * A tick overdue by more than this many tick intervals means the event loop
+ * or the process was paused (GC, SIGSTOP, a long synchronous task): the tick
+ * count, which leases are counted in, fell behind real time. While a tick is
+ * that overdue, groups act on no lease (work that runs before the late tick,
+ * such as client requests read after a SIGCONT, must not use a lease that
+ * really ran out); when the late tick comes, the host ticks once per interval
+ * that passed (at most an election timeout and one), so the count catches up
+ * with real time and leases count the pause.
  */
 export const TICK_LATE_INTERVALS_MAX = 1;
 
@@ -165,7 +168,6 @@ export class MultiRaftHost {
   /** now() at the last tick (or at the start). */
   private lastTickMs: number;
   /** Leases are not acted on before this tick (set by a late tick). */
-  private clockDistrustedUntilTick = 0;
   private readonly unsubscribe: () => void;
   private turnScheduled = false;
   /** The turn in progress (its promise settles after endTurn), or null. */
@@ -289,8 +291,7 @@ export class MultiRaftHost {
   };
 
   /** Whether the tick count keeps up with real time (see TICK_LATE_INTERVALS_MAX). */
-  private readonly clockTrusted = (): boolean =>
-    this.counters.ticks >= this.clockDistrustedUntilTick && this.now() - this.lastTickMs <= this.tickLateLimitMs();
+  private readonly clockTrusted = (): boolean => this.now() - this.lastTickMs <= this.tickLateLimitMs();
 
   private tickLateLimitMs(): number {
     return this.tickIntervalMs * (1 + TICK_LATE_INTERVALS_MAX);
@@ -385,16 +386,17 @@ export class MultiRaftHost {
   private tick(): void {
     if (this.stopped) return;
     const now = this.now();
+    let ticks = 1;
     if (now - this.lastTickMs > this.tickLateLimitMs()) {
       const electionTimeoutTicks = this.raftOptions.electionTimeoutTicks ?? RAFT_DEFAULTS.electionTimeoutTicks;
-      this.clockDistrustedUntilTick = this.counters.ticks + 1 + electionTimeoutTicks;
+      ticks = Math.min(Math.floor((now - this.lastTickMs) / this.tickIntervalMs), electionTimeoutTicks + 1);
     }
     this.lastTickMs = now;
-    this.counters.ticks++;
-    for (const g of this.groups.values()) {
-      g.node.tick();
-      g.expire();
+    for (let t = 0; t < ticks; t++) {
+      this.counters.ticks++;
+      for (const g of this.groups.values()) g.node.tick();
     }
+    for (const g of this.groups.values()) g.expire();
     this.scheduleTurn();
   }
 
