@@ -444,6 +444,8 @@ export class ClusterEngine {
       ['raft_groups', this.replicas.size],
       ['raft_groups_led', [...this.replicas.values()].filter((r) => r.raft.isLeader()).length],
     ];
+    const host = this.host.stats();
+    lines.push(['raft_loop_turns', host.turns], ['raft_storage_commits', host.storageCommits], ['raft_bus_frames_sent', host.framesSent], ['raft_bus_frames_received', host.framesReceived]);
     for (const [id, r] of [...this.replicas.entries()].sort((a, b) => a[0] - b[0])) {
       const st = r.raft.node.status();
       let lag = 0;

@@ -71,6 +71,8 @@ export interface GroupLogStore {
 
 /** Milliseconds between Raft ticks. */
 export const DEFAULT_TICK_INTERVAL_MS = 100;
+/** Phases of one loop turn: the first proposes; later ones handle what a flush released (see turn()). */
+export const TURN_PHASES_MAX = 2;
 /**
  * A tick overdue by more than this many tick intervals means the event loop
  * or the process was paused (GC, SIGSTOP, a long synchronous task): the tick
@@ -327,11 +329,23 @@ export class MultiRaftHost {
 
   private async turn(): Promise<void> {
     this.counters.turns++;
+    for (const g of this.groups.values()) g.beginTurn();
+    // A flush can release more work at once: a leader whose only vote is its
+    // own commits its entries on its own flush. A follow-up phase (no new
+    // proposals) applies and answers them in this turn, so their replies go out
+    // right after the flush instead of one flush later.
+    for (let phase = 0; phase < TURN_PHASES_MAX; phase++) {
+      const flushed = await this.phase();
+      if (!flushed || this.stopped) return;
+    }
+  }
+
+  /** Collects, persists, sends, applies and advances every group's Ready once; true when it flushed storage. */
+  private async phase(): Promise<boolean> {
     const readies: [RaftGroup, Ready][] = [];
     const out = new Map<NodeId, OutItem[]>();
     let wrote = this.storageDirty;
     for (const g of this.groups.values()) {
-      g.beginTurn();
       if (!g.node.hasReady()) continue;
       const rd = g.node.ready();
       readies.push([g, rd]);
@@ -345,19 +359,27 @@ export class MultiRaftHost {
       }
       if (g.persistReady(rd)) wrote = true;
     }
+    if (readies.length === 0 && !wrote) return false;
     for (const [peer, items] of out) this.sendFrames(peer, items);
+    // Committed entries are answered now, not after this phase's flush (which
+    // blocks the thread): one await lets the replies they released be written
+    // to their sockets (queued as microtasks) before the commit.
+    for (const [g, rd] of readies) g.applyCommitted(rd);
+    await Promise.resolve();
+    if (this.stopped) return false;
     if (wrote) {
       this.storageDirty = false;
       try {
         await this.store.commitTurn();
       } catch (e) {
         this.fail(e);
-        return;
+        return false;
       }
       this.counters.storageCommits++;
-      if (this.stopped) return; // halted while the write was in flight: it never "completed" for this node
+      if (this.stopped) return false; // halted while the write was in flight: it never "completed" for this node
     }
     for (const [g, rd] of readies) g.finishReady(rd);
+    return wrote;
   }
 
   private sendFrames(peer: NodeId, items: readonly OutItem[]): void {

@@ -201,6 +201,10 @@ export class RaftGroup implements Group {
     hostFailed: 0,
   };
 
+  /** Term and vote as last handed to storage (durable once the turn that wrote them is). */
+  private durableTerm: number;
+  private durableVote: string | null;
+
   constructor(deps: RaftGroupDeps) {
     this.groupId = deps.groupId;
     this.node = deps.node;
@@ -219,6 +223,9 @@ export class RaftGroup implements Group {
     this.applied = snap.meta.index;
     this.snapshotIndex = snap.meta.index;
     assert.equal(this.node.status().applied, this.applied, "node and state machine start at different indexes");
+    const initial = deps.storage.initialState().hardState;
+    this.durableTerm = initial.term;
+    this.durableVote = initial.vote;
   }
 
   // ------------------------------------------------------------ Group seam
@@ -382,6 +389,14 @@ export class RaftGroup implements Group {
   }
 
   /** Writes what a Ready asks to persist into storage (not yet durable). Returns whether anything was written. */
+  /**
+   * Writes the Ready's snapshot, entries and hard state to storage; true when
+   * the turn must make them durable before going on. A hard state whose term
+   * and vote are unchanged (only the commit index moved) is written but needs
+   * no flush of its own: Raft does not need the commit index durable (a
+   * restarted node learns it again), so it rides along with the next flush and
+   * applying and answering the newly committed entries does not wait for one.
+   */
   persistReady(rd: Ready): boolean {
     let wrote = false;
     if (rd.snapshot !== null) {
@@ -393,17 +408,33 @@ export class RaftGroup implements Group {
       wrote = true;
     }
     if (rd.hardState !== null) {
-      this.storage.setHardState(rd.hardState);
-      wrote = true;
+      const hs = rd.hardState;
+      if (hs.term !== this.durableTerm || hs.vote !== this.durableVote) wrote = true;
+      this.storage.setHardState(hs);
+      this.durableTerm = hs.term;
+      this.durableVote = hs.vote;
     }
     return wrote;
   }
 
-  /** After the turn's storage commit: advance, install a snapshot, apply, answer. */
+  /**
+   * Before the turn's storage commit: applies the Ready's committed entries
+   * and answers their proposals. They are committed, so a majority holds them
+   * durably already (a leader counts itself only up to its own durable index),
+   * and answering them need not wait for this turn's flush of newer entries;
+   * a reply thus waits for one flush, not two. A Ready carrying a snapshot is
+   * applied after the commit, in order.
+   */
+  applyCommitted(rd: Ready): void {
+    if (rd.snapshot !== null) return;
+    for (const e of rd.committedEntries) if (e.index > this.applied) this.applyEntry(e);
+  }
+
+  /** After the turn's storage commit: advance, install a snapshot, apply what applyCommitted did not, answer reads. */
   finishReady(rd: Ready): void {
     this.node.advance();
     if (rd.snapshot !== null) this.installSnapshot(rd);
-    for (const e of rd.committedEntries) this.applyEntry(e);
+    for (const e of rd.committedEntries) if (e.index > this.applied) this.applyEntry(e);
     if (this.sm.hasChanges()) this.sm.takeChanges();
     for (const rs of rd.readStates) {
       const w = this.reads.get(rs.requestId);
