@@ -149,7 +149,9 @@ export class ClusterRouter {
     const known = this.engine.leaderOf(groupId);
     const local = this.contexts.get(groupId);
     if (known === this.engine.myId && local !== undefined) {
-      (spec.data as NonNullable<CommandSpec['data']>)(local, args, respond);
+      // Leadership can move (balancing, an election) between this check and
+      // the proposal; such a write was certainly not applied: route it again.
+      (spec.data as NonNullable<CommandSpec['data']>)(local, args, (reply) => (isNotLeader(reply) ? retryOr('notLeader') : respond(reply)));
       return;
     }
     // A group this node does not replicate: ask its preferred leader, which names the leader it knows.
@@ -192,7 +194,10 @@ export class ClusterRouter {
       done({ leader });
       return;
     }
-    spec.data(local, args, (reply) => done({ bytes: encodeReply(reply, protocol) }));
+    spec.data(local, args, (reply) =>
+      // Not applied because leadership moved meanwhile: the origin sends it on.
+      done(isNotLeader(reply) ? { leader: this.engine.leaderOf(target.groupId) } : { bytes: encodeReply(reply, protocol) }),
+    );
   };
 
   /** DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB over the groups this node leads, replies merged. */
@@ -239,6 +244,11 @@ export class ClusterRouter {
       respond(R.array([R.bulk(String(cursorOut)), keys ?? R.array([])]));
     });
   }
+}
+
+/** The group refused the command because this node no longer leads it (certainly not applied). */
+function isNotLeader(reply: Reply): boolean {
+  return reply.kind === 'error' && reply.value === ERR.notLeader;
 }
 
 function mergeNodeWide(name: string, replies: readonly Reply[]): Reply {
