@@ -51,7 +51,7 @@ export class BenchSetupError extends Error {
 export type Product = 'ordo' | 'redis';
 export type Durability = 'durable' | 'volatile';
 
-interface ServerSpec {
+export interface ServerSpec {
   readonly product: Product;
   readonly durability: Durability;
   /** What the row calls it, e.g. "ordo --fsync always". */
@@ -60,7 +60,7 @@ interface ServerSpec {
   args(port: string, dataDir: string): string[];
 }
 
-const SERVER_SPECS: readonly ServerSpec[] = [
+export const SERVER_SPECS: readonly ServerSpec[] = [
   {
     product: 'ordo',
     durability: 'durable',
@@ -181,6 +181,15 @@ export class BenchServer {
     return this.outputText;
   }
 
+  /** This server as a redis-benchmark target. */
+  get target(): BenchmarkTarget {
+    return {
+      label: this.label,
+      processes: [this.proc],
+      deadServer: () => (this.exitText === null ? null : `${this.label} exited (${this.exitText}): ${this.output().trim()}`),
+    };
+  }
+
   static async start(spec: ServerSpec, parentDir: string): Promise<BenchServer> {
     installExitHook();
     const port = await freePort();
@@ -222,11 +231,12 @@ export class BenchServer {
 // ---------------------------------------------------------------------------
 // One redis-benchmark run.
 
-export function benchmarkArgs(port: string, depth: number, requests: number): string[] {
+/** `extra` goes before --csv (`--cluster`, say); `clients` is -c. */
+export function benchmarkArgs(port: string, depth: number, requests: number, clients = CLIENT_COUNT, extra: readonly string[] = []): string[] {
   return [
     '-h', '127.0.0.1', '-p', port,
-    '-t', 'incr', '-c', String(CLIENT_COUNT), '-n', String(requests), '-r', String(KEYSPACE_SIZE),
-    '-P', String(depth), '--csv',
+    '-t', 'incr', '-c', String(clients), '-n', String(requests), '-r', String(KEYSPACE_SIZE),
+    '-P', String(depth), ...extra, '--csv',
   ];
 }
 
@@ -267,20 +277,39 @@ function numberOrNull(text: string | undefined): number | null {
   return Number.isFinite(n) ? n : null;
 }
 
+/** What a redis-benchmark run is aimed at: one server, or the nodes of a cluster. */
+export interface BenchmarkTarget {
+  /** Named in messages. */
+  readonly label: string;
+  /** The server processes; the run is killed at once when one of them exits. */
+  readonly processes: readonly ChildProcess[];
+  /** Null while every server runs; otherwise which one ended, how, and what it printed. */
+  deadServer(): string | null;
+}
+
 /**
  * Runs redis-benchmark once against `server`. Kills it when it overruns
  * `timeoutMs` (reported, not an error) or when the server exits (an error:
  * redis-benchmark would otherwise retry forever).
  */
 export function runBenchmarkOnce(server: BenchServer, depth: number, requests: number, timeoutMs: number): Promise<RunOutcome> {
-  const args = benchmarkArgs(String(server.port), depth, requests);
+  return runBenchmark(server.target, benchmarkArgs(String(server.port), depth, requests), `redis-benchmark -P ${depth} against ${server.label}`, timeoutMs);
+}
+
+/**
+ * Runs `redis-benchmark ARGS` once (`what` names it in messages). Kills it when
+ * it overruns `timeoutMs` (reported, not an error) or when one of the target's
+ * processes exits (an error: redis-benchmark would otherwise retry forever).
+ */
+export function runBenchmark(target: BenchmarkTarget, args: readonly string[], what: string, timeoutMs: number): Promise<RunOutcome> {
   return new Promise<RunOutcome>((resolve, reject) => {
-    if (server.exitDescription !== null) {
-      reject(new BenchSetupError(`${server.label} is not running (${server.exitDescription}): ${server.output().trim()}`));
+    const dead = target.deadServer();
+    if (dead !== null) {
+      reject(new BenchSetupError(dead));
       return;
     }
     const started = performance.now();
-    const child = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('redis-benchmark', [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     liveChildren.add(child);
     let stdout = '';
     let stderr = '';
@@ -295,13 +324,13 @@ export function runBenchmarkOnce(server: BenchServer, depth: number, requests: n
       stoppedBecause ??= 'server exited';
       child.kill('SIGKILL');
     };
-    server.proc.once('exit', onServerExit);
+    for (const proc of target.processes) proc.once('exit', onServerExit);
     let settled = false;
     const finish = (): boolean => {
       if (settled) return false;
       settled = true;
       clearTimeout(timer);
-      server.proc.off('exit', onServerExit);
+      for (const proc of target.processes) proc.off('exit', onServerExit);
       liveChildren.delete(child);
       return true;
     };
@@ -311,9 +340,8 @@ export function runBenchmarkOnce(server: BenchServer, depth: number, requests: n
     child.once('close', (code, signal) => {
       if (!finish()) return;
       const wallSeconds = (performance.now() - started) / 1000;
-      const what = `redis-benchmark -P ${depth} against ${server.label}`;
       if (stoppedBecause === 'server exited') {
-        reject(new BenchSetupError(`${server.label} exited (${server.exitDescription ?? '?'}) during ${what}: ${server.output().trim()}`));
+        reject(new BenchSetupError(`${target.deadServer() ?? `${target.label} exited`}, during ${what}`));
         return;
       }
       if (stoppedBecause === 'overrun') {

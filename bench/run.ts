@@ -2,8 +2,9 @@
 //
 //   npm run bench                          full run (a few minutes)
 //   npm run bench -- --quick               smaller runs, a smoke test
-//   npm run bench -- --only redis-benchmark|sequences|resp|raft
+//   npm run bench -- --only redis-benchmark|sequences|resp|raft|cluster|failover
 //   npm run bench -- --rounds 5            measured runs per target and depth (default 3; medians shown)
+//   npm run bench -- --kills 20            leader kills in the failover benchmark (default 20; --quick: 5)
 //   npm run bench -- --timeout-s 120       bound on one redis-benchmark run
 //   npm run bench -- --dir PATH            where the servers' temporary data directories go
 //
@@ -16,6 +17,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { VERSION } from '../src/version.js';
+import {
+  FAILOVER_KILLS_FULL,
+  FAILOVER_KILLS_QUICK,
+  formatClusterThroughput,
+  formatFailover,
+  plannedClusterBenchLines,
+  removeBenchClustersNow,
+  runClusterThroughput,
+  runFailoverBench,
+} from './cluster.js';
 import { runRaftBench, type RaftBenchResult } from './raft.js';
 import {
   BenchSetupError,
@@ -40,13 +51,14 @@ import { formatSequenceBench, runSequenceBench } from './sequences.js';
  */
 const ROUNDS_DEFAULT = 3;
 
-const SECTIONS = ['redis-benchmark', 'sequences', 'resp', 'raft'] as const;
+const SECTIONS = ['redis-benchmark', 'sequences', 'resp', 'raft', 'cluster', 'failover'] as const;
 type Section = (typeof SECTIONS)[number];
 
-const USAGE = `Usage: npm run bench -- [--quick] [--only ${SECTIONS.join('|')}] [--rounds N] [--timeout-s S] [--dir PATH]
+const USAGE = `Usage: npm run bench -- [--quick] [--only ${SECTIONS.join('|')}] [--rounds N] [--kills N] [--timeout-s S] [--dir PATH]
   --quick        ${REQUESTS_QUICK.toLocaleString('en-US')} requests per redis-benchmark run instead of ${REQUESTS_FULL.toLocaleString('en-US')}, shorter micro-benchmarks
   --only NAME    run one benchmark: ${SECTIONS.join(', ')}
   --rounds N     measured redis-benchmark runs per target and depth, alternating (default ${ROUNDS_DEFAULT}; --quick: 1)
+  --kills N      leader kills in the failover benchmark (default ${FAILOVER_KILLS_FULL}; --quick: ${FAILOVER_KILLS_QUICK})
   --timeout-s S  kill a redis-benchmark run after S seconds and report it as overrun (default ${RUN_TIMEOUT_MS_DEFAULT / 1000})
   --dir PATH     parent of the servers' temporary data directories (default: the OS temp directory)
 `;
@@ -57,6 +69,7 @@ interface BenchOptions {
   quick: boolean;
   only: Section | null;
   rounds: number;
+  kills: number;
   runTimeoutMs: number;
   parentDir: string;
 }
@@ -77,6 +90,7 @@ function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         quick: { type: 'boolean', default: false },
         only: { type: 'string' },
         rounds: { type: 'string' },
+        kills: { type: 'string' },
         'timeout-s': { type: 'string' },
         dir: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -99,6 +113,7 @@ function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     quick: v.quick === true,
     only,
     rounds: positiveInteger('--rounds', v.rounds, v.quick === true ? 1 : ROUNDS_DEFAULT),
+    kills: positiveInteger('--kills', v.kills, v.quick === true ? FAILOVER_KILLS_QUICK : FAILOVER_KILLS_FULL),
     runTimeoutMs: positiveInteger('--timeout-s', v['timeout-s'], RUN_TIMEOUT_MS_DEFAULT / 1000) * 1000,
     parentDir: v.dir ?? tmpdir(),
   };
@@ -132,13 +147,24 @@ function printHeader(options: BenchOptions, requests: number): void {
     `node:             ${process.version}`,
     `ordo:             ${VERSION} (${sourceRevision()})`,
   ];
-  if (options.only === null || options.only === 'redis-benchmark') {
+  const runs = (section: Section): boolean => options.only === null || options.only === section;
+  if (runs('redis-benchmark') || runs('cluster') || runs('failover')) {
     lines.push(
       `redis-server:     ${toolVersion('redis-server') ?? 'NOT FOUND'}`,
       `redis-benchmark:  ${toolVersion('redis-benchmark') ?? 'NOT FOUND'}`,
       `data directories: temporary, under ${options.parentDir}`,
+    );
+  }
+  if (runs('redis-benchmark')) {
+    lines.push(
       'command lines (PORT: a free loopback port, DIR: a fresh temporary directory):',
       ...plannedCommandLines(requests).map((l) => `  ${l}`),
+    );
+  }
+  if (runs('cluster') || runs('failover')) {
+    lines.push(
+      'cluster command lines (Pi, Bi: free loopback client and bus ports, DIR: a fresh temporary directory, D: 1 and 16):',
+      ...plannedClusterBenchLines(requests).map((l) => `  ${l}`),
     );
   }
   console.log(lines.join('\n'));
@@ -208,6 +234,26 @@ async function main(): Promise<number> {
   await runSection('raft', async () => {
     console.log(formatRaft(await runRaftBench()));
   });
+  await runSection('cluster', async () => {
+    const report = await runClusterThroughput({
+      requests,
+      rounds: options.rounds,
+      runTimeoutMs: options.runTimeoutMs,
+      parentDir: options.parentDir,
+      log: (line) => process.stderr.write(`  ${line}\n`),
+    });
+    console.log(['exact command lines of the servers:', ...report.commandLines.map((l) => `  ${l}`), ''].join('\n'));
+    console.log(formatClusterThroughput(report));
+  });
+  await runSection('failover', async () => {
+    const report = await runFailoverBench({
+      kills: options.kills,
+      parentDir: options.parentDir,
+      log: (line) => process.stderr.write(`  ${line}\n`),
+    });
+    console.log(['exact command lines of the nodes:', ...report.commandLines.map((l) => `  ${l}`), ''].join('\n'));
+    console.log(formatFailover(report));
+  });
 
   console.log(`\nload average at the end: ${loadText()}`);
   if (failures.length > 0) {
@@ -221,6 +267,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     process.stderr.write(`bench: ${signal}, stopping the servers\n`);
     killEverythingNow();
+    removeBenchClustersNow();
     process.exit(130);
   });
 }
@@ -230,6 +277,7 @@ main().then(
   (e: unknown) => {
     process.stderr.write(`bench: fatal: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     killEverythingNow();
+    removeBenchClustersNow();
     process.exit(1);
   },
 );
