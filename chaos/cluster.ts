@@ -80,7 +80,6 @@ export interface ClusterOptions {
   extraArgs?: readonly string[];
   /** Node output goes to <logDir>/node-<i>.log when set. */
   logDir?: string;
-  log?: (line: string) => void;
 }
 
 export interface GroupState {
@@ -145,7 +144,6 @@ export class ChaosCluster {
   readonly nodes: ChaosNode[] = [];
   readonly proxy: BusProxy;
   private readonly baseDir: string;
-  private readonly log: (line: string) => void;
 
   private constructor(
     readonly options: ClusterOptions,
@@ -155,7 +153,6 @@ export class ChaosCluster {
     this.nodes = nodes;
     this.baseDir = baseDir;
     this.proxy = new BusProxy(nodes.map((n) => ({ listenPort: n.busPort, targetPort: n.realBusPort })), HOST);
-    this.log = options.log ?? ((): void => undefined);
   }
 
   /** Picks free ports, starts the proxy and every node, and learns the node ids. */

@@ -134,7 +134,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     groups: o.groups,
     ...(o.windowKeys === true ? { extraArgs: ['--window-keys', `${WINDOW_KEY_PREFIX}*`, '--window-size', String(WINDOW_SIZE)] } : {}),
     ...(o.outDir !== null ? { logDir: o.outDir } : {}),
-    log,
   });
   const ports = cluster.nodes.map((n) => n.port);
   let workload: Workload | null = null;

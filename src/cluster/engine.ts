@@ -426,7 +426,6 @@ export class ClusterEngine {
       if (led.length === 0) return;
       for (const r of led) {
         if (Date.now() - (asked.get(r) ?? -Infinity) < HANDOFF_WAIT_MS / 3) continue; // give the transfer time
-        const status = r.raft.node.status();
         const best = r.raft.node
           .followers()
           .filter((f) => f.ticksSinceAck <= BALANCE_ACK_TICKS_MAX)
