@@ -196,6 +196,14 @@ describe('cluster: three members in one process', () => {
     const raft = raftLines(String(await c.info('raft')));
     assert.deepEqual([...raft.keys()].sort(), [0, 1, 2, 3, 4]);
     for (const fields of raft.values()) assert.match(fields['role'] ?? '', /^(leader|follower|candidate|preCandidate)$/);
+    // Window counters add up over the groups of the node that serves the key.
+    const key = keyOfGroup(3, 'win');
+    assert.equal(await c.call('SEQCREATE', key, 'MODE', 'window', 'WINDOW', '100'), 'OK');
+    for (let i = 1; i <= 5; i++) assert.equal(await c.call('SEQNEXT', key), i);
+    const served = await Promise.all(
+      members.map(async (m) => Number(/window_allocations:(\d+)/.exec(String(await client(m.port).info('ordo')))?.[1] ?? -1)),
+    );
+    assert.equal(served.reduce((a, b) => a + b, 0), 5);
   });
 
   it('a stopped member restarts from its data directory alone; contradicting flags are refused', async () => {

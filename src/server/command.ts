@@ -4,7 +4,7 @@
 import type { ClusterEngine } from '../cluster/engine.js';
 import type { Config } from '../config.js';
 import type { Group } from '../multiraft/group.js';
-import type { WindowAllocator } from '../multiraft/window.js';
+import type { WindowAllocator, WindowStats } from '../multiraft/window.js';
 import type { Reply } from '../resp/encoder.js';
 import type { Connection } from './connection.js';
 
@@ -13,6 +13,8 @@ export interface ServerContext {
   readonly group: Group;
   /** Serves window-mode sequences from memory on this node. */
   readonly windows: WindowAllocator;
+  /** Window counters of the whole node (in a cluster, summed over its groups' allocators), for INFO. */
+  readonly windowStats: () => WindowStats;
   readonly startedAtMs: number;
   readonly version: string;
   readonly runId: string;

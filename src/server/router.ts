@@ -13,7 +13,7 @@
 import type { ClusterEngine, ForwardExecutor } from '../cluster/engine.js';
 import { keySlot } from '../cluster/slots.js';
 import { ERR, type ErrorKey, moved } from '../errors.js';
-import { WindowAllocator } from '../multiraft/window.js';
+import { WindowAllocator, type WindowStats } from '../multiraft/window.js';
 import type { Group, GroupStats, ReadOutcome, WindowLease } from '../multiraft/group.js';
 import { encodeReply, R, type Protocol, type Reply } from '../resp/encoder.js';
 import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
@@ -108,6 +108,20 @@ export class ClusterRouter {
       this.contexts.set(id, { ...base, group: replica.ordered, windows });
     }
     this.engine.setExecutor(this.executeForwarded);
+  }
+
+  /** Window counters summed over the groups' allocators. */
+  windowStats(): WindowStats {
+    let keys = 0;
+    let reservations = 0;
+    let served = 0;
+    for (const ctx of this.contexts.values()) {
+      const s = ctx.windows.stats;
+      keys += s.keys;
+      reservations += s.reservations;
+      served += s.served;
+    }
+    return { keys, reservations, served };
   }
 
   /** Runs (or redirects, or forwards) one data command from a client connection. */

@@ -176,10 +176,13 @@ export class OrdoServer implements ConnectionHost {
     if (group === null) throw new Error('an engine without a group must be a cluster member');
     this.group = group;
     this.closeEngine = () => engine.close();
+    const windows = new WindowAllocator(group);
+    const router = this.router;
     this.context = {
       config,
       group,
-      windows: new WindowAllocator(group),
+      windows,
+      windowStats: router === null ? () => windows.stats : () => router.windowStats(),
       startedAtMs: Date.now(),
       version: VERSION,
       runId: randomBytes(20).toString('hex'),

@@ -116,9 +116,9 @@ function infoSections(ctx: ServerContext): Section[] {
       ['persist_failures', stats.persistFailures],
       ['default_mode', ctx.config.defaultMode],
       ['window_keys', ctx.config.windowKeys.join(',')],
-      ['window_sequences_served', ctx.windows.stats.keys],
-      ['window_reservations', ctx.windows.stats.reservations],
-      ['window_allocations', ctx.windows.stats.served],
+      ['window_sequences_served', ctx.windowStats().keys],
+      ['window_reservations', ctx.windowStats().reservations],
+      ['window_allocations', ctx.windowStats().served],
     ]],
   ];
 }
