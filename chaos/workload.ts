@@ -295,6 +295,30 @@ export class Workload {
     return redis;
   }
 
+  /**
+   * Runs one planned operation (`attempt` records it and says how it ended).
+   * An unknown TOKEN allocation is sent again with the same token (that is
+   * what tokens are for); now and then an ok one is too, to check that it
+   * answers the same range.
+   */
+  private async withTokenRetries(random: Random, first: Plan, attempt: (plan: Plan, invokeMs: number) => Promise<Outcome>): Promise<void> {
+    let plan = first;
+    for (let n = 0; ; n++) {
+      const invokeMs = this.o.now();
+      this.inFlight++;
+      let outcome: Outcome;
+      try {
+        outcome = await attempt(plan, invokeMs);
+      } finally {
+        this.inFlight--;
+      }
+      const again = plan.token !== undefined && n < TOKEN_RETRIES_MAX && (outcome === 'unknown' || (outcome === 'ok' && random() < 0.05));
+      if (!again || this.stopping) return;
+      if (outcome !== 'ok') await sleep(int(random, 20, 200));
+      plan = { ...plan };
+    }
+  }
+
   private startPlain(name: string, port: number, pipelined: boolean, keys: readonly string[]): void {
     const random = this.subRandom();
     const redis = this.plainClient(port);
@@ -306,26 +330,14 @@ export class Workload {
           continue;
         }
         if (!pipelined) {
-          let plan = planOp(random, keys, `${this.o.seed}-${name}`, tokenSeq);
-          for (let attempt = 0; ; attempt++) {
-            const invokeMs = this.o.now();
-            this.inFlight++;
-            let outcome: Outcome;
+          await this.withTokenRetries(random, planOp(random, keys, `${this.o.seed}-${name}`, tokenSeq), async (plan, invokeMs) => {
             try {
               const reply: unknown = await redis.call(plan.args[0] ?? '', ...plan.args.slice(1));
-              outcome = this.settleOk(name, plan, invokeMs, reply, 0);
+              return this.settleOk(name, plan, invokeMs, reply, 0);
             } catch (e) {
-              outcome = this.settleError(name, plan, invokeMs, e, null);
-            } finally {
-              this.inFlight--;
+              return this.settleError(name, plan, invokeMs, e, null);
             }
-            // An unknown TOKEN allocation is retried with the same token (that is what tokens are for);
-            // now and then an ok one is too, to check that it answers the same range.
-            const again = plan.token !== undefined && attempt < TOKEN_RETRIES_MAX && (outcome === 'unknown' || (outcome === 'ok' && random() < 0.05));
-            if (!again || this.stopping) break;
-            if (outcome !== 'ok') await sleep(int(random, 20, 200));
-            plan = { ...plan };
-          }
+          });
           if (redis.status !== 'ready') await sleep(50);
           continue;
         }
@@ -384,14 +396,10 @@ export class Workload {
       const loopName = `${name}.${l}`;
       const loop = async (): Promise<void> => {
         while (!this.stopping) {
-          let plan = planOp(random, this.o.keys, `${this.o.seed}-${loopName}`, tokenSeq);
-          for (let attempt = 0; ; attempt++) {
-            const invokeMs = this.o.now();
+          await this.withTokenRetries(random, planOp(random, this.o.keys, `${this.o.seed}-${loopName}`, tokenSeq), async (plan, invokeMs) => {
             const command = new SlotCommand(plan.args, keySlot(plan.key));
-            this.inFlight++;
             // Every error the cluster client sees for this command, including the ones it then retries or redirects.
             const seen: unknown[] = [];
-            let outcome: Outcome;
             try {
               const promise = cluster.sendCommand(command) as Promise<unknown>;
               const clusterReject = command.reject;
@@ -401,17 +409,11 @@ export class Workload {
               };
               const reply = await promise;
               const hidden = plan.kind === 'GET' ? 0 : seen.filter((s) => classifyError(s, plan.kind).cls === 'unknown').length;
-              outcome = this.settleOk(loopName, plan, invokeMs, reply, hidden, seen);
+              return this.settleOk(loopName, plan, invokeMs, reply, hidden, seen);
             } catch (e) {
-              outcome = this.settleError(loopName, plan, invokeMs, e, seen);
-            } finally {
-              this.inFlight--;
+              return this.settleError(loopName, plan, invokeMs, e, seen);
             }
-            const again = plan.token !== undefined && attempt < TOKEN_RETRIES_MAX && (outcome === 'unknown' || (outcome === 'ok' && random() < 0.05));
-            if (!again || this.stopping) break;
-            if (outcome !== 'ok') await sleep(int(random, 20, 200));
-            plan = { ...plan };
-          }
+          });
           if (cluster.status !== 'ready') await sleep(50);
         }
       };
