@@ -16,6 +16,7 @@ import { Cluster, Command, Redis } from 'ioredis';
 import { keySlot } from '../src/cluster/slots.js';
 import { slotRanges } from '../src/cluster/topology.js';
 import { ERR, WRITE_NOT_APPLIED, WRITE_OUTCOME_UNKNOWN, type ErrorKey } from '../src/errors.js';
+import { prng } from '../test/helpers/random.js';
 import { HistoryRecorder, type Anomaly, type Op, type OpKind, type Outcome } from './history.js';
 
 export const HOST = '127.0.0.1';
@@ -214,14 +215,7 @@ export class Workload {
 
   private subRandom(): Random {
     // Each client gets its own stream derived from the run's seeded generator.
-    let a = Math.floor(this.o.random() * 2 ** 32) >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
+    return prng(Math.floor(this.o.random() * 2 ** 32));
   }
 
   private record(
