@@ -73,8 +73,11 @@ export interface Classified {
 export function classifyError(e: unknown, kind: OpKind): Classified {
   const message = e instanceof Error ? e.message : String(e);
   const name = e instanceof Error ? e.name : '';
-  const redirect = /^Too many Cluster redirections\. Last error: (?:ReplyError: )?(.*)$/s.exec(message);
-  if (redirect !== null) return classifyError(Object.assign(new Error(redirect[1] ?? ''), { name: 'ReplyError' }), kind);
+  // The cluster client gave up after retrying; its last error may be a reply or a lost connection.
+  const redirect = /^Too many Cluster redirections\. Last error: (?:(ReplyError): |\w*Error: )?(.*)$/s.exec(message);
+  if (redirect !== null) {
+    return classifyError(Object.assign(new Error(redirect[2] ?? ''), { name: redirect[1] === undefined ? 'Error' : 'ReplyError' }), kind);
+  }
   const isReply = name === 'ReplyError';
   if (!isReply) {
     if (NOT_SENT.some((t) => message.startsWith(t))) return { cls: 'failed', unexpected: false, text: message };

@@ -407,6 +407,9 @@ describe('chaos workload: what an answer means', () => {
     assert.equal(classifyError(wrapped, 'INCR').cls, 'unknown');
     const wrappedFailed = new Error(`Too many Cluster redirections. Last error: ReplyError: ${ERR.notLeader}`);
     assert.equal(classifyError(wrappedFailed, 'INCR').cls, 'failed');
+    // The cluster client gave up after lost connections: unknown, and not an error reply nobody promised.
+    const wrappedClosed = classifyError(new Error('Too many Cluster redirections. Last error: Error: Connection is closed.'), 'SEQNEXT');
+    assert.deepEqual([wrappedClosed.cls, wrappedClosed.unexpected], ['unknown', false]);
   });
 
   it('an error reply outside the registry\'s write sets is unknown and unexpected', () => {
