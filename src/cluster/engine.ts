@@ -81,7 +81,7 @@ export interface Replica {
   readonly ordered: ArrivalOrderedGroup;
 }
 
-/** Runs a forwarded command on this node: `reply` gets the encoded reply, or null when this node does not lead the key's group (with the leader it knows). */
+/** Runs a forwarded command on this node: `done` gets the encoded reply, or, when this node does not lead the key's group, the leader it knows. */
 export type ForwardExecutor = (args: Buffer[], protocol: Protocol, done: (result: { readonly bytes: Buffer } | { readonly leader: NodeId | null }) => void) => void;
 
 interface PendingForward {
@@ -101,7 +101,7 @@ export type ForwardOutcome =
   /** No reply in time: it may or may not have run. */
   | { readonly kind: 'timeout' };
 
-/** Whether `dataDir` holds a cluster member's data (raft.mdb with a bootstrap record). */
+/** Whether `dataDir` holds a raft.mdb (a cluster member's, or --engine raft's: its metadata tells which). */
 export function raftDataExists(dataDir: string): boolean {
   return existsSync(join(resolve(dataDir), 'raft.mdb'));
 }
@@ -141,7 +141,8 @@ export class ClusterEngine {
 
   /**
    * Opens (or bootstraps) this member from `store`, which the caller opened
-   * on config.dataDir; the engine owns the store from here on.
+   * on config.dataDir. Once open, the engine owns the store (close() closes
+   * it); when opening fails, the caller closes it.
    */
   static async open(config: Config, store: RaftLogStore): Promise<ClusterEngine> {
     const explicit = config.explicit ?? new Set<string>();
