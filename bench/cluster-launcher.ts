@@ -16,11 +16,11 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import { BUS_PORT_OFFSET } from '../src/cluster/members.js';
 import { keySlot, SLOT_COUNT } from '../src/cluster/slots.js';
-import { CLI_PATH, freePort } from '../test/helpers/processes.js';
+import { ChildGroup, CLI_PATH, freePort } from '../test/helpers/processes.js';
+import { encodeCommand, RedisParser } from '../test/helpers/resp.js';
 
 export const LOOPBACK = '127.0.0.1';
 /** How long a node may take to print its ready line. */
@@ -37,21 +37,11 @@ const OUTPUT_KEPT_BYTES = 32 * 1024;
 // ---------------------------------------------------------------------------
 // Every node process started here, killed when this process exits.
 
-const liveProcesses = new Set<ChildProcess>();
-let exitHookInstalled = false;
+const liveProcesses = new ChildGroup();
 
 /** SIGKILLs every node this module started and has not seen exit, synchronously. */
 export function killAllNodesNow(): void {
-  for (const proc of liveProcesses) {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  }
-  liveProcesses.clear();
-}
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', killAllNodesNow);
+  liveProcesses.killNow();
 }
 
 function lastBytes(text: string, bytes: number): string {
@@ -70,18 +60,6 @@ function sleep(ms: number): Promise<void> {
 // A minimal RESP client: one connection, requests answered in order, each
 // bounded in time. Replies are parsed by redis-parser (the parser ioredis uses).
 
-interface RedisParserOptions {
-  returnReply: (reply: unknown) => void;
-  returnError: (error: Error) => void;
-  returnFatalError?: (error: Error) => void;
-  returnBuffers?: boolean;
-  stringNumbers?: boolean;
-}
-interface RedisParser {
-  execute(chunk: Buffer): void;
-}
-type RedisParserConstructor = new (options: RedisParserOptions) => RedisParser;
-const RedisParserClass = createRequire(import.meta.url)('redis-parser') as RedisParserConstructor;
 
 /** A reply: bulk and simple strings and integers as strings, arrays, nil as null. */
 export type RespReply = string | null | RespReply[];
@@ -96,9 +74,6 @@ export class RespNoReply extends Error {
   override readonly name = 'RespNoReply';
 }
 
-function encodeCommand(args: readonly string[]): string {
-  return `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
-}
 
 function toReply(value: unknown): RespReply {
   if (value === null || value === undefined) return null;
@@ -125,7 +100,7 @@ export class RespClient {
     readonly port: number,
     private readonly socket: Socket,
   ) {
-    this.parser = new RedisParserClass({
+    this.parser = new RedisParser({
       returnReply: (reply) => this.settle((p) => p.resolve(toReply(reply))),
       returnError: (error) => this.settle((p) => p.reject(new RespErrorReply(error.message))),
       returnFatalError: (error) => this.fail(new RespNoReply(`unparsable reply from port ${port}: ${error.message}`)),
@@ -405,7 +380,6 @@ export class ClusterNode {
   /** Starts the process with `args` (default: its command line) and returns at once. */
   launch(args: readonly string[] = this.args): void {
     if (this.running) throw new Error(`node ${this.port} is already running`);
-    installExitHook();
     this.stopping = false;
     this.idValue = null;
     const proc = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: this.ownProcessGroup });
@@ -432,7 +406,6 @@ export class ClusterNode {
     this.exitedPromise = new Promise<string>((resolve) => {
       const done = (how: string): void => {
         if (this.procValue !== proc || this.exitText !== null) return;
-        liveProcesses.delete(proc);
         this.exitText = how;
         if (pendingLine !== '') this.onOutputLine?.(this, pendingLine);
         if (!this.stopping) this.onUnexpectedExit?.(this, how);

@@ -18,7 +18,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { CLI_PATH, freePort, waitForPort } from '../test/helpers/processes.js';
+import { ChildGroup, CLI_PATH, freePort, waitForPort } from '../test/helpers/processes.js';
 
 /** Parallel connections redis-benchmark opens (-c). */
 export const CLIENT_COUNT = 50;
@@ -97,16 +97,13 @@ export const SERVER_SPECS: readonly ServerSpec[] = [
 // ---------------------------------------------------------------------------
 // Child processes and temporary directories, cleaned up even on a crash.
 
-const liveChildren = new Set<ChildProcess>();
+const liveChildren = new ChildGroup();
 const liveDirs = new Set<string>();
 let exitHookInstalled = false;
 
 /** Kills every process this module started and removes its directories, synchronously. */
 export function killEverythingNow(): void {
-  for (const child of liveChildren) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
-  liveChildren.clear();
+  liveChildren.killNow();
   for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
   liveDirs.clear();
 }
@@ -153,12 +150,10 @@ export class BenchServer {
     this.exitedPromise = new Promise((resolve) => {
       proc.once('error', (e) => {
         this.exitText ??= `could not be started: ${e.message}`;
-        liveChildren.delete(proc);
         resolve(this.exitText);
       });
       proc.once('exit', (code, signal) => {
         this.exitText ??= describeExit(code, signal);
-        liveChildren.delete(proc);
         resolve(this.exitText);
       });
     });
@@ -331,7 +326,6 @@ export function runBenchmark(target: BenchmarkTarget, args: readonly string[], w
       settled = true;
       clearTimeout(timer);
       for (const proc of target.processes) proc.off('exit', onServerExit);
-      liveChildren.delete(child);
       return true;
     };
     child.once('error', (e) => {

@@ -5,25 +5,10 @@
 //
 // Run: node dist/bench/resp.js. Reports numbers only; it never fails on time.
 
-import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { RequestDecoder } from '../src/resp/decoder.js';
+import { RedisParser } from '../test/helpers/resp.js';
 
-interface RedisParserOptions {
-  returnReply: (reply: unknown) => void;
-  returnError: (error: Error) => void;
-  returnFatalError?: (error: Error) => void;
-  returnBuffers?: boolean;
-  stringNumbers?: boolean;
-}
-interface RedisParser {
-  execute(chunk: Buffer): void;
-  reset(): void;
-}
-type RedisParserConstructor = new (options: RedisParserOptions) => RedisParser;
-
-const require = createRequire(import.meta.url);
-const RedisParserClass = require('redis-parser') as RedisParserConstructor;
 
 const INCR_FRAME = Buffer.from('*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n', 'latin1');
 
@@ -77,7 +62,7 @@ function runOrdo(scenario: Scenario): number {
 
 function runRedisParser(scenario: Scenario): number {
   let frames = 0;
-  const parser = new RedisParserClass({
+  const parser = new RedisParser({
     returnReply: () => {
       frames++;
     },

@@ -16,7 +16,7 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI_PATH, freePort } from '../test/helpers/processes.js';
+import { ChildGroup, CLI_PATH, freePort } from '../test/helpers/processes.js';
 import { encodeCommand, ReplyScanner, type Reply } from './common.js';
 import { BusProxy } from './proxy.js';
 
@@ -28,28 +28,12 @@ export const NODE_STOP_GRACE_MS = 10_000;
 /** Node output kept in memory for error messages (all of it goes to the log file when there is one). */
 const OUTPUT_KEPT_CHARS = 16 * 1024;
 
-// Every child of this process, killed on exit.
-const children = new Set<ChildProcess>();
-let exitHook = false;
+// Every node process started here, killed when this process exits.
+const children = new ChildGroup();
 
 /** SIGKILLs every node process started here that has not exited (synchronous: safe in an 'exit' handler). */
 export function killAllNow(): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-  children.clear();
-}
-
-function installExitHook(): void {
-  if (exitHook) return;
-  exitHook = true;
-  process.once('exit', killAllNow);
+  children.killNow();
 }
 
 export type NodeState = 'down' | 'starting' | 'up' | 'paused' | 'stopping';
@@ -157,7 +141,6 @@ export class ChaosCluster {
 
   /** Picks free ports, starts the proxy and every node, and learns the node ids. */
   static async start(options: ClusterOptions): Promise<ChaosCluster> {
-    installExitHook();
     const baseDir = mkdtempSync(join(tmpdir(), 'ordo-chaos-'));
     const used = new Set<number>();
     const port = async (): Promise<number> => {
@@ -262,7 +245,6 @@ export class ChaosCluster {
     proc.stderr?.on('data', keep);
     node.exited = new Promise<string>((resolve) => {
       proc.once('exit', (code, signal) => {
-        children.delete(proc);
         const how = code !== null ? `exit code ${code}` : `signal ${signal ?? '?'}`;
         if (logFile !== null) appendFileSync(logFile, `==== ${new Date().toISOString()} exited: ${how}\n`);
         if (node.proc === proc) {

@@ -8,14 +8,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 /** Encodes one request as a RESP array of bulk strings. */
-export function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
-  for (const a of args) {
-    const b = typeof a === 'string' ? Buffer.from(a) : a;
-    parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
-  }
-  return Buffer.concat(parts);
-}
+export { encodeCommand } from '../test/helpers/resp.js';
 
 /** One top-level reply: its type byte ('+', '-', ':', '$', '*', ...), the first line, and nested items for arrays. */
 export interface Reply {

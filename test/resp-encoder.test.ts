@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import fc from 'fast-check';
+import { RedisParser } from './helpers/resp.js';
 import { R, encodeInto, encodeReply, formatDouble, joinParts, textMap, type Protocol, type Reply } from '../src/resp/encoder.js';
 
 // ---------------------------------------------------------------- helpers
@@ -75,17 +75,6 @@ function printf17g(value: number): { text: string; tie: boolean } {
   return { text: sign + text, tie };
 }
 
-// redis-parser (what ioredis uses) has no type declarations: describe the part we use.
-interface RedisParserOptions {
-  returnReply: (reply: unknown) => void;
-  returnError: (error: Error) => void;
-  returnFatalError?: (error: Error) => void;
-  returnBuffers?: boolean;
-  stringNumbers?: boolean;
-}
-type RedisParserConstructor = new (options: RedisParserOptions) => { execute(chunk: Buffer): void };
-const require = createRequire(import.meta.url);
-const RedisParser = require('redis-parser') as RedisParserConstructor;
 
 /** Everything redis-parser makes of `bytes`: replies, and errors as { error: message }. */
 function parseWithRedisParser(bytes: Buffer, cuts: readonly number[] = []): unknown[] {

@@ -3,6 +3,7 @@
 // at a time. Nothing here knows what the commands mean.
 
 import { Socket } from 'node:net';
+import { encodeCommand } from './resp.js';
 
 export type Arg = string | Buffer;
 
@@ -24,15 +25,7 @@ export interface Step {
   readonly mask?: RegExp;
 }
 
-/** A RESP array of bulk strings: what every real client sends. */
-export function encodeCommand(args: readonly Arg[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`, 'latin1')];
-  for (const arg of args) {
-    const b = typeof arg === 'string' ? Buffer.from(arg, 'utf8') : arg;
-    parts.push(Buffer.from(`$${b.length}\r\n`, 'latin1'), b, Buffer.from('\r\n', 'latin1'));
-  }
-  return Buffer.concat(parts);
-}
+export { encodeCommand };
 
 /** A command compared byte for byte on both servers. */
 export function cmd(...args: Arg[]): Step {

@@ -10,6 +10,37 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * Child processes that must not outlive this one: each is SIGKILLed when this
+ * process exits, however it exits, or at once with killNow(). A child is
+ * forgotten once it exits.
+ */
+export class ChildGroup {
+  private readonly live = new Set<ChildProcess>();
+  private exitHooked = false;
+
+  add(proc: ChildProcess): void {
+    if (!this.exitHooked) {
+      this.exitHooked = true;
+      process.once('exit', () => this.killNow());
+    }
+    this.live.add(proc);
+    const forget = (): void => {
+      this.live.delete(proc);
+    };
+    proc.once('exit', forget);
+    proc.once('error', forget); // never started
+  }
+
+  /** SIGKILLs every child that has not exited (synchronous: safe in an 'exit' handler). */
+  killNow(): void {
+    for (const proc of this.live) {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    }
+    this.live.clear();
+  }
+}
 /** The built CLI: dist/test/helpers → dist/src/cli.js */
 export const CLI_PATH = join(here, '..', '..', 'src', 'cli.js');
 
