@@ -2,7 +2,9 @@
 // leader for a plain client, and their replies. One transport carries both;
 // the first byte of every message says which it is:
 //
-//   RAFT     one MultiRaftHost frame (all groups' Raft messages of one turn)
+//   RAFT     one MultiRaftHost frame as is (all groups' Raft messages of one
+//            turn); its first byte is the frame's codec version, so every
+//            byte below 0xF0 belongs to Raft and the frame is not copied
 //   REQUEST  [id u32][protocol u8][argc u32] then argc × ([length u32][bytes])
 //   REPLY    [id u32][status u8][bytes]: status EXECUTED carries the reply,
 //            already encoded in the requested protocol; NOT_HERE carries the
@@ -13,15 +15,16 @@
 // (the request timeout plus a margin); a write whose reply never comes is
 // reported "outcome unknown" by the caller, never "not applied".
 
+import assert from 'node:assert/strict';
+import { FRAME_CODEC_VERSION } from '../multiraft/message-codec.js';
 import type { MessageHandler, NodeId, PeerAddress, PeerStatus, Transport, TransportStats } from '../transport/types.js';
 
-export const CHANNEL_RAFT = 1;
-export const CHANNEL_REQUEST = 2;
-export const CHANNEL_REPLY = 3;
+export const CHANNEL_REQUEST = 0xf1;
+export const CHANNEL_REPLY = 0xf2;
 /** A starting member's [generation u32]: "have you seen me at this generation or later?" */
-export const CHANNEL_PROBE = 4;
+export const CHANNEL_PROBE = 0xf3;
 /** [status u8][highest generation seen u32]: PROBE_OK, or PROBE_STALE when the asker's generation is not newer. */
-export const CHANNEL_PROBE_REPLY = 5;
+export const CHANNEL_PROBE_REPLY = 0xf4;
 export const PROBE_OK = 0;
 export const PROBE_STALE = 1;
 
@@ -109,7 +112,6 @@ export class BusMux {
   readonly raft: Transport;
   private readonly raftHandlers = new Set<MessageHandler>();
   private readonly unsubscribe: () => void;
-  badMessages = 0;
 
   constructor(
     readonly inner: Transport,
@@ -118,15 +120,11 @@ export class BusMux {
     private readonly onProbe: (from: NodeId, payload: Uint8Array) => void,
   ) {
     const mux = this;
+    assert.ok(FRAME_CODEC_VERSION < CHANNEL_REQUEST, 'Raft frame versions and bus channels overlap');
     this.raft = {
       nodeId: inner.nodeId,
-      messageBytesMax: inner.messageBytesMax - 1,
-      send(to: NodeId, payload: Uint8Array): boolean {
-        const framed = Buffer.allocUnsafe(payload.length + 1);
-        framed[0] = CHANNEL_RAFT;
-        framed.set(payload, 1);
-        return inner.send(to, framed);
-      },
+      messageBytesMax: inner.messageBytesMax,
+      send: (to: NodeId, payload: Uint8Array): boolean => inner.send(to, payload),
       onMessage(handler: MessageHandler): () => void {
         const h: MessageHandler = (from, payload) => handler(from, payload);
         mux.raftHandlers.add(h);
@@ -148,11 +146,6 @@ export class BusMux {
 
   private receive(from: NodeId, payload: Uint8Array): void {
     switch (payload[0]) {
-      case CHANNEL_RAFT: {
-        const body = payload.subarray(1);
-        for (const h of this.raftHandlers) h(from, body);
-        return;
-      }
       case CHANNEL_REQUEST:
         this.onRequest(from, payload);
         return;
@@ -164,7 +157,8 @@ export class BusMux {
         this.onProbe(from, payload);
         return;
       default:
-        this.badMessages++;
+        // A Raft frame (the host checks its version and drops what it cannot decode).
+        for (const h of this.raftHandlers) h(from, payload);
     }
   }
 

@@ -56,7 +56,7 @@ export const METADATA_GROUP_ID = 0;
 export const METADATA_VOTERS_MAX = 5;
 /** The key under which group 0 holds the encoded topology. */
 export const TOPOLOGY_KEY = 'topology';
-/** How often a node considers handing its groups to their preferred leaders. */
+/** How often a node considers handing its groups to their preferred leaders (and, until done, checks group 0's topology). */
 export const BALANCE_INTERVAL_MS = 1000;
 /** No leadership is handed over in the first milliseconds after start (peers settle first). */
 export const BALANCE_GRACE_MS = 3000;
@@ -118,6 +118,7 @@ export class ClusterEngine {
   private closed = false;
   /** Set when group 0's committed topology differs from this node's: the node stops serving. */
   topologyConflict: string | null = null;
+  private topologyChecked = false;
 
   private constructor(
     readonly config: Config,
@@ -252,23 +253,23 @@ export class ClusterEngine {
       meta.onLeadershipChange((isLeader) => {
         if (isLeader) this.publishTopology(meta);
       });
-      // Every replica checks the committed topology against its own (on apply).
-      const check = setInterval(() => {
-        const value = meta.stateMachine.getValue(TOPOLOGY_KEY);
-        if (value === undefined) return;
-        clearInterval(check);
-        if (!Buffer.isBuffer(value) || !value.equals(encodeTopology(this.topology))) {
-          this.topologyConflict = 'the topology committed in group 0 differs from this node\'s; it serves no requests';
-          process.emitWarning(`ordo: ${this.topologyConflict}`);
-        }
-      }, 200);
-      check.unref();
       this.replicas.set(METADATA_GROUP_ID, { raft: meta, ordered: new ArrivalOrderedGroup(meta, this.config.requestTimeoutMs) });
     }
     for (const g of this.topology.groups) {
       if (!g.replicas.includes(this.self.id)) continue;
       const raft = this.host.addGroup(g.id, g.replicas);
       this.replicas.set(g.id, { raft, ordered: new ArrivalOrderedGroup(raft, this.config.requestTimeoutMs) });
+    }
+  }
+
+  /** Once group 0 has applied the topology: compares it with this node's (a replica of group 0 only). */
+  private checkTopology(): void {
+    const value = this.replicas.get(METADATA_GROUP_ID)?.raft.stateMachine.getValue(TOPOLOGY_KEY);
+    if (value === undefined) return; // not applied yet, or not a replica of group 0
+    this.topologyChecked = true;
+    if (!Buffer.isBuffer(value) || !value.equals(encodeTopology(this.topology))) {
+      this.topologyConflict = "the topology committed in group 0 differs from this node's; it serves no requests";
+      process.emitWarning(`ordo: ${this.topologyConflict}`);
     }
   }
 
@@ -295,6 +296,11 @@ export class ClusterEngine {
       if (leader !== null) return leader;
     }
     return this.leaderHints.get(groupId) ?? null;
+  }
+
+  /** Whether the bus link to `id` is up. */
+  reachable(id: NodeId): boolean {
+    return this.transport.isConnected(id);
   }
 
   member(id: NodeId): Member | undefined {
@@ -391,7 +397,9 @@ export class ClusterEngine {
 
   /** Hands each group this node leads to its preferred leader when that replica is caught up and answering. */
   private balance(): void {
-    if (this.closed || Date.now() - this.startedAtMs < BALANCE_GRACE_MS) return;
+    if (this.closed) return;
+    if (!this.topologyChecked) this.checkTopology();
+    if (Date.now() - this.startedAtMs < BALANCE_GRACE_MS) return;
     for (const g of this.topology.groups) {
       if (g.preferredLeader === this.self.id) continue;
       const replica = this.replicas.get(g.id);

@@ -4,8 +4,10 @@
 // - another node leads it: a cluster-aware connection (one that asked for
 //   CLUSTER SLOTS|SHARDS|NODES) gets `MOVED slot host:port`, any other is
 //   served by forwarding the command over the bus and relaying the reply;
-// - no leader is known (an election): the command waits, polling, up to the
-//   request timeout, then `CLUSTERDOWN ... not applied`.
+// - no leader is known (an election): the command waits, up to the request
+//   timeout, then `CLUSTERDOWN ... not applied`. Waiting commands are parked
+//   in one list that one timer looks at every LEADER_POLL_MS, not one timer
+//   each, and the list is bounded (ROUTE_WAITERS_MAX).
 // Keys of one command must share a group (else CROSSSLOT). The keyspace-wide
 // commands (DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB) act on the groups this node
 // leads, as a Redis Cluster master's act on its own slots.
@@ -22,6 +24,18 @@ import { LEADER_POLL_MS } from '../cluster/engine.js';
 
 /** Keyless data commands: they act on every group this node leads. */
 const KEYSPACE_WIDE = new Set(['dbsize', 'keys', 'scan', 'flushall', 'flushdb']);
+/** Commands parked on one node waiting for their group's leader; past it they are answered `overloaded`. */
+export const ROUTE_WAITERS_MAX = 100_000;
+
+interface Waiter {
+  readonly groupId: number;
+  readonly deadlineMs: number;
+  /** Routes the command again. */
+  readonly retry: () => void;
+  /** Answers it: overloaded (the bound), or its own error (the deadline). */
+  readonly fail: (overloaded: boolean) => void;
+}
+
 /** SCAN cursors in cluster mode: inner cursor × this + group id. */
 const SCAN_GROUP_RADIX = 16384;
 
@@ -89,6 +103,9 @@ export class ClusterRouter {
   private readonly contexts = new Map<number, ServerContext>();
   /** The node-wide context (INFO, CLUSTER, keyless commands). */
   readonly nodeGroup: Group;
+  /** Commands waiting for their group's leader, a link to it, or a leadership move to finish. */
+  private waiters: Waiter[] = [];
+  private pollTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly engine: ClusterEngine,
@@ -156,10 +173,13 @@ export class ClusterRouter {
     deadlineMs: number,
   ): void {
     const isWrite = spec.flags.includes('write');
-    const retryOr = (error: ErrorKey): void => {
-      if (Date.now() + LEADER_POLL_MS >= deadlineMs) return respond(R.error(ERR[error]));
-      setTimeout(() => this.toGroup(spec, args, slot, groupId, protocol, clusterAware, respond, deadlineMs), LEADER_POLL_MS);
-    };
+    const retryOr = (error: ErrorKey): void =>
+      this.park({
+        groupId,
+        deadlineMs,
+        retry: () => this.toGroup(spec, args, slot, groupId, protocol, clusterAware, respond, deadlineMs),
+        fail: (overloaded) => respond(R.error(ERR[overloaded ? 'overloaded' : error])),
+      });
     const known = this.engine.leaderOf(groupId);
     const local = this.contexts.get(groupId);
     if (known === this.engine.myId && local !== undefined) {
@@ -188,6 +208,43 @@ export class ClusterRouter {
           return respond(R.error(isWrite ? ERR.outcomeUnknown : ERR.readTimeout));
       }
     });
+  }
+
+  /** Parks a command until its group can take it (see poll), or fails it past its deadline or the bound. */
+  private park(w: Waiter): void {
+    if (this.waiters.length >= ROUTE_WAITERS_MAX) return w.fail(true);
+    this.waiters.push(w);
+    if (this.pollTimer === null) {
+      this.pollTimer = setInterval(() => this.poll(), LEADER_POLL_MS);
+      this.pollTimer.unref();
+    }
+  }
+
+  /**
+   * One look for all parked commands: those whose group has a leader this
+   * node can reach (or that this node does not replicate: it asks around)
+   * are routed again, the rest wait until their deadline.
+   */
+  private poll(): void {
+    const nowMs = Date.now();
+    const ready = new Map<number, boolean>();
+    const parked = this.waiters;
+    this.waiters = [];
+    for (const w of parked) {
+      let go = ready.get(w.groupId);
+      if (go === undefined) {
+        const leader = this.engine.leaderOf(w.groupId);
+        go = !this.contexts.has(w.groupId) || (leader !== null && (leader === this.engine.myId || this.engine.reachable(leader)));
+        ready.set(w.groupId, go);
+      }
+      if (go) w.retry();
+      else if (w.deadlineMs <= nowMs + LEADER_POLL_MS) w.fail(false);
+      else this.waiters.push(w);
+    }
+    if (this.waiters.length === 0 && this.pollTimer !== null) {
+      clearInterval(this.pollTimer);
+      this.pollTimer = null;
+    }
   }
 
   /** A command another node forwarded: run it if this node leads its group, else name the leader. */
