@@ -12,9 +12,9 @@ import {
   DEFAULT_FRAME_BYTES_MAX,
   FRAME_BYTES_MAX_FLOOR,
   FRAME_HEADER_BYTES,
-  MESSAGE_OVERHEAD_BYTES,
   messageBytesMaxFor,
 } from "./frame.js";
+import { SendQueue, type SendQueueLimits } from "./send-queue.js";
 import { DEFAULT_SEND_QUEUE_BYTES_MAX, DEFAULT_SEND_QUEUE_MESSAGES_MAX } from "./limits.js";
 import type { MessageHandler, NodeId, PeerAddress, PeerStatus, Transport, TransportStats } from "./types.js";
 
@@ -226,21 +226,18 @@ export class MemoryHub {
 }
 
 interface MemoryPeer {
-  pending: Uint8Array[];
-  pendingBytes: number;
+  readonly queue: SendQueue;
   sentFrames: number;
   sentMessages: number;
   receivedFrames: number;
   receivedMessages: number;
-  droppedMessages: number;
-  droppedBytes: number;
 }
 
 export class MemoryTransport implements Transport {
   readonly messageBytesMax: number;
   private readonly frameBytesMax: number;
-  private readonly sendQueueBytesMax: number;
-  private readonly sendQueueMessagesMax: number;
+  /** Bounds of each peer's send queue (messages in flight in the hub count too). */
+  private readonly queueLimits: SendQueueLimits;
   private readonly peers = new Map<NodeId, MemoryPeer>();
   private readonly handlers = new Set<MessageHandler>();
   private flushScheduled = false;
@@ -256,10 +253,12 @@ export class MemoryTransport implements Transport {
     this.frameBytesMax = opts.frameBytesMax ?? DEFAULT_FRAME_BYTES_MAX;
     assert.ok(Number.isSafeInteger(this.frameBytesMax) && this.frameBytesMax >= FRAME_BYTES_MAX_FLOOR, "frameBytesMax too small");
     this.messageBytesMax = messageBytesMaxFor(this.frameBytesMax);
-    this.sendQueueBytesMax = opts.sendQueueBytesMax ?? DEFAULT_SEND_QUEUE_BYTES_MAX;
-    this.sendQueueMessagesMax = opts.sendQueueMessagesMax ?? DEFAULT_SEND_QUEUE_MESSAGES_MAX;
-    assert.ok(this.sendQueueBytesMax >= this.frameBytesMax, "sendQueueBytesMax must be at least frameBytesMax");
-    assert.ok(this.sendQueueMessagesMax > 0, "sendQueueMessagesMax must be positive");
+    this.queueLimits = {
+      bytesMax: opts.sendQueueBytesMax ?? DEFAULT_SEND_QUEUE_BYTES_MAX,
+      messagesMax: opts.sendQueueMessagesMax ?? DEFAULT_SEND_QUEUE_MESSAGES_MAX,
+    };
+    assert.ok(this.queueLimits.bytesMax >= this.frameBytesMax, "sendQueueBytesMax must be at least frameBytesMax");
+    assert.ok(this.queueLimits.messagesMax > 0, "sendQueueMessagesMax must be positive");
   }
 
   knows(id: NodeId): boolean {
@@ -276,18 +275,7 @@ export class MemoryTransport implements Transport {
       this.oversizeDrops++;
       return false;
     }
-    const cost = payload.length + MESSAGE_OVERHEAD_BYTES;
-    const inFlight = this.hub.inFlight(this.nodeId, to);
-    if (
-      peer.pendingBytes + inFlight.bytes + cost > this.sendQueueBytesMax ||
-      peer.pending.length + inFlight.messages >= this.sendQueueMessagesMax
-    ) {
-      peer.droppedMessages++;
-      peer.droppedBytes += payload.length;
-      return false;
-    }
-    peer.pending.push(payload);
-    peer.pendingBytes += cost;
+    if (!peer.queue.offer(payload, this.queueLimits, this.hub.inFlight(this.nodeId, to))) return false;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       this.hub.scheduler.endOfTurn(() => this.flush());
@@ -309,16 +297,7 @@ export class MemoryTransport implements Transport {
     for (const id of [...this.peers.keys()]) if (!peers.has(id)) this.peers.delete(id);
     for (const id of peers.keys()) {
       if (id === this.nodeId || this.peers.has(id)) continue;
-      this.peers.set(id, {
-        pending: [],
-        pendingBytes: 0,
-        sentFrames: 0,
-        sentMessages: 0,
-        receivedFrames: 0,
-        receivedMessages: 0,
-        droppedMessages: 0,
-        droppedBytes: 0,
-      });
+      this.peers.set(id, { queue: new SendQueue(), sentFrames: 0, sentMessages: 0, receivedFrames: 0, receivedMessages: 0 });
     }
   }
 
@@ -332,14 +311,14 @@ export class MemoryTransport implements Transport {
         state: connected ? "connected" : dialer ? "connecting" : "waiting",
         connected,
         dialer,
-        queuedBytes: p.pendingBytes + inFlight.bytes,
-        queuedMessages: p.pending.length + inFlight.messages,
+        queuedBytes: p.queue.bytes + inFlight.bytes,
+        queuedMessages: p.queue.messages + inFlight.messages,
         sentFrames: p.sentFrames,
         sentMessages: p.sentMessages,
         receivedFrames: p.receivedFrames,
         receivedMessages: p.receivedMessages,
-        droppedMessages: p.droppedMessages,
-        droppedBytes: p.droppedBytes,
+        droppedMessages: p.queue.droppedMessages,
+        droppedBytes: p.queue.droppedBytes,
         connects: 0,
         failedAttempts: 0,
         lastBackoffMs: 0,
@@ -375,27 +354,11 @@ export class MemoryTransport implements Transport {
     if (this.closed) return;
     const bodyBytesMax = this.frameBytesMax - FRAME_HEADER_BYTES - DATA_BODY_HEADER_BYTES;
     for (const [id, peer] of this.peers) {
-      if (peer.pending.length === 0) continue;
-      let batch: Uint8Array[] = [];
-      let batchBytes = 0;
-      const emit = (): void => {
+      for (const batch of peer.queue.drain(bodyBytesMax)) {
         peer.sentFrames++;
-        peer.sentMessages += batch.length;
-        this.hub.carry(this.nodeId, id, batch, batchBytes);
-      };
-      for (const m of peer.pending) {
-        const cost = m.length + MESSAGE_OVERHEAD_BYTES;
-        if (batchBytes + cost > bodyBytesMax) {
-          emit();
-          batch = [];
-          batchBytes = 0;
-        }
-        batch.push(Uint8Array.from(m));
-        batchBytes += cost;
+        peer.sentMessages += batch.messages.length;
+        this.hub.carry(this.nodeId, id, batch.messages.map((m) => Uint8Array.from(m)), batch.bytes);
       }
-      emit();
-      peer.pending = [];
-      peer.pendingBytes = 0;
     }
   }
 

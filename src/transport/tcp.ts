@@ -34,7 +34,6 @@ import {
   FrameDecoder,
   FrameType,
   HANDSHAKE_FRAME_BYTES_MAX,
-  MESSAGE_OVERHEAD_BYTES,
   ProtocolError,
   decodeDataBody,
   encodeDataFrame,
@@ -42,6 +41,7 @@ import {
   messageBytesMaxFor,
 } from "./frame.js";
 import type { Frame } from "./frame.js";
+import { SendQueue, type SendQueueLimits } from "./send-queue.js";
 import {
   NONCE_BYTES,
   checkId,
@@ -143,15 +143,11 @@ class Peer {
   /** Redials scheduled since the last successful handshake (drives the backoff). */
   backoffAttempt = 0;
   /** Messages accepted by send() and not yet framed. */
-  pending: Uint8Array[] = [];
-  /** Their bytes, each payload plus MESSAGE_OVERHEAD_BYTES. */
-  pendingBytes = 0;
+  readonly queue = new SendQueue();
   sentFrames = 0;
   sentMessages = 0;
   receivedFrames = 0;
   receivedMessages = 0;
-  droppedMessages = 0;
-  droppedBytes = 0;
   connects = 0;
   failedAttempts = 0;
   lastBackoffMs = 0;
@@ -183,8 +179,8 @@ export class TcpTransport implements Transport {
   private readonly listenPort: number;
   private readonly secret: Uint8Array | null;
   private readonly frameBytesMax: number;
-  private readonly sendQueueBytesMax: number;
-  private readonly sendQueueMessagesMax: number;
+  /** Bounds of each peer's send queue. */
+  private readonly queueLimits: SendQueueLimits;
   private readonly writeBufferBytesMax: number;
   private readonly reconnectBaseMs: number;
   private readonly reconnectMaxMs: number;
@@ -231,9 +227,12 @@ export class TcpTransport implements Transport {
       throw new RangeError(`frameBytesMax must be within [${FRAME_BYTES_MAX_FLOOR}, ${FRAME_BYTES_MAX_CEILING}]`);
     }
     this.messageBytesMax = messageBytesMaxFor(this.frameBytesMax);
-    this.sendQueueBytesMax = positiveInt("sendQueueBytesMax", opts.sendQueueBytesMax ?? DEFAULT_SEND_QUEUE_BYTES_MAX);
-    if (this.sendQueueBytesMax < this.frameBytesMax) throw new RangeError("sendQueueBytesMax must be at least frameBytesMax");
-    this.sendQueueMessagesMax = positiveInt("sendQueueMessagesMax", opts.sendQueueMessagesMax ?? DEFAULT_SEND_QUEUE_MESSAGES_MAX);
+    const sendQueueBytesMax = positiveInt("sendQueueBytesMax", opts.sendQueueBytesMax ?? DEFAULT_SEND_QUEUE_BYTES_MAX);
+    if (sendQueueBytesMax < this.frameBytesMax) throw new RangeError("sendQueueBytesMax must be at least frameBytesMax");
+    this.queueLimits = {
+      bytesMax: sendQueueBytesMax,
+      messagesMax: positiveInt("sendQueueMessagesMax", opts.sendQueueMessagesMax ?? DEFAULT_SEND_QUEUE_MESSAGES_MAX),
+    };
     this.writeBufferBytesMax = positiveInt("writeBufferBytesMax", opts.writeBufferBytesMax ?? DEFAULT_WRITE_BUFFER_BYTES_MAX);
     // At or above the socket's high-water mark, a full buffer always means a 'drain' event will come.
     if (this.writeBufferBytesMax < WRITE_BUFFER_BYTES_MAX_FLOOR) {
@@ -288,17 +287,8 @@ export class TcpTransport implements Transport {
       this.oversizeDrops++;
       return false;
     }
-    const cost = payload.length + MESSAGE_OVERHEAD_BYTES;
-    if (
-      this.queuedBytes(peer) + cost > this.sendQueueBytesMax ||
-      peer.pending.length >= this.sendQueueMessagesMax
-    ) {
-      peer.droppedMessages++;
-      peer.droppedBytes += payload.length;
-      return false;
-    }
-    peer.pending.push(payload);
-    peer.pendingBytes += cost;
+    const inSocket = peer.conn !== null ? peer.conn.socket.writableLength : 0;
+    if (!peer.queue.offer(payload, this.queueLimits, { bytes: inSocket, messages: 0 })) return false;
     if (peer.conn !== null) this.scheduleFlush();
     return true;
   }
@@ -354,13 +344,13 @@ export class TcpTransport implements Transport {
         connected: p.conn !== null,
         dialer: p.dialer,
         queuedBytes: this.queuedBytes(p),
-        queuedMessages: p.pending.length,
+        queuedMessages: p.queue.messages,
         sentFrames: p.sentFrames,
         sentMessages: p.sentMessages,
         receivedFrames: p.receivedFrames,
         receivedMessages: p.receivedMessages,
-        droppedMessages: p.droppedMessages,
-        droppedBytes: p.droppedBytes,
+        droppedMessages: p.queue.droppedMessages,
+        droppedBytes: p.queue.droppedBytes,
         connects: p.connects,
         failedAttempts: p.failedAttempts,
         lastBackoffMs: p.lastBackoffMs,
@@ -392,8 +382,7 @@ export class TcpTransport implements Transport {
     for (const peer of this.peers.values()) {
       if (peer.retryTimer !== null) clearTimeout(peer.retryTimer);
       peer.retryTimer = null;
-      peer.pending = [];
-      peer.pendingBytes = 0;
+      peer.queue.clear();
     }
     const socketsClosed: Promise<void>[] = [];
     for (const conn of [...this.conns]) {
@@ -412,7 +401,7 @@ export class TcpTransport implements Transport {
   // ---- sending ----
 
   private queuedBytes(peer: Peer): number {
-    return peer.pendingBytes + (peer.conn !== null ? peer.conn.socket.writableLength : 0);
+    return peer.queue.bytes + (peer.conn !== null ? peer.conn.socket.writableLength : 0);
   }
 
   private scheduleFlush(): void {
@@ -430,25 +419,11 @@ export class TcpTransport implements Transport {
   /** Write the peer's pending messages as few frames as the limit allows, if the socket has room. */
   private flushPeer(peer: Peer): void {
     const conn = peer.conn;
-    if (conn === null || conn.phase !== "open" || peer.pending.length === 0) return;
+    if (conn === null || conn.phase !== "open" || peer.queue.messages === 0) return;
     if (conn.socket.writableLength >= this.writeBufferBytesMax) return; // resumed on 'drain'
-    const bodyBytesMax = this.frameBytesMax - FRAME_HEADER_BYTES - DATA_BODY_HEADER_BYTES;
-    let batch: Uint8Array[] = [];
-    let batchBytes = 0;
-    for (const m of peer.pending) {
-      const cost = m.length + MESSAGE_OVERHEAD_BYTES;
-      assert.ok(cost <= bodyBytesMax, "message over the frame limit was queued");
-      if (batchBytes + cost > bodyBytesMax) {
-        this.writeData(peer, conn, batch);
-        batch = [];
-        batchBytes = 0;
-      }
-      batch.push(m);
-      batchBytes += cost;
+    for (const batch of peer.queue.drain(this.frameBytesMax - FRAME_HEADER_BYTES - DATA_BODY_HEADER_BYTES)) {
+      this.writeData(peer, conn, batch.messages);
     }
-    this.writeData(peer, conn, batch);
-    peer.pending = [];
-    peer.pendingBytes = 0;
   }
 
   private writeData(peer: Peer, conn: Conn, messages: Uint8Array[]): void {
@@ -833,8 +808,7 @@ export class TcpTransport implements Transport {
     this.peers.delete(peer.id);
     if (peer.retryTimer !== null) clearTimeout(peer.retryTimer);
     peer.retryTimer = null;
-    peer.pending = [];
-    peer.pendingBytes = 0;
+    peer.queue.clear();
     if (peer.conn !== null) this.shutdown(peer.conn, "peer removed", false);
     if (peer.attempt !== null) this.shutdown(peer.attempt, "peer removed", false);
     peer.conn = null;
