@@ -27,6 +27,23 @@ async function main(): Promise<number> {
     return 0;
   }
   const { config } = parsed;
+  // Signals are taken from the start: one that arrives while the node starts
+  // (it may already listen) stops it gracefully once it is up; a second one
+  // exits at once (a start can wait for cluster peers).
+  let stopSignal: NodeJS.Signals | null = null;
+  let wake: (() => void) | null = null;
+  let started = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopSignal !== null) {
+      if (!started) process.exit(1);
+      return;
+    }
+    stopSignal = signal;
+    if (!started) process.stdout.write(`ordo: ${signal} while starting; stopping once started (again to exit at once)\n`);
+    wake?.();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   let server: OrdoServer;
   try {
     server = await OrdoServer.start(config);
@@ -46,16 +63,9 @@ async function main(): Promise<number> {
   process.stdout.write(
     `ordo ${VERSION} ready on ${config.host}:${server.port}, data in ${config.dataDir}${fsyncNote}\n`,
   );
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      process.stdout.write(`ordo: ${signal}, finishing in-flight writes and stopping\n`);
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  started = true;
+  if (stopSignal === null) await new Promise<void>((resolve) => (wake = resolve));
+  process.stdout.write(`ordo: ${stopSignal ?? 'signal'}, finishing in-flight writes and stopping\n`);
   await server.stop();
   process.stdout.write('ordo: stopped\n');
   return 0;
