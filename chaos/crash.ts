@@ -152,7 +152,7 @@ async function readValues(port: number): Promise<Map<string, bigint>> {
     const done = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no answer to GET within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
       socket.on('data', (d: Buffer) => {
-        replies.push(...scanner.push(d));
+        for (const r of scanner.push(d)) replies.push(r);
         if (replies.length >= KEYS.length) {
           clearTimeout(timer);
           resolve();
@@ -241,12 +241,12 @@ export async function runCrash(options: CrashOptions): Promise<CrashResult> {
       ordo = null;
       await Promise.all(loaders.map((l) => l.closed));
       for (const l of loaders) {
-        grants.push(...l.grants);
+        for (const g of l.grants) grants.push(g);
         errorReplies += l.errors.length;
-        anomalies.push(...l.anomalies);
+        for (const a of l.anomalies) anomalies.push(a);
         for (const e of l.errors) if (!/TIMEOUT|TRYAGAIN|LOADING/.test(e)) anomalies.push(`cycle ${cycle}: error reply: ${e}`);
       }
-      anomalies.push(...overlaps(grants));
+      for (const a of overlaps(grants)) anomalies.push(a);
       log(`crash: cycle ${cycle + 1}/${options.cycles}: ${grants.length} acks so far, restart took ${restartMs} ms`);
     }
     if (anomalies.length === 0) {

@@ -138,7 +138,8 @@ export function formatSummary(s: RunSummaryInput): string {
   for (const r of statsByRow(s.history)) {
     const total = r.ok + r.failed + r.unknown;
     tot = { ok: tot.ok + r.ok, failed: tot.failed + r.failed, unknown: tot.unknown + r.unknown };
-    allLat.push(...r.latenciesOkMs);
+    // Not push(...): a spread of 100K+ values overflows the stack.
+    for (const x of r.latenciesOkMs) allLat.push(x);
     lines.push(
       `${pad(r.row, 20)}${lpad(String(r.ok), 9)}${lpad(String(r.failed), 9)}${lpad(String(r.unknown), 9)}${lpad(String(total), 9)}${lpad(ms(percentile(r.latenciesOkMs, 50)), 9)}${lpad(ms(percentile(r.latenciesOkMs, 99)), 9)}`,
     );
@@ -208,7 +209,8 @@ const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 
 /** The timeline: faults on top, throughput (ok, failed, unknown per second) in the middle, each group's service below. */
 export function timelineSvg(s: RunSummaryInput): string {
-  const endMs = Math.max(s.loadToMs, ...s.history.map((o) => o.completeMs), 1);
+  let endMs = Math.max(s.loadToMs, 1);
+  for (const o of s.history) if (o.completeMs > endMs) endMs = o.completeMs;
   const buckets = Math.ceil(endMs / BUCKET_MS);
   const W = 1100;
   const left = 60;

@@ -315,7 +315,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     }
     return { seed: o.seed, anomalies, history, events: nemesis.events, recovery, summary, replay, outDir: o.outDir };
   } catch (e) {
-    const why = e instanceof Error ? e.message : String(e);
+    // A RangeError or TypeError is a bug in the suite itself: its stack says where.
+    const why = e instanceof Error ? (e.constructor === Error ? e.message : (e.stack ?? e.message)) : String(e);
     throw new Error(`chaos run (seed ${o.seed}) stopped: ${why}\nnode data kept in ${cluster.dataRoot}${o.outDir === null ? '' : `, node logs in ${o.outDir}`}\nreplay: ${replay}`, {
       cause: e,
     });

@@ -22,7 +22,7 @@ import {
 } from '../chaos/history.js';
 import { failoversFrom, leaderAt, type LeaderSample } from '../chaos/monitor.js';
 import type { FaultEvent } from '../chaos/nemesis.js';
-import { failovers as failoversDuring, outages, percentile, statsByRow } from '../chaos/report.js';
+import { failovers as failoversDuring, formatSummary, outages, percentile, type RunSummaryInput, statsByRow, timelineSvg } from '../chaos/report.js';
 import { classifyError, interpret, keysForGroups, planOp, type Plan } from '../chaos/workload.js';
 import { ERR } from '../src/errors.js';
 import { prng } from './helpers/random.js';
@@ -388,6 +388,39 @@ describe('chaos report: failovers, outages, percentiles', () => {
     const rows = statsByRow(ops);
     assert.equal(rows.find((r) => r.row === 'SEQNEXT COUNT TOKEN')?.ok, 1);
     assert.equal(rows.find((r) => r.row === 'GET')?.failed, 1);
+  });
+
+  it('the summary and timeline of a long run (300,000 ok INCRs in one row) are written, not a stack overflow', () => {
+    const h = new HistoryRecorder();
+    for (let i = 0; i < 300_000; i++) {
+      h.add({ process: 'c1', kind: 'INCR', key: 'k', n: 1n, invokeMs: i, completeMs: i + 1 + (i % 7), outcome: 'ok', range: [BigInt(i + 1), BigInt(i + 1)] });
+    }
+    const input: RunSummaryInput = {
+      seed: 1,
+      nodes: 3,
+      groups: 1,
+      timeS: 300,
+      families: [],
+      windowKeys: false,
+      history: h.ops,
+      anomalies: [],
+      events: [],
+      groupOf: () => 1,
+      loadFromMs: 0,
+      loadToMs: 300_000,
+      healMs: 300_000,
+      recovery: [],
+      recoveryLimitMs: 5000,
+      leaderSamples: [],
+      failovers: [],
+      replay: '',
+      outDir: null,
+      notes: [],
+    };
+    const summary = formatSummary(input);
+    assert.match(timelineSvg(input), /^<svg/);
+    const all = summary.split('\n').find((l) => l.startsWith('all '));
+    assert.match(all ?? '', /^all\s+300000\s+0\s+0\s+300000\s+4\s+7$/);
   });
 });
 
