@@ -259,9 +259,9 @@ function checkAll(model: Model, store: RaftLogStore, label: string): void {
   }
 }
 
-async function runModel(ops: AbstractOp[]): Promise<void> {
+async function runModel(ops: AbstractOp[], commitOffThread: boolean): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ordo-raft-model-'));
-  let store = RaftLogStore.open(dir, { fsync: 'never', snapshotChunkBytes: 7 });
+  let store = RaftLogStore.open(dir, { fsync: 'never', snapshotChunkBytes: 7, commitOffThread });
   let model = new Model();
   const durable: ConcreteOp[] = [];
   let pending: ConcreteOp[] = [];
@@ -286,7 +286,7 @@ async function runModel(ops: AbstractOp[]): Promise<void> {
         await Promise.all(inFlight);
         inFlight = [];
         await store.close(); // drops the writes of the turn never committed
-        store = RaftLogStore.open(dir, { fsync: 'never', snapshotChunkBytes: 5 });
+        store = RaftLogStore.open(dir, { fsync: 'never', snapshotChunkBytes: 5, commitOffThread });
         model = new Model();
         for (const d of durable) model.apply(d);
         pending = [];
@@ -337,9 +337,9 @@ async function runModel(ops: AbstractOp[]): Promise<void> {
 }
 
 describe('RaftLogStore against MemoryStorage', () => {
-  it('answers every read like MemoryStorage after random operations, turns and reopenings', async () => {
+  it('answers every read like MemoryStorage after random operations, turns and reopenings (turns committed on either thread)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 100, size: 'max' }), (ops) => runModel(ops)),
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 100, size: 'max' }), fc.boolean(), (ops, offThread) => runModel(ops, offThread)),
       { numRuns: 200 },
     );
   });
@@ -467,26 +467,28 @@ describe('RaftLogStore on disk', () => {
     await store.close();
   });
 
-  it('overlapping turns settle in order and all survive', async () => {
-    const dir = tempDir();
-    let store = RaftLogStore.open(dir, { fsync: 'always' });
-    const g = store.group(1, CONF);
-    const order: number[] = [];
-    const turns: Promise<void>[] = [];
-    for (let t = 1; t <= 20; t++) {
-      g.append(entries(t, t, 1, 1000));
-      g.setHardState({ term: 1, vote: 'a', commit: t });
-      turns.push(store.commitTurn().then(() => void order.push(t)));
-    }
-    turns.push(store.commitTurn().then(() => void order.push(21))); // an empty turn
-    await Promise.all(turns);
-    assert.deepEqual(order, Array.from({ length: 21 }, (_, i) => i + 1));
-    await store.close();
-    store = RaftLogStore.open(dir, { fsync: 'always' });
-    assert.equal(store.group(1, CONF).lastIndex(), 20);
-    assert.equal(store.group(1, CONF).initialState().hardState.commit, 20);
-    await store.close();
-  });
+  for (const commitOffThread of [false, true]) {
+    it(`overlapping turns settle in order and all survive (commit ${commitOffThread ? "on lmdb-js's write thread" : 'on the calling thread'})`, async () => {
+      const dir = tempDir();
+      let store = RaftLogStore.open(dir, { fsync: 'always', commitOffThread });
+      const g = store.group(1, CONF);
+      const order: number[] = [];
+      const turns: Promise<void>[] = [];
+      for (let t = 1; t <= 20; t++) {
+        g.append(entries(t, t, 1, 1000));
+        g.setHardState({ term: 1, vote: 'a', commit: t });
+        turns.push(store.commitTurn().then(() => void order.push(t)));
+      }
+      turns.push(store.commitTurn().then(() => void order.push(21))); // an empty turn
+      await Promise.all(turns);
+      assert.deepEqual(order, Array.from({ length: 21 }, (_, i) => i + 1));
+      await store.close();
+      store = RaftLogStore.open(dir, { fsync: 'always' });
+      assert.equal(store.group(1, CONF).lastIndex(), 20);
+      assert.equal(store.group(1, CONF).initialState().hardState.commit, 20);
+      await store.close();
+    });
+  }
 
   it('writes only raft.mdb and its lock files, not ordo.mdb', async () => {
     const dir = tempDir();
@@ -505,124 +507,128 @@ describe('RaftLogStore on disk', () => {
 // Crash: SIGKILL right after a turn was acknowledged
 // --------------------------------------------------------------------------
 
-describe('RaftLogStore crash', () => {
-  it('holds everything a turn wrote once commitTurn resolved, even after SIGKILL', async () => {
-    const dir = tempDir();
-    const moduleUrl = new URL('../src/storage/raft-lmdb.js', import.meta.url).href;
-    const killAfterTurn = 25;
-    // Each turn appends one entry to each of 8 groups, records the turn, and
-    // every 7th turn snapshots and compacts group 0; the process keeps going
-    // until it is killed.
-    const script = `
-      import { RaftLogStore } from ${JSON.stringify(moduleUrl)};
-      const store = RaftLogStore.open(${JSON.stringify(dir)}, { fsync: 'always' });
-      const conf = { voters: ['n1'], learners: [] };
-      const groups = [0, 1, 2, 3, 4, 5, 6, 7].map((g) => store.group(g, conf));
-      const data = (g, t) => { const d = new Uint8Array(100 + (t % 50)); for (let i = 0; i < d.length; i++) d[i] = (g * 13 + t * 7 + i) & 255; return d; };
-      for (let turn = 1; ; turn++) {
-        groups.forEach((g, k) => {
-          g.append([{ index: turn, term: 1, type: 0, data: data(k, turn) }]);
-          g.setHardState({ term: 1, vote: 'n1', commit: turn - 1 });
-        });
-        if (turn % 7 === 0) { groups[0].createSnapshot(turn - 1, conf, data(99, turn)); groups[0].compact(turn - 1); }
-        store.putMeta('turn', new TextEncoder().encode(String(turn)));
-        await store.commitTurn();
-        process.stdout.write('turn ' + turn + '\\n');
-      }
-    `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes(`turn ${killAfterTurn}\n`)) {
-          child.kill('SIGKILL');
-          resolve();
-        }
-      });
-      child.once('exit', () => reject(new Error(`child exited early: ${stderr}`)));
-    });
-    assert.equal(await exited, 'SIGKILL');
+for (const commitOffThread of [false, true]) {
+  const where = commitOffThread ? "on lmdb-js's write thread" : 'on the calling thread';
 
-    const store = RaftLogStore.open(dir, { fsync: 'always' });
-    try {
-      const turnBytes = store.getMeta('turn');
-      assert.ok(turnBytes !== undefined);
-      const turn = Number(new TextDecoder().decode(turnBytes));
-      assert.ok(turn >= killAfterTurn, `turn ${turn} survived, ${killAfterTurn} was acknowledged`);
-      assert.deepEqual(store.groups(), [0, 1, 2, 3, 4, 5, 6, 7]);
-      const data = (g: number, t: number): Uint8Array => {
-        const d = new Uint8Array(100 + (t % 50));
-        for (let i = 0; i < d.length; i++) d[i] = (g * 13 + t * 7 + i) & 255;
-        return d;
-      };
-      for (let k = 0; k < 8; k++) {
-        const g = store.group(k, CONF);
-        assert.equal(g.lastIndex(), turn, `group ${k} holds exactly the turns up to ${turn}`);
-        assert.deepEqual(g.initialState().hardState, { term: 1, vote: 'n1', commit: turn - 1 });
-        for (let i = g.firstIndex(); i <= turn; i++) assert.deepEqual(g.entry(i)?.data, data(k, i), `group ${k} entry ${i}`);
-      }
-      const snapAt = Math.floor(turn / 7) * 7 - 1;
-      const g0 = store.group(0, CONF);
-      assert.equal(g0.snapshot().meta.index, snapAt);
-      assert.equal(g0.firstIndex(), snapAt + 1);
-      assert.deepEqual(g0.snapshot().data, data(99, snapAt + 1));
-    } finally {
-      await store.close();
-    }
-  });
-});
-
-describe('RaftLogStore crash during a big turn', () => {
-  it('keeps a turn of 20000 entries all or nothing, wherever SIGKILL hits it', async (t) => {
-    const moduleUrl = new URL('../src/storage/raft-lmdb.js', import.meta.url).href;
-    const outcomes: string[] = [];
-    for (const delayMs of [0, 20, 40, 55, 70, 85, 100]) {
+  describe(`RaftLogStore crash (commit ${where})`, () => {
+    it('holds everything a turn wrote once commitTurn resolved, even after SIGKILL', async () => {
       const dir = tempDir();
+      const moduleUrl = new URL('../src/storage/raft-lmdb.js', import.meta.url).href;
+      const killAfterTurn = 25;
+      // Each turn appends one entry to each of 8 groups, records the turn, and
+      // every 7th turn snapshots and compacts group 0; the process keeps going
+      // until it is killed.
       const script = `
         import { RaftLogStore } from ${JSON.stringify(moduleUrl)};
-        const store = RaftLogStore.open(${JSON.stringify(dir)}, { fsync: 'always' });
-        const groups = Array.from({ length: 16 }, (_, g) => store.group(g, { voters: ['n1'], learners: [] }));
-        for (const g of groups) g.append([{ index: 1, term: 1, type: 0, data: new Uint8Array(10) }]);
-        await store.commitTurn();
-        const data = new Uint8Array(200);
-        for (const g of groups) g.append(Array.from({ length: 1250 }, (_, i) => ({ index: i + 2, term: 1, type: 0, data })));
-        store.putMeta('big', data);
-        process.stdout.write('go\\n');
-        await store.commitTurn();
-        process.stdout.write('done\\n');
-        setInterval(() => {}, 1000);
+        const store = RaftLogStore.open(${JSON.stringify(dir)}, { fsync: 'always', commitOffThread: ${commitOffThread} });
+        const conf = { voters: ['n1'], learners: [] };
+        const groups = [0, 1, 2, 3, 4, 5, 6, 7].map((g) => store.group(g, conf));
+        const data = (g, t) => { const d = new Uint8Array(100 + (t % 50)); for (let i = 0; i < d.length; i++) d[i] = (g * 13 + t * 7 + i) & 255; return d; };
+        for (let turn = 1; ; turn++) {
+          groups.forEach((g, k) => {
+            g.append([{ index: turn, term: 1, type: 0, data: data(k, turn) }]);
+            g.setHardState({ term: 1, vote: 'n1', commit: turn - 1 });
+          });
+          if (turn % 7 === 0) { groups[0].createSnapshot(turn - 1, conf, data(99, turn)); groups[0].compact(turn - 1); }
+          store.putMeta('turn', new TextEncoder().encode(String(turn)));
+          await store.commitTurn();
+          process.stdout.write('turn ' + turn + '\\n');
+        }
       `;
-      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let acked = false;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
-      child.stdout.on('data', (d: Buffer) => {
-        const text = d.toString();
-        if (text.includes('done')) acked = true;
-        if (text.includes('go')) setTimeout(() => child.kill('SIGKILL'), delayMs);
+      await new Promise<void>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes(`turn ${killAfterTurn}\n`)) {
+            child.kill('SIGKILL');
+            resolve();
+          }
+        });
+        child.once('exit', () => reject(new Error(`child exited early: ${stderr}`)));
       });
-      // The child must die by our SIGKILL, not by an error of its own (which would look like a lost turn).
-      assert.equal(await exited, 'SIGKILL', `kill after ${delayMs} ms: the child exited by itself`);
+      assert.equal(await exited, 'SIGKILL');
+
       const store = RaftLogStore.open(dir, { fsync: 'always' });
       try {
-        const lasts = new Set(store.groups().map((g) => store.group(g, CONF).lastIndex()));
-        assert.equal(store.groups().length, 16);
-        assert.equal(lasts.size, 1, `kill after ${delayMs} ms: groups disagree (${[...lasts].join(', ')})`);
-        const whole = lasts.has(1251);
-        assert.ok(whole || lasts.has(1), `kill after ${delayMs} ms: last index ${[...lasts].join(', ')}`);
-        assert.equal(store.getMeta('big') !== undefined, whole, 'the metadata of the turn goes with it');
-        if (acked) assert.ok(whole, 'an acknowledged turn survives');
-        outcomes.push(`${delayMs} ms: ${whole ? (acked ? 'acknowledged, kept' : 'kept') : 'lost'}`);
+        const turnBytes = store.getMeta('turn');
+        assert.ok(turnBytes !== undefined);
+        const turn = Number(new TextDecoder().decode(turnBytes));
+        assert.ok(turn >= killAfterTurn, `turn ${turn} survived, ${killAfterTurn} was acknowledged`);
+        assert.deepEqual(store.groups(), [0, 1, 2, 3, 4, 5, 6, 7]);
+        const data = (g: number, t: number): Uint8Array => {
+          const d = new Uint8Array(100 + (t % 50));
+          for (let i = 0; i < d.length; i++) d[i] = (g * 13 + t * 7 + i) & 255;
+          return d;
+        };
+        for (let k = 0; k < 8; k++) {
+          const g = store.group(k, CONF);
+          assert.equal(g.lastIndex(), turn, `group ${k} holds exactly the turns up to ${turn}`);
+          assert.deepEqual(g.initialState().hardState, { term: 1, vote: 'n1', commit: turn - 1 });
+          for (let i = g.firstIndex(); i <= turn; i++) assert.deepEqual(g.entry(i)?.data, data(k, i), `group ${k} entry ${i}`);
+        }
+        const snapAt = Math.floor(turn / 7) * 7 - 1;
+        const g0 = store.group(0, CONF);
+        assert.equal(g0.snapshot().meta.index, snapAt);
+        assert.equal(g0.firstIndex(), snapAt + 1);
+        assert.deepEqual(g0.snapshot().data, data(99, snapAt + 1));
       } finally {
         await store.close();
       }
-    }
-    t.diagnostic(`big turn killed after ${outcomes.join('; ')}`);
+    });
   });
-});
+
+  describe(`RaftLogStore crash during a big turn (commit ${where})`, () => {
+    it('keeps a turn of 20000 entries all or nothing, wherever SIGKILL hits it', async (t) => {
+      const moduleUrl = new URL('../src/storage/raft-lmdb.js', import.meta.url).href;
+      const outcomes: string[] = [];
+      for (const delayMs of [0, 20, 40, 55, 70, 85, 100]) {
+        const dir = tempDir();
+        const script = `
+          import { RaftLogStore } from ${JSON.stringify(moduleUrl)};
+          const store = RaftLogStore.open(${JSON.stringify(dir)}, { fsync: 'always', commitOffThread: ${commitOffThread} });
+          const groups = Array.from({ length: 16 }, (_, g) => store.group(g, { voters: ['n1'], learners: [] }));
+          for (const g of groups) g.append([{ index: 1, term: 1, type: 0, data: new Uint8Array(10) }]);
+          await store.commitTurn();
+          const data = new Uint8Array(200);
+          for (const g of groups) g.append(Array.from({ length: 1250 }, (_, i) => ({ index: i + 2, term: 1, type: 0, data })));
+          store.putMeta('big', data);
+          process.stdout.write('go\\n');
+          await store.commitTurn();
+          process.stdout.write('done\\n');
+          setInterval(() => {}, 1000);
+        `;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let acked = false;
+        const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+        child.stdout.on('data', (d: Buffer) => {
+          const text = d.toString();
+          if (text.includes('done')) acked = true;
+          if (text.includes('go')) setTimeout(() => child.kill('SIGKILL'), delayMs);
+        });
+        // The child must die by our SIGKILL, not by an error of its own (which would look like a lost turn).
+        assert.equal(await exited, 'SIGKILL', `kill after ${delayMs} ms: the child exited by itself`);
+        const store = RaftLogStore.open(dir, { fsync: 'always' });
+        try {
+          const lasts = new Set(store.groups().map((g) => store.group(g, CONF).lastIndex()));
+          assert.equal(store.groups().length, 16);
+          assert.equal(lasts.size, 1, `kill after ${delayMs} ms: groups disagree (${[...lasts].join(', ')})`);
+          const whole = lasts.has(1251);
+          assert.ok(whole || lasts.has(1), `kill after ${delayMs} ms: last index ${[...lasts].join(', ')}`);
+          assert.equal(store.getMeta('big') !== undefined, whole, 'the metadata of the turn goes with it');
+          if (acked) assert.ok(whole, 'an acknowledged turn survives');
+          outcomes.push(`${delayMs} ms: ${whole ? (acked ? 'acknowledged, kept' : 'kept') : 'lost'}`);
+        } finally {
+          await store.close();
+        }
+      }
+      t.diagnostic(`big turn killed after ${outcomes.join('; ')}`);
+    });
+  });
+}
 
 // --------------------------------------------------------------------------
 // Foreign and corrupt data
@@ -728,66 +734,108 @@ interface RootHook {
   root: {
     putSync: (...args: unknown[]) => unknown;
     transactionSync: (callback: () => unknown) => unknown;
+    childTransaction: (callback: () => unknown) => Promise<unknown>;
   };
 }
 
-describe('RaftLogStore write failures', () => {
-  it('a write refused inside the transaction is "not applied", nothing of the turn is on disk, and every later turn fails', async () => {
+/** Makes the store's next commits fail after their writes were made (as a failed fsync would); returns the undo. */
+function failCommits(store: RaftLogStore, wrote: () => void): () => void {
+  const hook = (store as unknown as RootHook).root;
+  const realSync = hook.transactionSync;
+  const realChild = hook.childTransaction;
+  hook.transactionSync = function (this: unknown, callback: () => unknown): unknown {
+    realSync.call(this, () => {
+      callback();
+      wrote();
+      return ABORT;
+    });
+    throw new Error('EIO');
+  };
+  hook.childTransaction = function (this: unknown, callback: () => unknown): Promise<unknown> {
+    return realChild
+      .call(this, () => {
+        callback();
+        wrote();
+      })
+      .then(() => Promise.reject(new Error('EIO')));
+  };
+  return () => {
+    hook.transactionSync = realSync;
+    hook.childTransaction = realChild;
+  };
+}
+
+for (const commitOffThread of [false, true]) {
+  describe(`RaftLogStore write failures (commit ${commitOffThread ? "on lmdb-js's write thread" : 'on the calling thread'})`, () => {
+    it('a write refused inside the transaction is "not applied", nothing of the turn is on disk, and every later turn fails', async () => {
+      const dir = tempDir();
+      let store = RaftLogStore.open(dir, { fsync: 'always', commitOffThread });
+      store.group(2, CONF).append(entries(1, 3, 1));
+      await store.commitTurn();
+      const hook = (store as unknown as RootHook).root;
+      const realPut = hook.putSync;
+      let puts = 0;
+      // The first writes of the turn go through, then one is refused: the transaction must be aborted as a whole.
+      hook.putSync = function (this: unknown, ...args: unknown[]): unknown {
+        if (++puts > 2) throw new Error('MDB_MAP_FULL');
+        return realPut.apply(this, args);
+      };
+      store.group(1, CONF).append(entries(1, 2, 1));
+      store.group(2, CONF).append(entries(4, 6, 1));
+      store.putMeta('m', bytes(1, 5));
+      const first = store.commitTurn();
+      store.group(1, CONF).append(entries(3, 3, 1));
+      const second = store.commitTurn();
+      await assert.rejects(first, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /not applied/.test(e.message));
+      await assert.rejects(second, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /earlier turn failed/.test(e.message));
+      assert.ok(puts > 2, 'the refused write was inside the turn');
+      hook.putSync = realPut;
+      await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError && e.applied === 'no');
+      await store.close();
+      store = RaftLogStore.open(dir, { fsync: 'always' });
+      assert.deepEqual(store.groups(), [2], 'the failed turn left nothing behind');
+      assert.equal(store.group(2, CONF).lastIndex(), 3);
+      assert.equal(store.getMeta('m'), undefined);
+      await store.close();
+    });
+
+    it('a failed commit is "outcome unknown", and every later turn fails', async () => {
+      const store = RaftLogStore.open(tempDir(), { fsync: 'always', commitOffThread });
+      let ran = false;
+      const undo = failCommits(store, () => void (ran = true));
+      store.group(1, CONF).append(entries(1, 2, 1));
+      const first = store.commitTurn();
+      store.group(1, CONF).append(entries(3, 3, 1));
+      const second = store.commitTurn();
+      await assert.rejects(first, (e: unknown) => e instanceof PersistError && e.applied === 'unknown' && /outcome unknown/.test(e.message));
+      await assert.rejects(second, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /earlier turn failed/.test(e.message));
+      assert.ok(ran, 'the writes of the turn were made before the commit failed');
+      undo();
+      await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError && e.applied === 'no');
+      await store.close();
+    });
+  });
+}
+
+describe('RaftLogStore turns in flight and closing', () => {
+  it('a turn asked for while one is in flight is written after it, from its own buffers', async () => {
     const dir = tempDir();
-    let store = RaftLogStore.open(dir, { fsync: 'always' });
-    store.group(2, CONF).append(entries(1, 3, 1));
-    await store.commitTurn();
-    const hook = store as unknown as RootHook;
-    const realPut = hook.root.putSync;
-    let puts = 0;
-    // The first writes of the turn go through, then one is refused: the transaction must be aborted as a whole.
-    hook.root.putSync = function (this: unknown, ...args: unknown[]): unknown {
-      if (++puts > 2) throw new Error('MDB_MAP_FULL');
-      return realPut.apply(this, args);
-    };
-    store.group(1, CONF).append(entries(1, 2, 1));
-    store.group(2, CONF).append(entries(4, 6, 1));
-    store.putMeta('m', bytes(1, 5));
+    let store = RaftLogStore.open(dir, { fsync: 'always', commitOffThread: true });
+    const g = store.group(1, CONF);
+    g.append(entries(1, 100, 1, 4000));
     const first = store.commitTurn();
-    store.group(1, CONF).append(entries(3, 3, 1));
+    // Written after the first turn was queued, before it committed: the slab it used must not be reused under it.
+    g.append(entries(101, 200, 1, 4000));
+    g.setHardState({ term: 1, vote: 'a', commit: 150 });
     const second = store.commitTurn();
-    await assert.rejects(first, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /not applied/.test(e.message));
-    await assert.rejects(second, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /earlier turn failed/.test(e.message));
-    assert.ok(puts > 2, 'the refused write was inside the turn');
-    hook.root.putSync = realPut;
-    await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError && e.applied === 'no');
+    await Promise.all([first, second]);
     await store.close();
     store = RaftLogStore.open(dir, { fsync: 'always' });
-    assert.deepEqual(store.groups(), [2], 'the failed turn left nothing behind');
-    assert.equal(store.group(2, CONF).lastIndex(), 3);
-    assert.equal(store.getMeta('m'), undefined);
-    await store.close();
-  });
-
-  it('a failed commit is "outcome unknown", and every later turn fails', async () => {
-    const dir = tempDir();
-    const store = RaftLogStore.open(dir, { fsync: 'always' });
-    const hook = store as unknown as RootHook;
-    const realTxn = hook.root.transactionSync;
-    let ran = false;
-    // The writes run inside a real transaction, which is then abandoned and reported as a failed commit (its fsync).
-    hook.root.transactionSync = function (this: unknown, callback: () => unknown): unknown {
-      realTxn.call(this, () => {
-        callback();
-        ran = true;
-        return ABORT;
-      });
-      throw new Error('EIO');
-    };
-    store.group(1, CONF).append(entries(1, 2, 1));
-    const first = store.commitTurn();
-    store.group(1, CONF).append(entries(3, 3, 1));
-    const second = store.commitTurn();
-    await assert.rejects(first, (e: unknown) => e instanceof PersistError && e.applied === 'unknown' && /outcome unknown/.test(e.message));
-    await assert.rejects(second, (e: unknown) => e instanceof PersistError && e.applied === 'no' && /earlier turn failed/.test(e.message));
-    assert.ok(ran, 'the writes of the turn were made before the commit failed');
-    hook.root.transactionSync = realTxn;
-    await assert.rejects(store.commitTurn(), (e: unknown) => e instanceof PersistError && e.applied === 'no');
+    const back = store.group(1, CONF);
+    assert.equal(back.lastIndex(), 200);
+    assert.equal(back.initialState().hardState.commit, 150);
+    const got = back.entries(1, 201, Number.MAX_SAFE_INTEGER);
+    assert.deepEqual(got, entries(1, 200, 1, 4000));
     await store.close();
   });
 

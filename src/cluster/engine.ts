@@ -224,6 +224,8 @@ export class ClusterEngine {
         process.stderr.write(`ordo: ${line}\n`),
       );
       await round.done;
+      // With peers, the event loop has work while the disk syncs (docs/storage.md).
+      store.commitOffThread = topology.members.length > 1;
       const host = new MultiRaftHost({
         nodeId: self.id,
         transport: mux.raft,

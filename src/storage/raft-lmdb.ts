@@ -6,10 +6,13 @@
 // state and latest snapshot, so the Raft node reads synchronously and sees
 // every write at once. Writes only mark the group dirty; `commitTurn()` turns
 // everything that changed since the previous call (in all groups, plus the
-// node metadata) into LMDB puts and removes, writes them in one synchronous
-// transaction on the event loop's thread, committed with its fsync, and
-// resolves right after. After a failed turn every later turn fails, so a
-// failed transaction is never followed by one that assumed it succeeded.
+// node metadata) into LMDB puts and removes, written in one transaction
+// committed with its fsync: synchronously on the event loop's thread, or (with
+// `commitOffThread`, for a node with peers) committed on lmdb-js's write thread
+// so the event loop keeps reading and sending while the disk syncs. The promise
+// resolves once the commit is done; turns are written one after the other.
+// After a failed turn every later turn fails, so a failed transaction is never
+// followed by one that assumed it succeeded.
 
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -45,6 +48,8 @@ export type RaftFsyncMode = 'always' | 'never';
 export interface RaftLogStoreOptions {
   /** 'always': commitTurn resolves after fsync. 'never': after commit only (benchmarks; a crash can lose turns). */
   readonly fsync: RaftFsyncMode;
+  /** Commit on lmdb-js's write thread instead of the calling thread (default false; see `commitOffThread`). */
+  readonly commitOffThread?: boolean;
   /** Largest value holding snapshot data (default SNAPSHOT_CHUNK_BYTES_DEFAULT). Only affects new writes. */
   readonly snapshotChunkBytes?: number;
 }
@@ -148,7 +153,7 @@ class Slab {
     return piece;
   }
 
-  /** Reuses the buffer from its start: the pieces taken so far are no longer referenced (putSync copied them). */
+  /** Reuses the buffer from its start: the turn that referenced the pieces taken so far is committed. */
   rewind(): void {
     this.used = 0;
   }
@@ -500,6 +505,17 @@ export class RaftLogStore {
   /** The first write failure; every later turn fails too (the store must be reopened). */
   private failure: PersistError | null = null;
   private closed = false;
+  /** The turn being committed (its values live in the slab until then). */
+  private inFlight: Promise<void> | null = null;
+  /**
+   * false: a turn's transaction is committed, with its fsync, synchronously on
+   * the calling thread. true: its writes are made on the calling thread and
+   * the commit runs on lmdb-js's write thread, so the event loop goes on
+   * while the disk syncs. A node with peers gains (they send acks and appends
+   * meanwhile); a node alone loses the hand-offs (docs/storage.md). May change
+   * between turns.
+   */
+  commitOffThread: boolean;
   private readonly chunkBytes: number;
 
   private constructor(
@@ -507,9 +523,11 @@ export class RaftLogStore {
     private readonly root: RootDatabase<Buffer, Buffer>,
     private readonly lockPath: string,
     chunkBytes: number,
+    commitOffThread: boolean,
   ) {
     this.description = `lmdb:${dataPath}`;
     this.chunkBytes = chunkBytes;
+    this.commitOffThread = commitOffThread;
   }
 
   /**
@@ -549,7 +567,7 @@ export class RaftLogStore {
       } catch (e) {
         throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
       }
-      const store = new RaftLogStore(dataPath, root, lockPath, chunkBytes);
+      const store = new RaftLogStore(dataPath, root, lockPath, chunkBytes, options.commitOffThread === true);
       try {
         store.recover(dataPath);
       } catch (e) {
@@ -761,18 +779,35 @@ export class RaftLogStore {
 
   /**
    * Writes everything changed since the previous call (all groups, metadata)
-   * in one synchronous LMDB transaction on the calling thread, committed with
-   * its fsync (fsync 'always') or without (fsync 'never'); the returned promise
-   * is settled when this returns, so turns settle in call order. Rejects with a
-   * PersistError: applied 'no' when a write was refused inside the transaction
-   * (it is aborted), when an earlier turn failed (nothing is written) or when
-   * the store is closed; 'unknown' when the commit failed (pages may have been
+   * in one LMDB transaction, committed with its fsync (fsync 'always') or
+   * without (fsync 'never'), on this thread or on lmdb-js's write thread (see
+   * `commitOffThread`); resolves when that commit is done. A call made while a
+   * turn is in flight collects at once into buffers of its own (LMDB reads a
+   * turn's values until its commit) and is written once the earlier turn has
+   * settled, so turns settle in call order. Rejects with a PersistError:
+   * applied 'no' when a write was refused inside the transaction (it is
+   * aborted), when an earlier turn failed (nothing is written) or when the
+   * store is closed; 'unknown' when the commit failed (pages may have been
    * written before its fsync failed). After any failure every later turn fails
    * too: close and reopen the store.
    */
   commitTurn(): Promise<void> {
     if (this.closed) return Promise.reject(new PersistError('raft log store is closed; turn not written', 'no'));
     const batch = this.collect();
+    const previous = this.inFlight;
+    const turn = previous === null ? this.write(batch) : previous.then(() => this.write(batch), () => this.write(batch));
+    // A synchronous commit (or an empty turn) is over already: nothing is in flight.
+    if (previous === null && (batch.size === 0 || !this.commitOffThread)) return turn;
+    this.inFlight = turn;
+    const settled = (): void => {
+      if (this.inFlight === turn) this.inFlight = null;
+    };
+    turn.then(settled, settled);
+    return turn;
+  }
+
+  /** Writes one collected turn as one LMDB transaction (once the turns before it have settled). */
+  private write(batch: WriteBatch): Promise<void> {
     if (this.failure !== null) {
       return Promise.reject(
         new PersistError(`turn not written: an earlier turn failed (${this.failure.message}); reopen the store`, 'no'),
@@ -780,33 +815,47 @@ export class RaftLogStore {
     }
     if (batch.size === 0) return Promise.resolve();
     let writing = true;
-    try {
-      this.root.transactionSync(() => {
-        for (let i = 0; i < batch.size; i++) {
-          const key = batch.keys[i] as Buffer;
-          const value = batch.values[i] as Buffer | null;
-          if (value === null) this.root.removeSync(key);
-          else this.root.putSync(key, value);
-        }
-        writing = false;
-      });
-    } catch (e) {
-      // A write refused inside the transaction aborts it: nothing applied. A
-      // failed commit may have written pages before its sync failed.
-      return Promise.reject(
-        this.fail(
-          writing
-            ? new PersistError(`raft log write failed, not applied: ${(e as Error).message}`, 'no')
-            : new PersistError(`raft log commit failed, outcome unknown: ${(e as Error).message}`, 'unknown'),
-        ),
+    const writeAll = (): void => {
+      for (let i = 0; i < batch.size; i++) {
+        const key = batch.keys[i] as Buffer;
+        const value = batch.values[i] as Buffer | null;
+        if (value === null) this.root.removeSync(key);
+        else this.root.putSync(key, value);
+      }
+      writing = false;
+    };
+    // A write refused inside the transaction aborts it: nothing applied. A
+    // failed commit may have written pages before its sync failed.
+    const failed = (e: unknown): PersistError =>
+      this.fail(
+        writing
+          ? new PersistError(`raft log write failed, not applied: ${(e as Error).message}`, 'no')
+          : new PersistError(`raft log commit failed, outcome unknown: ${(e as Error).message}`, 'unknown'),
       );
+    if (!this.commitOffThread) {
+      try {
+        this.root.transactionSync(writeAll);
+      } catch (e) {
+        return Promise.reject(failed(e));
+      }
+      return Promise.resolve();
     }
-    return Promise.resolve();
+    // A child transaction: lmdb-js runs writeAll on this thread inside its
+    // write transaction (a throw aborts the child, so all of the turn's writes),
+    // then commits, with its fsync, on its write thread.
+    return this.root.childTransaction(writeAll).then(
+      () => undefined,
+      (e: unknown) => {
+        throw failed(e);
+      },
+    );
   }
 
   private collect(): WriteBatch {
-    // The previous turn's transaction is over and LMDB copied its keys and values.
-    this.slab.rewind();
+    // LMDB reads a turn's values from the slab until the turn is committed:
+    // while one is in flight, this turn is carved from a new slab.
+    if (this.inFlight === null) this.slab.rewind();
+    else this.slab = new Slab();
     const batch = new WriteBatch(this.slab);
     if (this.groupCountDirty) {
       const v = batch.slab.take(4 + CRC_BYTES);
@@ -851,6 +900,8 @@ export class RaftLogStore {
     this.dirty.clear();
     this.metaDirty.clear();
     try {
+      // Turns asked for before close are written (their callers learn how); nothing after them is.
+      while (this.inFlight !== null) await this.inFlight.catch(() => undefined);
       await this.root.close();
     } finally {
       releasePidLock(this.lockPath);
