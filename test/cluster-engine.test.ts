@@ -13,8 +13,8 @@ import { DEFAULT_CONFIG, type Config } from '../src/config.js';
 import { keySlot } from '../src/cluster/slots.js';
 import { OrdoServer } from '../src/server/server.js';
 import { DataDirectoryError } from '../src/storage/store.js';
+import { keyOfGroup as keyOfGroupIn, raftLines, settledLeaders } from './helpers/cluster.js';
 import { freePort, removeDir, tempDir } from './helpers/processes.js';
-import { sleep } from './helpers/random.js';
 
 const GROUPS = 4;
 
@@ -38,22 +38,9 @@ function configOf(m: Member, list: string, extra: Partial<Config> = {}): Config 
   };
 }
 
-function raftLines(info: string): Map<number, Record<string, string>> {
-  const out = new Map<number, Record<string, string>>();
-  for (const line of info.split('\r\n')) {
-    const m = /^raft_group_(\d+):(.*)$/.exec(line);
-    if (m === null) continue;
-    out.set(Number(m[1]), Object.fromEntries((m[2] as string).split(',').map((kv) => kv.split('=') as [string, string])));
-  }
-  return out;
-}
-
-/** A key of data group `groupId` (groups own contiguous slot ranges of equal size). */
+/** A key of data group `groupId`. */
 function keyOfGroup(groupId: number, tag = ''): string {
-  for (let i = 0; ; i++) {
-    const key = `k${tag}${i}`;
-    if (Math.floor(keySlot(key) / (16384 / GROUPS)) + 1 === groupId) return key;
-  }
+  return keyOfGroupIn(GROUPS, groupId, tag);
 }
 
 describe('cluster: three members in one process', () => {
@@ -73,22 +60,8 @@ describe('cluster: three members in one process', () => {
   };
 
   /** Waits until every data group has a leader that all three members name. */
-  async function settled(): Promise<Map<number, string>> {
-    for (let attempt = 0; attempt < 200; attempt++) {
-      const views = await Promise.all(
-        members.map(async (m) => raftLines(String(await client(m.port).info('raft')))),
-      );
-      const leaders = new Map<number, string>();
-      let ok = true;
-      for (let g = 1; g <= GROUPS; g++) {
-        const named = views.map((v) => v.get(g)?.['leader']);
-        if (named.some((n) => n === undefined || n === '-' || n !== named[0])) ok = false;
-        else leaders.set(g, named[0] as string);
-      }
-      if (ok) return leaders;
-      await sleep(50);
-    }
-    throw new Error('groups did not settle on leaders');
+  function settled(): Promise<Map<number, string>> {
+    return settledLeaders(members.map((m) => client(m.port)), GROUPS);
   }
 
   before(async () => {

@@ -28,8 +28,9 @@ import { R, type Protocol, type Reply } from '../resp/encoder.js';
 import { checkDataDirFor, LOCAL_ENGINE, RAFT_ENGINE } from '../storage/files.js';
 import { RaftLogStore } from '../storage/raft-lmdb.js';
 import { DataDirectoryError } from '../storage/store.js';
+import type { MemoryHub } from '../transport/memory.js';
 import { TcpTransport } from '../transport/tcp.js';
-import type { NodeId } from '../transport/types.js';
+import type { LinkAwareTransport, NodeId } from '../transport/types.js';
 import {
   BusDecodeError,
   BusMux,
@@ -101,6 +102,11 @@ export type ForwardOutcome =
   /** No reply in time: it may or may not have run. */
   | { readonly kind: 'timeout' };
 
+export interface ClusterOpenOptions {
+  /** Tests: members talk over this in-memory hub instead of TCP. */
+  readonly bus?: MemoryHub;
+}
+
 /** Whether `dataDir` holds a raft.mdb (a cluster member's, or --engine raft's: its metadata tells which). */
 export function raftDataExists(dataDir: string): boolean {
   return existsSync(join(resolve(dataDir), 'raft.mdb'));
@@ -126,7 +132,7 @@ export class ClusterEngine {
     readonly topology: Topology,
     readonly listen: { readonly host: string; readonly port: number; readonly busPort: number },
     private readonly store: RaftLogStore,
-    private readonly transport: TcpTransport,
+    private readonly transport: LinkAwareTransport,
     private readonly mux: BusMux,
     readonly host: MultiRaftHost,
   ) {
@@ -143,9 +149,10 @@ export class ClusterEngine {
   /**
    * Opens (or bootstraps) this member from `store`, which the caller opened
    * on config.dataDir. Once open, the engine owns the store (close() closes
-   * it); when opening fails, the caller closes it.
+   * it); when opening fails, the caller closes it. With `options.bus` the
+   * bus is that in-memory hub instead of TCP (nothing listens on the bus port).
    */
-  static async open(config: Config, store: RaftLogStore): Promise<ClusterEngine> {
+  static async open(config: Config, store: RaftLogStore, options: ClusterOpenOptions = {}): Promise<ClusterEngine> {
     const explicit = config.explicit ?? new Set<string>();
     const recorded = store.getMeta(META_BOOTSTRAP);
     let topology: Topology;
@@ -198,17 +205,20 @@ export class ClusterEngine {
     }
     // Durable before any peer hears of this start (src/cluster/generation.ts).
     const generation = await nextGeneration(store);
-    let transport: TcpTransport | null = null;
+    let transport: LinkAwareTransport | null = null;
     let engine: ClusterEngine | null = null;
     let round: ProbeRound | null = null;
     try {
-      transport = await TcpTransport.start({
-        nodeId: self.id,
-        host: listen.host,
-        port: listen.busPort,
-        clusterId: clusterIdOf(topology),
-        secret: config.clusterSecret,
-      });
+      transport =
+        options.bus !== undefined
+          ? options.bus.transport(self.id)
+          : await TcpTransport.start({
+              nodeId: self.id,
+              host: listen.host,
+              port: listen.busPort,
+              clusterId: clusterIdOf(topology),
+              secret: config.clusterSecret,
+            });
       const openedTransport = transport;
       const peers = new Map(topology.members.filter((m) => m.id !== self.id).map((m) => [m.id, { host: m.host, port: m.busPort }] as const));
       let onRequest: (from: NodeId, payload: Uint8Array) => void = () => {};

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { ERR, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
-import { ClusterEngine, META_BOOTSTRAP, openRaftStore, raftDataExists } from '../cluster/engine.js';
+import { ClusterEngine, META_BOOTSTRAP, openRaftStore, raftDataExists, type ClusterOpenOptions } from '../cluster/engine.js';
 import { MultiRaftHost } from '../multiraft/host.js';
 import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
 import { LocalGroup } from '../multiraft/local-group.js';
@@ -55,12 +55,15 @@ export const RAFT_NODE_ID_META_KEY = 'node-id';
 /** With --engine raft: the Raft group holding the keyspace. */
 export const RAFT_DATA_GROUP_ID = 1;
 
+/** What OrdoServer.start takes besides the configuration (tests only): what a cluster member opens with. */
+export type ServerStartOptions = ClusterOpenOptions;
+
 /**
  * Picks the engine: a cluster member with --cluster or when the data
  * directory holds a member's state (a restart needs only --data), else
  * --engine. raft.mdb is opened once and handed to the engine that owns it.
  */
-async function openEngine(config: Config, store?: KeyspaceStore): Promise<EngineHandle> {
+async function openEngine(config: Config, store: KeyspaceStore | undefined, options: ServerStartOptions): Promise<EngineHandle> {
   if (store !== undefined) return openLocalEngine(config, store);
   const wantsRaftStore =
     config.cluster !== null || config.engine === 'raft' || (config.explicit?.has('engine') !== true && raftDataExists(config.dataDir));
@@ -72,7 +75,7 @@ async function openEngine(config: Config, store?: KeyspaceStore): Promise<Engine
       if (config.explicit?.has('engine') === true) {
         throw new DataDirectoryError(`${config.dataDir} holds a cluster member's data; --engine applies to a single node only, drop it`);
       }
-      const cluster = await ClusterEngine.open(config, raftStore);
+      const cluster = await ClusterEngine.open(config, raftStore, options);
       return { group: null, raftGroup: null, cluster, close: () => cluster.close() };
     }
     if (config.engine !== 'raft') {
@@ -200,8 +203,8 @@ export class OrdoServer implements ConnectionHost {
   private readonly closeEngine: () => Promise<void>;
 
   /** Opens storage, recovers state and listens. Throws DataDirectoryError for an unusable data directory. */
-  static async start(config: Config, store?: KeyspaceStore): Promise<OrdoServer> {
-    const engine = await openEngine(config, store);
+  static async start(config: Config, store?: KeyspaceStore, options: ServerStartOptions = {}): Promise<OrdoServer> {
+    const engine = await openEngine(config, store, options);
     const listen = engine.cluster?.listen ?? { host: config.host, port: config.port };
     const net = createServer({ noDelay: true });
     try {

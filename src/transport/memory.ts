@@ -16,7 +16,7 @@ import {
 } from "./frame.js";
 import { SendQueue, type SendQueueLimits } from "./send-queue.js";
 import { DEFAULT_SEND_QUEUE_BYTES_MAX, DEFAULT_SEND_QUEUE_MESSAGES_MAX } from "./limits.js";
-import type { MessageHandler, NodeId, PeerAddress, PeerStatus, Transport, TransportStats } from "./types.js";
+import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from "./types.js";
 
 export interface MemoryScheduler {
   /** Run `fn` once the current loop turn's work is done. */
@@ -233,7 +233,7 @@ interface MemoryPeer {
   receivedMessages: number;
 }
 
-export class MemoryTransport implements Transport {
+export class MemoryTransport implements LinkAwareTransport {
   readonly messageBytesMax: number;
   private readonly frameBytesMax: number;
   /** Bounds of each peer's send queue (messages in flight in the hub count too). */
@@ -263,6 +263,11 @@ export class MemoryTransport implements Transport {
 
   knows(id: NodeId): boolean {
     return !this.closed && this.peers.has(id);
+  }
+
+  /** Whether the hub carries messages to `peer` and back now (registered, a peer of each other, neither isolated, no cut either way). */
+  isConnected(peer: NodeId): boolean {
+    return !this.closed && this.hub.canReach(this.nodeId, peer) && this.hub.canReach(peer, this.nodeId);
   }
 
   send(to: NodeId, payload: Uint8Array): boolean {
@@ -304,7 +309,7 @@ export class MemoryTransport implements Transport {
   peerStatus(): Map<NodeId, PeerStatus> {
     const out = new Map<NodeId, PeerStatus>();
     for (const [id, p] of this.peers) {
-      const connected = this.hub.canReach(this.nodeId, id) && this.hub.canReach(id, this.nodeId);
+      const connected = this.isConnected(id);
       const dialer = this.nodeId < id;
       const inFlight = this.hub.inFlight(this.nodeId, id);
       out.set(id, {

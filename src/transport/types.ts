@@ -96,3 +96,13 @@ export interface Transport {
   /** Stop timers, close sockets; messages not yet written are dropped. Idempotent. */
   close(): Promise<void>;
 }
+
+/**
+ * A transport that tells whether the link to a peer is up: TcpTransport and
+ * MemoryTransport are; the cluster engine needs it (forwarding, generation
+ * probes, members shown as down).
+ */
+export interface LinkAwareTransport extends Transport {
+  /** Whether messages to `peer` flow now: TCP, the handshake is done; memory, the hub carries messages both ways. */
+  isConnected(peer: NodeId): boolean;
+}
