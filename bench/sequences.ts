@@ -20,6 +20,7 @@ import { spawn } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { RawClient, removeDir, startOrdo, startRedis, type RunningProcess } from '../test/helpers/processes.js';
+import { warmupRequestsFor } from './redis-benchmark.js';
 
 /** Parallel connections (-c). */
 export const CLIENT_COUNT = 50;
@@ -104,16 +105,20 @@ export function runRedisBenchmark(args: readonly string[], timeoutMs = RUN_TIMEO
   });
 }
 
-const incrArgs = (port: number, pipeline: number): string[] => [
+const incrArgs = (port: number, pipeline: number, requests = INCR_REQUESTS): string[] => [
   '-h', '127.0.0.1', '-p', String(port), '-q', '-t', 'incr',
-  '-c', String(CLIENT_COUNT), '-n', String(INCR_REQUESTS), '-r', String(KEYSPACE_SIZE), '-P', String(pipeline),
+  '-c', String(CLIENT_COUNT), '-n', String(requests), '-r', String(KEYSPACE_SIZE), '-P', String(pipeline),
 ];
 
-const seqnextArgs = (port: number, prefix: string): string[] => [
+const seqnextArgs = (port: number, prefix: string, requests = SEQNEXT_REQUESTS): string[] => [
   '-h', '127.0.0.1', '-p', String(port), '-q',
-  '-c', String(CLIENT_COUNT), '-n', String(SEQNEXT_REQUESTS), '-P', String(SEQNEXT_PIPELINE), '-r', String(KEYSPACE_SIZE),
+  '-c', String(CLIENT_COUNT), '-n', String(requests), '-P', String(SEQNEXT_PIPELINE), '-r', String(KEYSPACE_SIZE),
   'SEQNEXT', `${prefix}__rand_int__`, 'COUNT', String(SEQNEXT_COUNT),
 ];
+
+/** Unreported runs before measuring, as in the other benchmarks: JIT, first windows of the keys. */
+const INCR_WARMUP_REQUESTS = warmupRequestsFor(INCR_REQUESTS);
+const SEQNEXT_WARMUP_REQUESTS = warmupRequestsFor(SEQNEXT_REQUESTS);
 
 /** The key redis-benchmark makes of `prefix__rand_int__` for random number i (12 digits, zero padded). */
 const benchKey = (prefix: string, i: number): string => `${prefix}${String(i).padStart(12, '0')}`;
@@ -175,6 +180,9 @@ export async function runSequenceBench(log: (line: string) => void = () => undef
     const redis = await startRedis();
     servers.push(redis);
 
+    log(`warm-up: ${INCR_WARMUP_REQUESTS} INCRs -P 16 on each server`);
+    await runRedisBenchmark(incrArgs(ordo.port, 16, INCR_WARMUP_REQUESTS));
+    await runRedisBenchmark(incrArgs(redis.port, 16, INCR_WARMUP_REQUESTS));
     const incr: IncrRow[] = [];
     for (const pipeline of INCR_PIPELINES) {
       log(`INCR -P ${pipeline}: ordo`);
@@ -190,7 +198,8 @@ export async function runSequenceBench(log: (line: string) => void = () => undef
     await createSequences(ordo.port, 'window:', 'window');
     const seqnext: SeqnextRow[] = [];
     for (const m of ['strict', 'window'] as const) {
-      log(`SEQNEXT COUNT ${SEQNEXT_COUNT}: ${m}`);
+      log(`SEQNEXT COUNT ${SEQNEXT_COUNT}: ${m} (after ${SEQNEXT_WARMUP_REQUESTS} unreported)`);
+      await runRedisBenchmark(seqnextArgs(ordo.port, `${m}:`, SEQNEXT_WARMUP_REQUESTS));
       const run = await runRedisBenchmark(seqnextArgs(ordo.port, `${m}:`));
       seqnext.push({ mode: m, run, idsPerSec: run.requestsPerSec === null ? null : run.requestsPerSec * SEQNEXT_COUNT });
       const [current] = await sendAll(ordo.port, [['SEQCURRENT', benchKey(`${m}:`, 0)]]);
@@ -242,6 +251,7 @@ export function formatSequenceBench(r: SequenceBenchResult): string {
     `sequences benchmark, ${r.dateIso}`,
     `machine: ${r.machine}; node ${r.node}; load average (1 min) ${r.loadBefore.toFixed(2)} before, ${r.loadAfter.toFixed(2)} after`,
     `ordo: --window-keys 'counter:*' (default --fsync always, --window-size 10000); redis-server: --save '' --appendonly no`,
+    `warm-up, not reported: ${INCR_WARMUP_REQUESTS} INCRs -P 16 on each server; ${SEQNEXT_WARMUP_REQUESTS} SEQNEXTs before each SEQNEXT run`,
     '',
     incrTable,
     '',
