@@ -133,12 +133,30 @@ export class WindowAllocator {
       w = { seqId: seq.id, step: seq.step, next: 1n, end: 0n, lastServed: null, reserving: false, queue: [] };
       this.windows.set(key, w);
     }
+    // The common case, served at once: nothing waits before it, the window
+    // holds enough and the group may serve (what serve() would do for a queue of one).
+    if (w.queue.length === 0 && this.remaining(w) >= count && this.group.windowLease() === 'serve') {
+      this.waiting.delete(key);
+      this.handOut(w, count, done);
+      if (!w.reserving && this.remaining(w) <= seq.windowSize / 2n) this.reserve(key, w, seq, 1n);
+      return;
+    }
     if (w.queue.length >= WINDOW_QUEUE_MAX) {
       done({ ok: false, error: 'overloaded' });
       return;
     }
     w.queue.push({ count, done, deadlineMs: this.now() + this.leaseWaitMs });
     this.serve(key, w, seq);
+  }
+
+  /** Hands out the next `count` values of the window (which holds them). */
+  private handOut(w: KeyWindow, count: bigint, done: (a: Allocation) => void): void {
+    const first = w.next;
+    const last = first + (count - 1n) * w.step;
+    w.next = last + w.step;
+    w.lastServed = last;
+    this.served++;
+    done({ ok: true, first, last });
   }
 
   private remaining(w: KeyWindow): bigint {
@@ -159,12 +177,7 @@ export class WindowAllocator {
           const head = w.queue[0] as Request;
           if (this.remaining(w) < head.count) break;
           w.queue.shift();
-          const first = w.next;
-          const last = first + (head.count - 1n) * w.step;
-          w.next = last + w.step;
-          w.lastServed = last;
-          this.served++;
-          head.done({ ok: true, first, last });
+          this.handOut(w, head.count, head.done);
         }
       } else if (lease === 'wait') {
         this.waiting.add(key);
