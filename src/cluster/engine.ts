@@ -71,7 +71,7 @@ export const FORWARD_MARGIN_MS = 1000;
 export const LEADER_POLL_MS = 20;
 /** Milliseconds between Raft ticks of a cluster node. */
 export const CLUSTER_TICK_MS = 50;
-/** How often forwards in flight are checked for a lost link or a new leader. */
+/** How often forwards in flight are checked for their deadline, a lost link or a new leader. */
 export const FORWARD_SWEEP_MS = 100;
 /** How long a stopping node waits for the groups it leads to move to another replica. */
 export const HANDOFF_WAIT_MS = 1500;
@@ -90,7 +90,8 @@ interface PendingForward {
   /** The node it was sent to. */
   readonly to: NodeId;
   readonly done: (outcome: ForwardOutcome) => void;
-  readonly timer: NodeJS.Timeout;
+  /** Past it, the sweep answers the forward as timed out. */
+  readonly deadlineMs: number;
 }
 
 export type ForwardOutcome =
@@ -336,24 +337,21 @@ export class ClusterEngine {
       done({ kind: 'notSent', error: payload.length > this.transport.messageBytesMax ? 'forwardTooLarge' : 'overloaded' });
       return;
     }
-    const timer = setTimeout(() => {
-      this.pending.delete(id);
-      done({ kind: 'timeout' });
-    }, this.config.requestTimeoutMs + FORWARD_MARGIN_MS);
-    this.pending.set(id, { groupId, to, timer, done });
+    // No timer per request: the sweep (every FORWARD_SWEEP_MS) answers it past its deadline.
+    this.pending.set(id, { groupId, to, done, deadlineMs: Date.now() + this.config.requestTimeoutMs + FORWARD_MARGIN_MS });
   }
 
   /**
-   * A forward whose link went down, or whose group has another leader now,
-   * will not be answered by the node it went to in time (paused, or leading
-   * no more): it is answered at once as timed out (it may have run).
+   * A forward past its deadline, or whose link went down, or whose group has
+   * another leader now, will not be answered by the node it went to in time
+   * (paused, or leading no more): it is answered as timed out (it may have run).
    */
   private sweepForwards(): void {
+    const nowMs = Date.now();
     for (const [id, p] of this.pending) {
       const leader = this.leaderOf(p.groupId);
-      if (this.transport.isConnected(p.to) && (leader === null || leader === p.to)) continue;
+      if (nowMs < p.deadlineMs && this.transport.isConnected(p.to) && (leader === null || leader === p.to)) continue;
       this.pending.delete(id);
-      clearTimeout(p.timer);
       p.done({ kind: 'timeout' });
     }
   }
@@ -398,7 +396,6 @@ export class ClusterEngine {
     const waiting = this.pending.get(reply.id);
     if (waiting === undefined) return; // answered by its timeout already
     this.pending.delete(reply.id);
-    clearTimeout(waiting.timer);
     if (reply.status === REPLY_EXECUTED) {
       waiting.done({ kind: 'reply', reply: R.encoded(reply.bytes) });
     } else {
@@ -491,7 +488,6 @@ export class ClusterEngine {
     await this.host.close();
     this.closed = true;
     for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
       this.pending.delete(id);
       p.done({ kind: 'timeout' });
     }
