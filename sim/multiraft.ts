@@ -24,7 +24,7 @@
 
 import { WRITE_NOT_APPLIED, type ErrorKey } from "../src/errors.js";
 import type { WindowLease } from "../src/multiraft/group.js";
-import { MemoryRaftLogStore, MultiRaftHost, type HostScheduler, type MemoryStoreTimers } from "../src/multiraft/host.js";
+import { MemoryRaftLogStore, MultiRaftHost, type HostScheduler } from "../src/multiraft/host.js";
 import type { RaftGroup } from "../src/multiraft/raft-group.js";
 import { WindowAllocator, type Allocation } from "../src/multiraft/window.js";
 import { Role } from "../src/raft/index.js";
@@ -103,7 +103,7 @@ type Category = "io" | "immediate" | "timer";
  * is held; on resume, I/O (messages, client requests) runs first, then
  * immediates, then the timers that came due, late, as Node would run them.
  */
-class NodeClock implements HostScheduler, MemoryStoreTimers, MemoryScheduler {
+class NodeClock implements HostScheduler, MemoryScheduler {
   alive = true;
   paused = false;
   private held: { category: Category; fn: () => void }[] = [];
@@ -396,11 +396,11 @@ export class MultiraftSimulation {
   }
 
   /** A node's disk completes its commits on the node's clock (held while the process is paused). */
-  private diskTimers(id: NodeId): MemoryStoreTimers {
+  private diskTimers(id: NodeId): MemoryScheduler {
     const clock = (): NodeClock | null => this.nodes.get(id)?.running?.clock ?? null;
     return {
       endOfTurn: (fn) => clock()?.endOfTurn(fn),
-      after: (ms, fn) => clock()?.after(ms, fn),
+      after: (ms, fn) => clock()?.after(ms, fn) ?? (() => undefined),
     };
   }
 

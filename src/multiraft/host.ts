@@ -40,6 +40,7 @@ import {
   type WritableStorage,
 } from "../raft/index.js";
 import { StateMachine } from "../sequencer/state-machine.js";
+import { realScheduler, type MemoryScheduler } from "../transport/memory.js";
 import type { Transport } from "../transport/types.js";
 import {
   FRAME_HEADER_BYTES_MAX,
@@ -85,18 +86,14 @@ export const TURN_PHASES_MAX = 2;
  */
 export const TICK_LATE_INTERVALS_MAX = 1;
 
-/** How the host schedules its work; replaceable for a virtual clock (the simulator). */
-export interface HostScheduler {
-  /** Run `fn` once the current loop turn's work is done (setImmediate). */
-  endOfTurn(fn: () => void): void;
+/** How the host schedules its work (the in-memory bus's end of turn, plus a ticker); replaceable for a virtual clock (the simulator). */
+export interface HostScheduler extends Pick<MemoryScheduler, "endOfTurn"> {
   /** Run `fn` every `ms` until the returned function is called (setInterval). */
   every(ms: number, fn: () => void): () => void;
 }
 
 export const realHostScheduler: HostScheduler = {
-  endOfTurn: (fn) => {
-    setImmediate(fn);
-  },
+  endOfTurn: realScheduler.endOfTurn,
   every: (ms, fn) => {
     const t = setInterval(fn, ms);
     return () => clearInterval(t);
@@ -169,7 +166,6 @@ export class MultiRaftHost {
   private readonly stopTicker: () => void;
   /** now() at the last tick (or at the start). */
   private lastTickMs: number;
-  /** Leases are not acted on before this tick (set by a late tick). */
   private readonly unsubscribe: () => void;
   private turnScheduled = false;
   /** The turn in progress (its promise settles after endTurn), or null. */
@@ -361,9 +357,9 @@ export class MultiRaftHost {
     }
     if (readies.length === 0 && !wrote) return false;
     for (const [peer, items] of out) this.sendFrames(peer, items);
-    // Committed entries are answered now, not after this phase's flush (which
-    // blocks the thread): one await lets the replies they released be written
-    // to their sockets (queued as microtasks) before the commit.
+    // Committed entries are answered now, not after this phase's flush: one
+    // await lets the replies they released be written to their sockets
+    // (queued as microtasks) before the commit.
     for (const [g, rd] of readies) g.applyCommitted(rd);
     await Promise.resolve();
     if (this.stopped) return false;
@@ -475,17 +471,6 @@ function wellFormed(m: Message): boolean {
 /** Milliseconds a MemoryRaftLogStore commit takes (0: resolves at the next macrotask). */
 export const DEFAULT_MEMORY_COMMIT_DELAY_MS = 0;
 
-/** How a MemoryRaftLogStore completes its commits; replaceable for a virtual clock. */
-export interface MemoryStoreTimers {
-  endOfTurn(fn: () => void): void;
-  after(ms: number, fn: () => void): unknown;
-}
-
-const realStoreTimers: MemoryStoreTimers = {
-  endOfTurn: (fn) => setImmediate(fn),
-  after: (ms, fn) => setTimeout(fn, ms),
-};
-
 /**
  * An in-memory GroupLogStore for tests: writes go to a live copy at once and
  * to the "disk" copy only when the turn's commit completes; `crash()` drops
@@ -501,7 +486,8 @@ export class MemoryRaftLogStore implements GroupLogStore {
 
   constructor(
     private readonly commitDelayMs: number | (() => number) = DEFAULT_MEMORY_COMMIT_DELAY_MS,
-    private readonly timers: MemoryStoreTimers = realStoreTimers,
+    /** How commits complete (replaceable for a virtual clock). */
+    private readonly timers: MemoryScheduler = realScheduler,
   ) {}
 
   group(groupId: number, initialConf: ConfState): WritableStorage {
