@@ -351,8 +351,7 @@ export class RaftGroup implements Group {
     if (this.closing !== null) return "shuttingDown";
     const node = this.node;
     if (node.role !== Role.Leader) return node.leader === null ? "wait" : "notLeader";
-    const voters = node.status().conf.voters;
-    if (voters.length === 1 && voters[0] === node.id) return "serve";
+    if (node.soleVoter()) return "serve";
     return node.leaseValid() && node.predecessorLeaseExpired() && this.clockTrusted() ? "serve" : "wait";
   }
 

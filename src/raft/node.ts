@@ -522,6 +522,11 @@ export class RaftNode {
     return this.role === Role.Leader && this.tickCount - this.leaderSinceTick >= this.predecessorLeaseTicks;
   }
 
+  /** Whether this node is the group's only voter (no other node can lead it). */
+  soleVoter(): boolean {
+    return this.voterSet.size === 1 && this.voterSet.has(this.id);
+  }
+
   /** Ticks a new leader waits before predecessorLeaseExpired() (see there). */
   get predecessorLeaseTicks(): number {
     return this.electionTimeoutTicks + this.leaseClockDriftTicks + 1;
