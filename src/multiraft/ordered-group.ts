@@ -46,35 +46,42 @@ export class ArrivalOrderedGroup implements Group {
   }
 
   propose(op: Op, done: (result: OpResult) => void): void {
+    // Nothing held and no read in flight: it starts now, as pump() would start it.
+    if (this.heldHead === this.held.length && this.readsInFlight === 0) return this.startWrite(op, done);
     this.enqueue({
       isWrite: true,
       arrivedMs: Date.now(),
-      start: () => {
-        this.writesInFlight++;
-        this.inner.propose(op, (result) => {
-          this.writesInFlight--;
-          done(result);
-          this.pump();
-        });
-      },
+      start: () => this.startWrite(op, done),
       refuse: () => done({ type: 'error', error: 'overloaded' }),
     });
   }
 
   read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
+    if (this.heldHead === this.held.length && this.writesInFlight === 0) return this.startRead(query, done);
     this.enqueue({
       isWrite: false,
       arrivedMs: Date.now(),
-      start: () => {
-        this.readsInFlight++;
-        this.inner.read(query, (outcome) => {
-          this.readsInFlight--;
-          done(outcome);
-          this.pump();
-        });
-      },
+      start: () => this.startRead(query, done),
       // As the group itself answers past its bound on waiting reads.
       refuse: () => done({ ok: false, error: 'overloaded' }),
+    });
+  }
+
+  private startWrite(op: Op, done: (result: OpResult) => void): void {
+    this.writesInFlight++;
+    this.inner.propose(op, (result) => {
+      this.writesInFlight--;
+      done(result);
+      this.pump();
+    });
+  }
+
+  private startRead<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
+    this.readsInFlight++;
+    this.inner.read(query, (outcome) => {
+      this.readsInFlight--;
+      done(outcome);
+      this.pump();
     });
   }
 
