@@ -214,8 +214,12 @@ async function main(): Promise<number> {
     }
   };
 
-  await runSection('redis-benchmark', async () => {
-    const report = await runRedisBenchmarkComparison({
+  /** A redis-benchmark comparison (single node or cluster): its servers' command lines, then its table. */
+  const comparison = async <R extends { readonly commandLines: readonly string[] }>(
+    run: (o: { requests: number; rounds: number; runTimeoutMs: number; parentDir: string; log: (line: string) => void }) => Promise<R>,
+    format: (report: R) => string,
+  ): Promise<void> => {
+    const report = await run({
       requests,
       rounds: options.rounds,
       runTimeoutMs: options.runTimeoutMs,
@@ -223,8 +227,10 @@ async function main(): Promise<number> {
       log: (line) => process.stderr.write(`  ${line}\n`),
     });
     console.log(['exact command lines of the servers:', ...report.commandLines.map((l) => `  ${l}`), ''].join('\n'));
-    console.log(formatReport(report));
-  });
+    console.log(format(report));
+  };
+
+  await runSection('redis-benchmark', () => comparison(runRedisBenchmarkComparison, formatReport));
   await runSection('sequences', async () => {
     console.log(formatSequenceBench(await runSequenceBench((line) => process.stderr.write(`  ${line}\n`))));
   });
@@ -234,17 +240,7 @@ async function main(): Promise<number> {
   await runSection('raft', async () => {
     console.log(formatRaft(await runRaftBench()));
   });
-  await runSection('cluster', async () => {
-    const report = await runClusterThroughput({
-      requests,
-      rounds: options.rounds,
-      runTimeoutMs: options.runTimeoutMs,
-      parentDir: options.parentDir,
-      log: (line) => process.stderr.write(`  ${line}\n`),
-    });
-    console.log(['exact command lines of the servers:', ...report.commandLines.map((l) => `  ${l}`), ''].join('\n'));
-    console.log(formatClusterThroughput(report));
-  });
+  await runSection('cluster', () => comparison(runClusterThroughput, formatClusterThroughput));
   await runSection('failover', async () => {
     const report = await runFailoverBench({
       kills: options.kills,
