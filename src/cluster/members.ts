@@ -4,20 +4,15 @@
 // same ids and the same topology without talking to the others first.
 
 import { createHash } from 'node:crypto';
-import { bootstrapTopology, encodeTopology, type Member, type Topology } from './topology.js';
+import { bootstrapTopology, encodeTopology, type Address, type Member, type Topology } from './topology.js';
+
+export type { Address };
 
 /** The bus port of a member whose address names none: its client port plus this. */
 export const BUS_PORT_OFFSET = 10000;
 
 export class ClusterConfigError extends Error {
   override readonly name = 'ClusterConfigError';
-}
-
-export interface Address {
-  readonly host: string;
-  readonly port: number;
-  /** The bus port peers dial. */
-  readonly busPort: number;
 }
 
 function parsePort(text: string, what: string, entry: string): number {

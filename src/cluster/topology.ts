@@ -21,15 +21,19 @@ export class TopologyError extends Error {
   override readonly name = 'TopologyError';
 }
 
-export interface Member {
-  /** 40 lowercase hex chars, like a Redis Cluster node id. */
-  readonly id: string;
+/** Where a member is reached. */
+export interface Address {
   /** The address clients connect to (an IP or a host name). */
   readonly host: string;
   /** The client (RESP) port. */
   readonly port: number;
   /** The bus (node to node) port. */
   readonly busPort: number;
+}
+
+export interface Member extends Address {
+  /** 40 lowercase hex chars, like a Redis Cluster node id. */
+  readonly id: string;
 }
 
 export interface SlotRange {
