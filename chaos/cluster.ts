@@ -16,15 +16,13 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LOOPBACK, NODE_STOP_GRACE_MS } from '../bench/cluster-launcher.js';
 import { ChildGroup, CLI_PATH, freePort } from '../test/helpers/processes.js';
 import { encodeCommand, ReplyScanner, type Reply } from './common.js';
 import { BusProxy } from './proxy.js';
 
-export const HOST = '127.0.0.1';
 /** How long a starting node may take to print its ready line. */
 export const NODE_READY_TIMEOUT_MS = 30_000;
-/** SIGTERM, then SIGKILL after this long. */
-export const NODE_STOP_GRACE_MS = 10_000;
 /** Node output kept in memory for error messages (all of it goes to the log file when there is one). */
 const OUTPUT_KEPT_CHARS = 16 * 1024;
 
@@ -96,7 +94,7 @@ export function request(port: number, args: readonly string[], timeoutMs: number
       const [reply] = scanner.push(d);
       if (reply !== undefined) finish(null, reply);
     });
-    socket.connect(port, HOST, () => socket.write(encodeCommand(args)));
+    socket.connect(port, LOOPBACK, () => socket.write(encodeCommand(args)));
   });
 }
 
@@ -136,7 +134,7 @@ export class ChaosCluster {
   ) {
     this.nodes = nodes;
     this.baseDir = baseDir;
-    this.proxy = new BusProxy(nodes.map((n) => ({ listenPort: n.busPort, targetPort: n.realBusPort })), HOST);
+    this.proxy = new BusProxy(nodes.map((n) => ({ listenPort: n.busPort, targetPort: n.realBusPort })), LOOPBACK);
   }
 
   /** Picks free ports, starts the proxy and every node, and learns the node ids. */
@@ -187,11 +185,11 @@ export class ChaosCluster {
   }
 
   private args(node: ChaosNode): string[] {
-    const members = this.nodes.map((n) => `${HOST}:${n.port}@${n.busPort}`).join(',');
+    const members = this.nodes.map((n) => `${LOOPBACK}:${n.port}@${n.busPort}`).join(',');
     return [
       CLI_PATH,
       '--host',
-      HOST,
+      LOOPBACK,
       '--port',
       String(node.port),
       '--data',
@@ -229,7 +227,7 @@ export class ChaosCluster {
     node.proc = proc;
     const logFile = this.options.logDir === undefined ? null : join(this.options.logDir, `node-${i}.log`);
     if (logFile !== null) appendFileSync(logFile, `==== ${new Date().toISOString()} start #${node.starts}: ${this.commandLine(i)}\n`);
-    const readyText = `ready on ${HOST}:${node.port}`;
+    const readyText = `ready on ${LOOPBACK}:${node.port}`;
     let ready = false;
     let onReady: (() => void) | null = null;
     const keep = (d: Buffer): void => {

@@ -13,13 +13,13 @@
 
 import { performance } from 'node:perf_hooks';
 import { Cluster, Command, Redis } from 'ioredis';
+import { LOOPBACK } from '../bench/cluster-launcher.js';
 import { keySlot } from '../src/cluster/slots.js';
 import { slotRanges } from '../src/cluster/topology.js';
 import { ERR, WRITE_NOT_APPLIED, WRITE_OUTCOME_UNKNOWN, type ErrorKey } from '../src/errors.js';
 import { prng } from '../test/helpers/random.js';
 import { HistoryRecorder, type Anomaly, type Op, type OpKind, type Outcome } from './history.js';
 
-export const HOST = '127.0.0.1';
 /** A client gives up on a request after this long: its outcome is then unknown. */
 export const COMMAND_TIMEOUT_MS = 10_000;
 /** Times a SEQNEXT TOKEN whose outcome was unknown is sent again with the same token. */
@@ -275,7 +275,7 @@ export class Workload {
 
   private plainClient(port: number): Redis {
     const redis = new Redis({
-      host: HOST,
+      host: LOOPBACK,
       port,
       lazyConnect: false,
       enableOfflineQueue: false,
@@ -363,7 +363,7 @@ export class Workload {
 
   private startCluster(name: string): void {
     const cluster = new Cluster(
-      this.o.ports.map((port) => ({ host: HOST, port })),
+      this.o.ports.map((port) => ({ host: LOOPBACK, port })),
       {
         scaleReads: 'master',
         maxRedirections: 8,
