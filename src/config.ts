@@ -5,10 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { SequenceMode } from './sequencer/sequence.js';
-import type { FsyncMode } from './storage/lmdb.js';
-
-/** What serves the keyspace: today's single-voter store (`local`), or a Raft group of one (`raft`, experimental). */
-export type Engine = 'local' | 'raft';
+import type { FsyncMode } from './storage/files.js';
 
 export interface Config {
   host: string;
@@ -16,8 +13,6 @@ export interface Config {
   dataDir: string;
   requirepass: string | null;
   fsync: FsyncMode;
-  /** `local`: the keyspace in DIR/ordo.mdb; `raft`: a one-node Raft cluster with its log in DIR/raft.mdb. */
-  engine: Engine;
   /** Bytes a connection may have received and not yet parsed into commands. */
   queryBufferBytesMax: number;
   /** Largest bulk argument a client may declare. */
@@ -68,7 +63,6 @@ export const DEFAULT_CONFIG: Readonly<Config> = {
   dataDir: './data',
   requirepass: null,
   fsync: 'always',
-  engine: 'local',
   queryBufferBytesMax: 64 * MiB,
   bulkBytesMax: 512 * MiB,
   multibulkLengthMax: 1024 * 1024,
@@ -101,10 +95,6 @@ const OPTIONS: Record<string, (c: Config, v: string) => void> = {
   fsync: (c, v) => {
     if (v !== 'always' && v !== 'never') throw new ConfigError(`--fsync must be always or never, not ${JSON.stringify(v)}`);
     c.fsync = v;
-  },
-  engine: (c, v) => {
-    if (v !== 'local' && v !== 'raft') throw new ConfigError(`--engine must be local or raft, not ${JSON.stringify(v)}`);
-    c.engine = v;
   },
   'query-buffer-max': (c, v) => (c.queryBufferBytesMax = parseBytes(v, 'query-buffer-max')),
   'bulk-max': (c, v) => (c.bulkBytesMax = parseBytes(v, 'bulk-max')),
@@ -140,8 +130,6 @@ Usage: ordo [options]
   --requirepass PASSWORD       require AUTH with this password
   --fsync always|never         always: reply after the write is flushed to disk (default);
                                never: reply after commit, NOT DURABLE (benchmarks only)
-  --engine local|raft          local: the keyspace in DIR/ordo.mdb (default); raft: a Raft
-                               cluster of one node, log in DIR/raft.mdb (experimental)
   --config FILE                read options from FILE ("name value" lines, # comments);
                                flags given on the command line win
   --query-buffer-max BYTES     unparsed request bytes per client (default 64mb)

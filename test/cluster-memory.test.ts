@@ -119,7 +119,7 @@ describe('cluster over the in-memory bus: three members in one process', () => {
       explicit: new Set(['port', 'cluster', 'groups']),
     });
     // Every start settles before `after` runs, so each server that started is stopped.
-    const started = await Promise.allSettled(members.map(async (m) => (m.server = await OrdoServer.start(config(m), undefined, { bus: hub }))));
+    const started = await Promise.allSettled(members.map(async (m) => (m.server = await OrdoServer.start(config(m), { bus: hub }))));
     for (const r of started) if (r.status === 'rejected') throw r.reason;
     for (const m of members) m.id = String(await client(m).call('CLUSTER', 'MYID'));
   });

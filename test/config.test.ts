@@ -33,7 +33,6 @@ describe('config: flags', () => {
       dataDir: './data',
       requirepass: null,
       fsync: 'always',
-      engine: 'local',
       queryBufferBytesMax: 64 * MiB,
       bulkBytesMax: 512 * MiB,
       multibulkLengthMax: 1024 * 1024,

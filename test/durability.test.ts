@@ -1,7 +1,9 @@
 // Durability with real processes: kill -9 while clients increment with
 // pipelining, restart on the same data directory, and check that no
 // acknowledged increment was lost and no value was handed out twice. SIGTERM
-// finishes in-flight writes and exits 0. Unusable data directories are refused.
+// finishes in-flight writes and exits 0. Unusable data directories are
+// refused, and so is a damaged data directory of the old single-node store
+// (ordo.mdb), which a node otherwise imports at start.
 
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, mkdirSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
@@ -9,6 +11,8 @@ import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { open } from 'lmdb';
+import { StateMachine } from '../src/sequencer/state-machine.js';
+import { LmdbStore } from '../src/storage/lmdb.js';
 import { RawClient, removeDir, startOrdo, tempDir, type RunningOrdo } from './helpers/processes.js';
 import { prng } from './helpers/random.js';
 
@@ -245,7 +249,7 @@ describe('durability', () => {
     const second = track(await startOrdo({ dataDir, noWait: true }));
     assert.equal(await second.exited, 1);
     running.delete(second);
-    assert.match(second.output(), new RegExp(`data directory is in use by process ${first.proc.pid ?? 'x'}`));
+    assert.match(second.output(), new RegExp(`is in use by process ${first.proc.pid ?? 'x'}`));
     // The first one is unharmed.
     const c = await RawClient.connect(first.port);
     c.send('PING\r\n');
@@ -265,15 +269,8 @@ describe('durability', () => {
     assert.ok(!existsSync(join(dataDir, 'ordo.mdb')));
   });
 
-  it('refuses a corrupted ordo.mdb with a clear message instead of serving (or crashing)', async () => {
-    const dataDir = newDir();
-    const ordo = track(await startOrdo({ dataDir }));
-    const c = await RawClient.connect(ordo.port);
-    c.send(encode('INCR', 'x'));
-    await c.until((b) => b.includes('\r\n'));
-    c.close();
-    assert.equal(await ordo.stop(), 0);
-    running.delete(ordo);
+  it('refuses a corrupted ordo.mdb (old single-node store) with a clear message instead of importing it (or crashing)', async () => {
+    const dataDir = await legacyDir(1);
     const fd = openSync(join(dataDir, 'ordo.mdb'), 'r+');
     writeSync(fd, Buffer.alloc(256, 0xa5), 0, 256, 0);
     closeSync(fd);
@@ -284,16 +281,8 @@ describe('durability', () => {
     assert.match(again.output(), /ordo\.mdb is not a valid LMDB file .*corrupt/);
   });
 
-  it('refuses a data file whose data pages were overwritten', async () => {
-    const dataDir = newDir();
-    const ordo = track(await startOrdo({ dataDir }));
-    const c = await RawClient.connect(ordo.port);
-    const n = 2000;
-    c.send(Array.from({ length: n }, (_, i) => encode('SET', `key:${i}`, 'x'.repeat(50))).join(''));
-    await c.until((b) => b.length >= n * 5);
-    c.close();
-    assert.equal(await ordo.stop(), 0);
-    running.delete(ordo);
+  it('refuses an ordo.mdb whose data pages were overwritten', async () => {
+    const dataDir = await legacyDir(2000);
     // Everything after the two meta pages (LMDB has no checksums: the damage shows when a page is read).
     const path = join(dataDir, 'ordo.mdb');
     const size = statSync(path).size;
@@ -308,11 +297,8 @@ describe('durability', () => {
     assert.match(again.output(), /ordo: cannot read .*ordo\.mdb: .*the file may be corrupt; refusing to start/);
   });
 
-  it('refuses a data file holding a damaged record', async () => {
-    const dataDir = newDir();
-    const ordo = track(await startOrdo({ dataDir }));
-    assert.equal(await ordo.stop(), 0);
-    running.delete(ordo);
+  it('refuses an ordo.mdb holding a damaged record', async () => {
+    const dataDir = await legacyDir(1);
     const env = open({ path: join(dataDir, 'ordo.mdb'), maxDbs: 4 });
     const kv = env.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
     await kv.put(Buffer.from('broken'), Buffer.from([0x7f, 1, 2, 3]));
@@ -322,6 +308,17 @@ describe('durability', () => {
     running.delete(again);
     assert.match(again.output(), /corrupt record for key "broken"/);
   });
+
+  /** A data directory of the old single-node store with `n` keys of 50 bytes. */
+  async function legacyDir(n: number): Promise<string> {
+    const dataDir = newDir();
+    const store = LmdbStore.open(dataDir, 'always');
+    const sm = new StateMachine();
+    for (let i = 0; i < n; i++) sm.apply({ type: 'set', key: `key:${i}`, value: Buffer.alloc(50, 0x78), condition: 'always', get: false });
+    await store.persist(sm.takeChanges());
+    await store.close();
+    return dataDir;
+  }
 
   it('refuses a data directory that cannot be created', async () => {
     const base = newDir();

@@ -5,13 +5,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { LocalGroup } from '../src/multiraft/local-group.js';
+import { LocalGroup } from './helpers/local-group.js';
 import { WindowAllocator, type Allocation } from '../src/multiraft/window.js';
 import { encodeValue, restoreState, snapshotState } from '../src/sequencer/codec.js';
 import { INT64_MAX } from '../src/sequencer/numbers.js';
 import { isSequence, type Sequence, type SequenceSpec, type TokenPolicy } from '../src/sequencer/sequence.js';
 import { StateMachine, type Op, type OpResult } from '../src/sequencer/state-machine.js';
-import { MemoryStore, PersistError } from '../src/storage/store.js';
+import { PersistError } from '../src/storage/store.js';
+import { MemoryStore } from './helpers/local-group.js';
 
 const POLICY: TokenPolicy = { retentionMs: 10 * 60 * 1000, perKeyMax: 10_000 };
 

@@ -6,13 +6,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { TestCluster } from '../sim/cluster.js';
 import type { Group, GroupStats, ReadOutcome, WindowLease } from '../src/multiraft/group.js';
-import { LocalGroup } from '../src/multiraft/local-group.js';
+import { LocalGroup } from './helpers/local-group.js';
 import { WindowAllocator, type Allocation } from '../src/multiraft/window.js';
 import { RAFT_DEFAULTS } from '../src/raft/node.js';
 import { INT64_MAX } from '../src/sequencer/numbers.js';
 import { isSequence, type Sequence } from '../src/sequencer/sequence.js';
 import { StateMachine, type Op, type OpResult, type StoredValue } from '../src/sequencer/state-machine.js';
-import { MemoryStore } from '../src/storage/store.js';
+import { MemoryStore } from './helpers/local-group.js';
 
 const ET = RAFT_DEFAULTS.electionTimeoutTicks;
 const DRIFT = RAFT_DEFAULTS.leaseClockDriftTicks;

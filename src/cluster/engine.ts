@@ -16,8 +16,7 @@
 // preferred leader when that replica is up to date and answering, so leaders
 // spread evenly and return to a node that comes back.
 
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { Config } from '../config.js';
 import { ERR } from '../errors.js';
 import { MultiRaftHost } from '../multiraft/host.js';
@@ -25,7 +24,7 @@ import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
 import type { RaftGroup } from '../multiraft/raft-group.js';
 import { Role } from '../raft/index.js';
 import { R, type Protocol, type Reply } from '../resp/encoder.js';
-import { checkDataDirFor, LOCAL_ENGINE, RAFT_ENGINE } from '../storage/files.js';
+import { checkDataDir } from '../storage/files.js';
 import { RaftLogStore } from '../storage/raft-lmdb.js';
 import { DataDirectoryError } from '../storage/store.js';
 import type { MemoryHub } from '../transport/memory.js';
@@ -108,10 +107,6 @@ export interface ClusterOpenOptions {
   readonly bus?: MemoryHub;
 }
 
-/** Whether `dataDir` holds a raft.mdb (a cluster member's, or --engine raft's: its metadata tells which). */
-export function raftDataExists(dataDir: string): boolean {
-  return existsSync(join(resolve(dataDir), 'raft.mdb'));
-}
 
 export class ClusterEngine {
   readonly replicas = new Map<number, Replica>();
@@ -502,8 +497,8 @@ function describe(t: Topology): string {
   return `${t.members.map((m) => `${m.host}:${m.port}@${m.busPort}`).join(',')} with ${t.groupCount} groups`;
 }
 
-/** Opens the raft store of `dataDir` after checking the directory is not another engine's. */
+/** Opens the node's Raft log store in config.dataDir, after checking the directory is ordo's (or empty). */
 export function openRaftStore(config: Config): RaftLogStore {
-  checkDataDirFor(resolve(config.dataDir), RAFT_ENGINE, LOCAL_ENGINE);
+  checkDataDir(resolve(config.dataDir));
   return RaftLogStore.open(config.dataDir, { fsync: config.fsync });
 }

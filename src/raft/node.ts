@@ -522,6 +522,11 @@ export class RaftNode {
     return this.role === Role.Leader && this.tickCount - this.leaderSinceTick >= this.predecessorLeaseTicks;
   }
 
+  /** Index of the last entry in this node's log, durable or not. */
+  lastLogIndex(): number {
+    return this.log.lastIndex();
+  }
+
   /** Whether this node is the group's only voter (no other node can lead it). */
   soleVoter(): boolean {
     return this.voterSet.size === 1 && this.voterSet.has(this.id);

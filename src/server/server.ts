@@ -1,30 +1,34 @@
 // The ordo node: accepts clients, routes their commands through the command
-// table to the keyspace, and stops gracefully. The keyspace is served by one
-// of three engines:
-// - `local` (default without --cluster): a LocalGroup on DIR/ordo.mdb;
-// - `raft` (--engine raft, experimental): a Raft cluster of one: one
-//   MultiRaftHost, one data group whose only voter is this node, its log in
-//   DIR/raft.mdb, and an in-memory bus with no other node on it;
+// table to the keyspace, and stops gracefully. Every node runs its keyspace
+// through Raft (one engine):
+// - a node alone is a Raft cluster of one: one MultiRaftHost, one data group
+//   whose only voter is this node, its log in the data directory, and an
+//   in-memory bus with no other node on it;
 // - a cluster member (--cluster, or a data directory that holds a member's
 //   state): src/cluster/engine.ts, with data commands routed by
 //   src/server/router.ts.
+// A data directory written by the old single-node store (ordo.mdb) is
+// imported into the data group's log once, at start (importLegacyKeyspace).
 
 import { randomBytes } from 'node:crypto';
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { ERR, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
-import { ClusterEngine, META_BOOTSTRAP, openRaftStore, raftDataExists, type ClusterOpenOptions } from '../cluster/engine.js';
+import { ClusterEngine, META_BOOTSTRAP, META_NODE_ID, openRaftStore, type ClusterOpenOptions } from '../cluster/engine.js';
 import { MultiRaftHost } from '../multiraft/host.js';
 import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
-import { LocalGroup } from '../multiraft/local-group.js';
 import type { Group } from '../multiraft/group.js';
 import type { RaftGroup } from '../multiraft/raft-group.js';
 import type { Reply } from '../resp/encoder.js';
 import { R } from '../resp/encoder.js';
 import { StateMachine } from '../sequencer/state-machine.js';
+import { snapshotState } from '../sequencer/codec.js';
+import { LEGACY_IMPORTED_FILE, LEGACY_LOCAL_FILES } from '../storage/files.js';
 import { LmdbStore } from '../storage/lmdb.js';
 import type { RaftLogStore } from '../storage/raft-lmdb.js';
-import { DataDirectoryError, type KeyspaceStore } from '../storage/store.js';
+import { DataDirectoryError } from '../storage/store.js';
 import { MemoryHub } from '../transport/memory.js';
 import { arityOk, type CommandSpec, type CommandTable, type ServerContext, type ServerStats } from './command.js';
 import { ADMIN_COMMANDS } from './commands/admin.js';
@@ -48,40 +52,37 @@ export function buildCommandTable(): CommandTable {
 
 const MAX_CLIENTS_REPLY = `-${ERR.maxClients}\r\n`;
 
-/** With --engine raft: this node's id when raft.mdb records none yet (a new data directory). */
+/** A node alone: this node's id when the data directory records none yet (a new data directory). */
 export const RAFT_DEFAULT_NODE_ID = 'n1';
-/** raft.mdb metadata key holding this node's id, written on first start. */
-export const RAFT_NODE_ID_META_KEY = 'node-id';
-/** With --engine raft: the Raft group holding the keyspace. */
+/** Metadata key holding this node's id, written on first start (the cluster engine's META_NODE_ID). */
+export const RAFT_NODE_ID_META_KEY = META_NODE_ID;
+/** A node alone: the Raft group holding the keyspace. */
 export const RAFT_DATA_GROUP_ID = 1;
+/** Metadata key set in the turn that imported a legacy ordo.mdb (its value: the number of keys). */
+export const META_LEGACY_IMPORTED = 'legacy-keyspace-imported';
 
 /** What OrdoServer.start takes besides the configuration (tests only): what a cluster member opens with. */
 export type ServerStartOptions = ClusterOpenOptions;
 
 /**
- * Picks the engine: a cluster member with --cluster or when the data
- * directory holds a member's state (a restart needs only --data), else
- * --engine. raft.mdb is opened once and handed to the engine that owns it.
+ * Opens the node's Raft log store, then the engine: a cluster member with
+ * --cluster or when the data directory holds a member's state (a restart
+ * needs only --data), else a node alone.
  */
-async function openEngine(config: Config, store: KeyspaceStore | undefined, options: ServerStartOptions): Promise<EngineHandle> {
-  if (store !== undefined) return openLocalEngine(config, store);
-  const wantsRaftStore =
-    config.cluster !== null || config.engine === 'raft' || (config.explicit?.has('engine') !== true && raftDataExists(config.dataDir));
-  if (!wantsRaftStore) return openLocalEngine(config);
-  // Before raft.mdb is created or opened: not a local engine's directory, nor a wrong --data.
+async function openEngine(config: Config, options: ServerStartOptions): Promise<EngineHandle> {
   const raftStore = openRaftStore(config);
   try {
-    if (config.cluster !== null || raftStore.getMeta(META_BOOTSTRAP) !== undefined) {
-      if (config.explicit?.has('engine') === true) {
-        throw new DataDirectoryError(`${config.dataDir} holds a cluster member's data; --engine applies to a single node only, drop it`);
+    const member = raftStore.getMeta(META_BOOTSTRAP) !== undefined;
+    if (config.cluster !== null || member) {
+      if (!member && (raftStore.getMeta(RAFT_NODE_ID_META_KEY) !== undefined || existsSync(join(config.dataDir, LEGACY_LOCAL_FILES.dataFile)))) {
+        throw new DataDirectoryError(
+          `${config.dataDir} holds the data of a node that runs alone; a cluster is bootstrapped on empty data directories (start it without --cluster, or choose another --data)`,
+        );
       }
       const cluster = await ClusterEngine.open(config, raftStore, options);
       return { group: null, raftGroup: null, cluster, close: () => cluster.close() };
     }
-    if (config.engine !== 'raft') {
-      throw new DataDirectoryError(`${raftStore.description}: this data directory was written by --engine raft; start with --engine raft`);
-    }
-    return await openRaftEngine(config, raftStore);
+    return await openNodeAlone(config, raftStore);
   } catch (e) {
     await raftStore.close();
     throw e;
@@ -92,32 +93,19 @@ async function openEngine(config: Config, store: KeyspaceStore | undefined, opti
 interface EngineHandle {
   /** The keyspace's group; null for a cluster member, whose router serves each group. */
   readonly group: Group | null;
-  /** The Raft group, with --engine raft. */
+  /** The data group of a node alone. */
   readonly raftGroup: RaftGroup | null;
   /** The cluster membership, in cluster mode. */
   readonly cluster: ClusterEngine | null;
   close(): Promise<void>;
 }
 
-async function openLocalEngine(config: Config, store?: KeyspaceStore): Promise<EngineHandle> {
-  const keyspace = store ?? LmdbStore.open(config.dataDir, config.fsync);
-  const sm = new StateMachine();
-  try {
-    keyspace.recover(sm);
-  } catch (e) {
-    await keyspace.close();
-    throw e;
-  }
-  const group = new LocalGroup(sm, keyspace);
-  return { group, raftGroup: null, cluster: null, close: () => group.close() };
-}
-
 /**
  * A Raft cluster of one: one MultiRaftHost, one data group whose only voter is
- * this node (so it leads at once), its log in DIR/raft.mdb, and an in-memory
- * bus that has no other node on it.
+ * this node (so it leads at once), its log in the data directory, and an
+ * in-memory bus that has no other node on it.
  */
-async function openRaftEngine(config: Config, store: RaftLogStore): Promise<EngineHandle> {
+async function openNodeAlone(config: Config, store: RaftLogStore): Promise<EngineHandle> {
   let host: MultiRaftHost | null = null;
   let hub: MemoryHub | null = null;
   try {
@@ -129,6 +117,7 @@ async function openRaftEngine(config: Config, store: RaftLogStore): Promise<Engi
       nodeId = Buffer.from(recorded).toString('utf8');
       if (nodeId === '') throw new DataDirectoryError(`${store.description}: empty node id recorded; refusing to start`);
     }
+    await importLegacyKeyspace(config.dataDir, store, nodeId);
     hub = new MemoryHub();
     const openedHub = hub;
     host = new MultiRaftHost({ nodeId, transport: hub.transport(nodeId), store, random: Math.random });
@@ -146,10 +135,53 @@ async function openRaftEngine(config: Config, store: RaftLogStore): Promise<Engi
     };
   } catch (e) {
     host?.halt();
-    await store.close();
     await hub?.close();
     throw e;
   }
+}
+
+/**
+ * Imports the keyspace of the old single-node store (DIR/ordo.mdb) into the
+ * data group, once: its whole state becomes the group's first snapshot (index
+ * 1, term 1), committed with a metadata mark in one turn; then ordo.mdb is
+ * renamed to ordo.mdb.imported. A crash before the rename finds the mark and
+ * only renames. The data group must be new: a log of its own and an
+ * unimported ordo.mdb side by side are refused.
+ */
+async function importLegacyKeyspace(dataDir: string, store: RaftLogStore, nodeId: string): Promise<void> {
+  const legacyPath = join(dataDir, LEGACY_LOCAL_FILES.dataFile);
+  if (!existsSync(legacyPath)) return;
+  const importedPath = join(dataDir, LEGACY_IMPORTED_FILE);
+  const retire = (): void => {
+    renameSync(legacyPath, importedPath);
+    rmSync(`${legacyPath}-lock`, { force: true });
+  };
+  if (store.getMeta(META_LEGACY_IMPORTED) !== undefined) {
+    retire();
+    return;
+  }
+  const conf = { voters: [nodeId], learners: [] };
+  if (store.hasGroup(RAFT_DATA_GROUP_ID) && store.group(RAFT_DATA_GROUP_ID, conf).lastIndex() > 0) {
+    throw new DataDirectoryError(`${legacyPath} was not imported, but ${store.description} already holds a log; refusing to start (move one of them away)`);
+  }
+  const legacy = LmdbStore.open(dataDir, 'always');
+  const sm = new StateMachine();
+  try {
+    legacy.recover(sm);
+  } finally {
+    await legacy.close();
+  }
+  const storage = store.group(RAFT_DATA_GROUP_ID, conf);
+  storage.applySnapshot({ meta: { index: 1, term: 1, conf }, data: snapshotState(sm) });
+  storage.setHardState({ term: 1, vote: nodeId, commit: 1 });
+  store.putMeta(META_LEGACY_IMPORTED, Buffer.from(String(sm.size), 'utf8'));
+  try {
+    await store.commitTurn();
+  } catch (e) {
+    throw new DataDirectoryError(`importing ${legacyPath}: ${(e as Error).message}`);
+  }
+  retire();
+  process.stdout.write(`ordo: imported ${sm.size} keys from ${legacyPath} (the single-node store of earlier versions); it is kept as ${importedPath}\n`);
 }
 
 export class OrdoServer implements ConnectionHost {
@@ -203,8 +235,8 @@ export class OrdoServer implements ConnectionHost {
   private readonly closeEngine: () => Promise<void>;
 
   /** Opens storage, recovers state and listens. Throws DataDirectoryError for an unusable data directory. */
-  static async start(config: Config, store?: KeyspaceStore, options: ServerStartOptions = {}): Promise<OrdoServer> {
-    const engine = await openEngine(config, store, options);
+  static async start(config: Config, options: ServerStartOptions = {}): Promise<OrdoServer> {
+    const engine = await openEngine(config, options);
     const listen = engine.cluster?.listen ?? { host: config.host, port: config.port };
     const net = createServer({ noDelay: true });
     try {

@@ -115,37 +115,34 @@ function isRunning(pid: number): boolean {
   }
 }
 
-/** The files one storage engine keeps in a data directory. */
-export interface EngineFiles {
-  readonly name: string;
+export type FsyncMode = 'always' | 'never';
+
+/** The files of one LMDB store in a data directory. */
+export interface StoreFiles {
   readonly dataFile: string;
   readonly lockFile: string;
-  /** How to start ordo to use a directory of this engine, for messages. */
-  readonly startHint: string;
 }
 
-/** --engine local: the single-node keyspace (lmdb.ts). */
-export const LOCAL_ENGINE: EngineFiles = {
-  name: 'local',
-  dataFile: 'ordo.mdb',
-  lockFile: 'ordo.pid',
-  startHint: 'start ordo without --engine raft (or with --engine local)',
-};
-
-/** --engine raft: every Raft group's log (raft-lmdb.ts). */
-export const RAFT_ENGINE: EngineFiles = {
-  name: 'raft',
-  dataFile: 'raft.mdb',
-  lockFile: 'raft.pid',
-  startHint: 'start ordo with --engine raft',
-};
+/** The node's Raft log and snapshots (raft-lmdb.ts). */
+export const RAFT_FILES: StoreFiles = { dataFile: 'raft.mdb', lockFile: 'raft.pid' };
 
 /**
- * Refuses, with a DataDirectoryError, a directory that holds the other
- * engine's data, or other files and none of this engine's data (a wrong
- * --data). A directory with this engine's data file, or an empty one, passes.
+ * The keyspace of a single node written by ordo before every node ran its
+ * groups through Raft (lmdb.ts). Read once, at start, and imported into the
+ * node's Raft log (server.ts); then renamed to LEGACY_IMPORTED_FILE.
  */
-export function checkDataDirFor(dir: string, mine: EngineFiles, other: EngineFiles): void {
+export const LEGACY_LOCAL_FILES: StoreFiles = { dataFile: 'ordo.mdb', lockFile: 'ordo.pid' };
+/** What LEGACY_LOCAL_FILES.dataFile is renamed to once imported. */
+export const LEGACY_IMPORTED_FILE = 'ordo.mdb.imported';
+
+/** Entries of a data directory that mark it as ordo's. */
+const ORDO_DATA_ENTRIES: readonly string[] = [RAFT_FILES.dataFile, LEGACY_LOCAL_FILES.dataFile, LEGACY_IMPORTED_FILE];
+
+/**
+ * Refuses, with a DataDirectoryError, a directory that holds other files and
+ * no ordo data (a wrong --data). An empty or missing directory passes.
+ */
+export function checkDataDir(dir: string): void {
   if (!existsSync(dir)) return;
   let files: string[];
   try {
@@ -153,14 +150,9 @@ export function checkDataDirFor(dir: string, mine: EngineFiles, other: EngineFil
   } catch (e) {
     throw new DataDirectoryError(`cannot read data directory ${dir}: ${(e as Error).message}`);
   }
-  const otherFiles = files.filter((f) => f === other.dataFile || f === other.lockFile);
-  if (otherFiles.length > 0) {
-    throw new DataDirectoryError(
-      `data directory ${dir} holds data of the ${other.name} engine (${otherFiles.join(', ')}); ${other.startHint} to use it, or choose another --data directory`,
-    );
-  }
-  if (existsSync(join(dir, mine.dataFile))) return;
-  const others = files.filter((f) => f !== mine.lockFile);
+  if (files.length === 0 || files.some((f) => ORDO_DATA_ENTRIES.includes(f))) return;
+  const lockFiles = [RAFT_FILES.lockFile, LEGACY_LOCAL_FILES.lockFile];
+  const others = files.filter((f) => !lockFiles.includes(f));
   if (others.length > 0) {
     throw new DataDirectoryError(
       `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,

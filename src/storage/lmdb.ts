@@ -1,7 +1,8 @@
-// The LMDB store. One environment per data directory (`ordo.mdb`), with a
-// `meta` database (format marker), a `kv` database (one record per key) and a
-// `tokens` database. ordo persists one batch per loop turn as one LMDB
-// transaction committed with its fsync, so a reply never precedes its fsync.
+// The single-node keyspace written by ordo before every node ran its groups
+// through Raft: one environment per data directory (`ordo.mdb`), with a `meta`
+// database (format marker), a `kv` database (one record per key) and a
+// `tokens` database. A node that finds it imports it once into its Raft log
+// (server.ts); `persist` remains so that tests can write such a directory.
 
 import { existsSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -9,12 +10,12 @@ import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
-import { acquirePidLock, checkDataDirFor, LOCAL_ENGINE, RAFT_ENGINE, releasePidLock, verifyLmdbHeader } from './files.js';
+import { acquirePidLock, checkDataDir, LEGACY_LOCAL_FILES, releasePidLock, verifyLmdbHeader, type FsyncMode } from './files.js';
 import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js';
 
-export const DATA_FILE = LOCAL_ENGINE.dataFile;
+export const DATA_FILE = LEGACY_LOCAL_FILES.dataFile;
 /** Holds the pid of the process that has `ordo.mdb` open. */
-export const LOCK_FILE = LOCAL_ENGINE.lockFile;
+export const LOCK_FILE = LEGACY_LOCAL_FILES.lockFile;
 const FORMAT_KEY = 'format';
 const FORMAT = { magic: 'ordo', version: 2 } as const;
 
@@ -52,8 +53,6 @@ function splitStored(storedKey: Uint8Array, stored: Buffer): { key: string; reco
   }
   throw new CorruptRecordError(`unknown stored key layout (${k.length} bytes, tag ${String(k[0])})`);
 }
-
-export type FsyncMode = 'always' | 'never';
 
 export class LmdbStore implements KeyspaceStore {
   readonly description: string;
@@ -94,7 +93,7 @@ export class LmdbStore implements KeyspaceStore {
     try {
       const dataPath = join(dir, DATA_FILE);
       const fresh = !existsSync(dataPath);
-      checkDataDirFor(dir, LOCAL_ENGINE, RAFT_ENGINE);
+      checkDataDir(dir);
       if (!fresh) verifyLmdbHeader(dataPath);
       let root: RootDatabase;
       try {

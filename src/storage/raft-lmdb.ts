@@ -21,13 +21,13 @@ import { crc32 } from 'node:zlib';
 import { open, type RootDatabase } from 'lmdb';
 import { MemoryStorage } from '../raft/storage.js';
 import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
-import { acquirePidLock, RAFT_ENGINE, releasePidLock, verifyLmdbHeader } from './files.js';
+import { acquirePidLock, RAFT_FILES, releasePidLock, verifyLmdbHeader, type FsyncMode } from './files.js';
 import { DataDirectoryError, PersistError } from './store.js';
 
 /** The LMDB file holding every Raft group of the node, in the data directory. */
-export const RAFT_DATA_FILE = RAFT_ENGINE.dataFile;
+export const RAFT_DATA_FILE = RAFT_FILES.dataFile;
 /** Holds the pid of the process that has `raft.mdb` open (one process per file). */
-export const RAFT_LOCK_FILE = RAFT_ENGINE.lockFile;
+export const RAFT_LOCK_FILE = RAFT_FILES.lockFile;
 /** Version of the key layout and record encodings below; another version is refused. */
 export const RAFT_FORMAT_VERSION = 1;
 /** Default largest value holding snapshot data; bigger snapshots are split into chunks of this size. */
@@ -43,7 +43,7 @@ export const SNAPSHOT_CHUNK_BYTES_MAX = 256 * 1024 * 1024;
 /** Size of the buffers that keys and entry records of one turn are carved from. */
 const SLAB_BYTES = 256 * 1024;
 
-export type RaftFsyncMode = 'always' | 'never';
+export type RaftFsyncMode = FsyncMode;
 
 export interface RaftLogStoreOptions {
   /** 'always': commitTurn resolves after fsync. 'never': after commit only (benchmarks; a crash can lose turns). */

@@ -105,7 +105,7 @@ function infoSections(ctx: ServerContext): Section[] {
     ['ordo', [
       ['ordo_version', ctx.version],
       ['mode', ctx.cluster === null ? 'single' : 'cluster'],
-      ['engine', ctx.cluster === null ? ctx.config.engine : 'cluster'],
+      ['engine', ctx.cluster === null ? 'raft' : 'cluster'],
       ...raftFields(ctx),
       ['fsync', ctx.config.fsync],
       ['data_dir', ctx.config.dataDir],
@@ -123,7 +123,7 @@ function infoSections(ctx: ServerContext): Section[] {
   ];
 }
 
-/** With --engine raft: the data group as this node sees it. */
+/** A node alone: the data group as this node sees it. */
 function raftFields(ctx: ServerContext): [string, string | number][] {
   // The server may wrap the group (server.ts, ArrivalOrderedGroup); the wrapper names it `raftGroup`.
   const group = ctx.group instanceof RaftGroup ? ctx.group : (ctx.group as { readonly raftGroup?: unknown }).raftGroup;

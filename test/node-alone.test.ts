@@ -1,18 +1,20 @@
-// --engine raft: a single node serves its keyspace from a Raft group of one
-// (MultiRaftHost + RaftGroup, the log in DIR/raft.mdb), on real processes.
-// It answers like the local engine, keeps pipelined INCRs unique and ordered,
-// loses no acknowledged increment and hands out no value twice across kill -9
-// and restart, stops gracefully on SIGTERM, and a data directory of one engine
-// is refused by the other.
+// A node alone serves its keyspace from a Raft group of one (MultiRaftHost +
+// RaftGroup, the log in the data directory), on real processes. It answers
+// like redis-server, keeps pipelined INCRs unique and ordered, loses no
+// acknowledged increment and hands out no value twice across kill -9 and
+// restart, stops gracefully on SIGTERM, and imports the data directory of the
+// old single-node store once.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { removeDir, startOrdo, tempDir, type RunningOrdo } from './helpers/processes.js';
+import { LmdbStore } from '../src/storage/lmdb.js';
+import { StateMachine } from '../src/sequencer/state-machine.js';
+import { removeDir, startOrdo, startRedis, tempDir } from './helpers/processes.js';
 
-const RAFT = ['--engine', 'raft'] as const;
+const RAFT: readonly string[] = [];
 
 function connect(port: number): Redis {
   return new Redis({
@@ -176,25 +178,30 @@ async function getCounters(port: number, keys: readonly string[]): Promise<Map<s
   }
 }
 
-describe('--engine raft', () => {
-  it('answers a fixed command list exactly like the local engine, and INFO names the engine', async () => {
-    const local = await startOrdo();
-    const raft = await startOrdo({ args: RAFT });
-    const lc = connect(local.port);
-    const rc = connect(raft.port);
+/** The Redis commands of a list (ordo's SEQ* commands have no redis-server counterpart). */
+const redisOnly = (list: readonly (readonly string[])[]): (readonly string[])[] => list.filter((c) => !(c[0] as string).startsWith('SEQ'));
+
+describe('a node alone', () => {
+  it('answers a fixed command list exactly like redis-server, and INFO names the engine', async () => {
+    const redis = await startRedis();
+    const node = await startOrdo({ args: RAFT });
+    const lc = connect(redis.port);
+    const rc = connect(node.port);
     try {
-      for (const cmd of COMMANDS) {
+      for (const cmd of redisOnly(COMMANDS)) {
         const expected = await reply(lc, cmd);
         const got = await reply(rc, cmd);
-        assert.deepEqual(got, expected, `${cmd.join(' ')}: raft ${JSON.stringify(got)}, local ${JSON.stringify(expected)}`);
+        assert.deepEqual(got, expected, `${cmd.join(' ')}: ordo ${JSON.stringify(got)}, redis-server ${JSON.stringify(expected)}`);
       }
-      // Pipelined on one connection, a command sees every write sent before it, as with the local engine.
+      // Pipelined on one connection, a command sees every write sent before it, as in redis-server.
       const pipelined = async (client: Redis): Promise<unknown> => {
         const p = client.pipeline();
-        for (const cmd of PIPELINED) p.call(cmd[0] as string, ...cmd.slice(1));
+        for (const cmd of redisOnly(PIPELINED)) p.call(cmd[0] as string, ...cmd.slice(1));
         return ((await p.exec()) ?? []).map(([e, v]) => (e === null ? v : `ERR!${e.message}`));
       };
       assert.deepEqual(await pipelined(rc), await pipelined(lc));
+      // The sequence commands answer through the same group.
+      for (const cmd of COMMANDS.filter((c) => (c[0] as string).startsWith('SEQ'))) assert.doesNotMatch(String(await reply(rc, cmd)), /ERR!ERR unknown/);
       const rinfo = String(await rc.info('ordo'));
       assert.match(rinfo, /\r\nengine:raft\r\n/);
       assert.match(rinfo, /\r\nraft_role:leader\r\n/);
@@ -203,17 +210,13 @@ describe('--engine raft', () => {
       const applied = Number(/raft_applied_index:(\d+)/.exec(rinfo)?.[1]);
       assert.ok(term >= 1, rinfo);
       assert.ok(commit > 1 && applied === commit, rinfo);
-      const linfo = String(await lc.info('ordo'));
-      assert.match(linfo, /\r\nengine:local\r\n/);
-      assert.doesNotMatch(linfo, /raft_/);
-      assert.ok(existsSync(join(raft.dataDir, 'raft.mdb')) && !existsSync(join(raft.dataDir, 'ordo.mdb')));
+      assert.ok(existsSync(join(node.dataDir, 'raft.mdb')) && !existsSync(join(node.dataDir, 'ordo.mdb')));
     } finally {
       lc.disconnect();
       rc.disconnect();
-      assert.equal(await local.stop(), 0);
-      assert.equal(await raft.stop(), 0);
-      removeDir(local.dataDir);
-      removeDir(raft.dataDir);
+      await redis.stop();
+      assert.equal(await node.stop(), 0);
+      removeDir(node.dataDir);
     }
   });
 
@@ -333,32 +336,83 @@ describe('--engine raft', () => {
     }
   });
 
-  it('a data directory of one engine is refused by the other, with a clear message', async () => {
-    const cases: [string, readonly string[], readonly string[], RegExp][] = [
-      ['local', [], RAFT, /holds data of the local engine \(ordo\.mdb\).*--engine local/],
-      ['raft', RAFT, ['--engine', 'local'], /holds data of the raft engine \(raft\.mdb\).*--engine raft/],
-    ];
-    for (const [name, createWith, refuseWith, message] of cases) {
-      const dataDir = tempDir(`engine-${name}`);
+  it('imports the data directory of the old single-node store once: values, sequences and tokens', async () => {
+    const dataDir = tempDir('legacy-import');
+    try {
+      // Written by the old store: a counter, bytes, a strict and a window sequence, and a token.
+      const legacy = LmdbStore.open(dataDir, 'always');
+      const sm = new StateMachine();
+      const policy = { retentionMs: 600_000, perKeyMax: 100 };
+      const spec = { mode: 'strict', start: 1n, step: 1n, max: 2n ** 63n - 1n, windowSize: 10n } as const;
+      sm.apply({ type: 'incrby', key: 'counter', delta: 41n });
+      sm.apply({ type: 'set', key: 'text', value: Buffer.from('hello'), condition: 'always', get: false });
+      sm.apply({ type: 'seqcreate', key: 'strict', spec: { ...spec, id: 's1', start: 100n }, replace: false });
+      sm.apply({ type: 'seqcreate', key: 'window', spec: { ...spec, id: 'w1', mode: 'window', windowSize: 50n }, replace: false });
+      sm.apply({ type: 'reserve', key: 'window', id: 'w1', minCount: 1n });
+      sm.apply({ type: 'seqnext', key: 'tok', count: 3n, range: true, token: 't1', nowMs: Date.now(), policy });
+      await legacy.persist(sm.takeChanges());
+      await legacy.close();
+
+      const node = await startOrdo({ dataDir, args: RAFT });
+      const c = connect(node.port);
       try {
-        const first: RunningOrdo = await startOrdo({ dataDir, args: createWith });
-        const client = connect(first.port);
-        await client.incr('x');
-        client.disconnect();
-        assert.equal(await first.stop(), 0);
-        const other = await startOrdo({ dataDir, args: refuseWith, noWait: true });
-        assert.equal(await other.exited, 1, other.output());
-        assert.match(other.output(), message);
-        // Nothing of the refusing engine was left behind, and the owner still starts.
-        assert.equal(existsSync(join(dataDir, name === 'local' ? 'raft.mdb' : 'ordo.mdb')), false);
-        const owner = await startOrdo({ dataDir, args: createWith });
-        const c2 = connect(owner.port);
-        assert.equal(await c2.get('x'), '1');
-        c2.disconnect();
-        assert.equal(await owner.stop(), 0);
+        assert.match(node.output(), /imported 5 keys from .*ordo\.mdb/);
+        assert.equal(await c.get('counter'), '41');
+        assert.equal(await c.incr('counter'), 42);
+        assert.equal(await c.get('text'), 'hello');
+        assert.equal(await c.call('SEQNEXT', 'strict'), 100);
+        // The window reserved by the old node (1..50) is never handed out again.
+        assert.ok(Number(await c.call('SEQNEXT', 'window')) > 50);
+        assert.deepEqual(await c.call('SEQNEXT', 'tok', 'COUNT', '3', 'TOKEN', 't1'), [1, 3]);
+        assert.equal(await c.dbsize(), 5);
       } finally {
-        removeDir(dataDir);
+        c.disconnect();
+        assert.equal(await node.stop(), 0);
       }
+      assert.ok(!existsSync(join(dataDir, 'ordo.mdb')) && existsSync(join(dataDir, 'ordo.mdb.imported')));
+
+      // A crash between the import's commit and the rename: the next start renames, and imports nothing again.
+      renameSync(join(dataDir, 'ordo.mdb.imported'), join(dataDir, 'ordo.mdb'));
+      const again = await startOrdo({ dataDir, args: RAFT });
+      const c2 = connect(again.port);
+      try {
+        assert.doesNotMatch(again.output(), /imported/);
+        assert.equal(await c2.get('counter'), '42');
+      } finally {
+        c2.disconnect();
+        assert.equal(await again.stop(), 0);
+      }
+      assert.ok(!existsSync(join(dataDir, 'ordo.mdb')) && existsSync(join(dataDir, 'ordo.mdb.imported')));
+    } finally {
+      removeDir(dataDir);
+    }
+  });
+
+  it('refuses --cluster on the data directory of a node alone, and a directory of other files, with a clear message', async () => {
+    const dataDir = tempDir('alone-then-cluster');
+    const foreign = tempDir('foreign');
+    try {
+      const first = await startOrdo({ dataDir, args: RAFT });
+      const client = connect(first.port);
+      await client.incr('x');
+      client.disconnect();
+      assert.equal(await first.stop(), 0);
+      const member = await startOrdo({ dataDir, args: ['--cluster', `127.0.0.1:${first.port}`], noWait: true });
+      assert.equal(await member.exited, 1, member.output());
+      assert.match(member.output(), /holds the data of a node that runs alone/);
+      const owner = await startOrdo({ dataDir, args: RAFT });
+      const c2 = connect(owner.port);
+      assert.equal(await c2.get('x'), '1');
+      c2.disconnect();
+      assert.equal(await owner.stop(), 0);
+
+      writeFileSync(join(foreign, 'notes.txt'), 'not ordo');
+      const wrong = await startOrdo({ dataDir: foreign, args: RAFT, noWait: true });
+      assert.equal(await wrong.exited, 1, wrong.output());
+      assert.match(wrong.output(), /holds other files \(notes\.txt\) and no ordo data/);
+    } finally {
+      removeDir(dataDir);
+      removeDir(foreign);
     }
   });
 });

@@ -1,5 +1,6 @@
-// A group of one voter: the node is its own majority. Ops are applied to the
-// state machine as they arrive (in arrival order, which is the log order), and
+// Test double: a group of one voter over a KeyspaceStore (the single-node
+// engine of earlier versions, kept for the window allocator's tests). The
+// node is its own majority. Ops are applied to the state machine as they arrive (in arrival order, which is the log order), and
 // everything applied during one event-loop turn is persisted as one batch: one
 // LMDB transaction and one fsync for every client that wrote in that turn.
 // A reply (to a write or a read) is released only once every batch that could
@@ -10,10 +11,11 @@
 // one fills up, so batch sizes grow with load and no timer adds latency.
 
 import assert from 'node:assert/strict';
-import type { ErrorKey } from '../errors.js';
-import { isEmpty, type Op, type OpResult, type StateMachine, type StoredValue } from '../sequencer/state-machine.js';
-import { PersistError, type KeyspaceStore } from '../storage/store.js';
-import type { Group, GroupStats, ReadOutcome, WindowLease } from './group.js';
+import type { ErrorKey } from '../../src/errors.js';
+import type { TokenTable } from '../../src/sequencer/sequence.js';
+import { isEmpty, type ChangeSet, type Op, type OpResult, type StateMachine, type StoredValue } from '../../src/sequencer/state-machine.js';
+import { PersistError, type KeyspaceStore } from '../../src/storage/store.js';
+import type { Group, GroupStats, ReadOutcome, WindowLease } from '../../src/multiraft/group.js';
 
 type Waiter = () => void;
 
@@ -175,5 +177,45 @@ export class LocalGroup implements Group {
       })();
     }
     return this.closing;
+  }
+}
+
+/** In-memory store for tests. `failNext` makes the next persist fail the way a full disk would. */
+export class MemoryStore implements KeyspaceStore {
+  readonly description = 'memory';
+  readonly values = new Map<string, StoredValue>();
+  readonly tokens = new Map<string, TokenTable>();
+  failNext: PersistError | null = null;
+  persistCount = 0;
+
+  recover(sm: StateMachine): void {
+    for (const [k, v] of this.values) sm.load(k, v);
+    for (const [k, t] of this.tokens) sm.loadTokens(k, t);
+  }
+
+  persist(changes: ChangeSet): Promise<void> {
+    this.persistCount++;
+    const failure = this.failNext;
+    if (failure !== null) {
+      this.failNext = null;
+      return Promise.reject(failure);
+    }
+    if (changes.cleared) {
+      this.values.clear();
+      this.tokens.clear();
+    }
+    for (const [k, v] of changes.values) {
+      if (v === null) this.values.delete(k);
+      else this.values.set(k, v);
+    }
+    for (const [k, t] of changes.tokens) {
+      if (t === null) this.tokens.delete(k);
+      else this.tokens.set(k, t);
+    }
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
   }
 }
