@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { SequenceMode } from './sequencer/sequence.js';
 import type { FsyncMode } from './storage/files.js';
+import { SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX } from './storage/segments.js';
 
 export interface Config {
   host: string;
@@ -13,6 +14,8 @@ export interface Config {
   dataDir: string;
   requirepass: string | null;
   fsync: FsyncMode;
+  /** Size of one segment file of the node's log; the log moves to a new, preallocated segment when a turn does not fit. */
+  logSegmentBytes: number;
   /** Bytes a connection may have received and not yet parsed into commands. */
   queryBufferBytesMax: number;
   /** Largest bulk argument a client may declare. */
@@ -56,6 +59,8 @@ export interface Config {
 }
 
 const MiB = 1024 * 1024;
+/** Smallest --log-segment-bytes: a segment holds at least a checkpoint of the node's state and a turn. */
+export const LOG_SEGMENT_BYTES_MIN = 64 * 1024;
 
 export const DEFAULT_CONFIG: Readonly<Config> = {
   host: '127.0.0.1',
@@ -63,6 +68,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = {
   dataDir: './data',
   requirepass: null,
   fsync: 'always',
+  logSegmentBytes: SEGMENT_BYTES_DEFAULT,
   queryBufferBytesMax: 64 * MiB,
   bulkBytesMax: 512 * MiB,
   multibulkLengthMax: 1024 * 1024,
@@ -95,6 +101,13 @@ const OPTIONS: Record<string, (c: Config, v: string) => void> = {
   fsync: (c, v) => {
     if (v !== 'always' && v !== 'never') throw new ConfigError(`--fsync must be always or never, not ${JSON.stringify(v)}`);
     c.fsync = v;
+  },
+  'log-segment-bytes': (c, v) => {
+    const bytes = parseBytes(v, 'log-segment-bytes');
+    if (bytes < LOG_SEGMENT_BYTES_MIN || bytes > SEGMENT_BYTES_MAX) {
+      throw new ConfigError(`--log-segment-bytes must be from ${LOG_SEGMENT_BYTES_MIN / 1024}kb to ${SEGMENT_BYTES_MAX / MiB}mb, not ${v}`);
+    }
+    c.logSegmentBytes = bytes;
   },
   'query-buffer-max': (c, v) => (c.queryBufferBytesMax = parseBytes(v, 'query-buffer-max')),
   'bulk-max': (c, v) => (c.bulkBytesMax = parseBytes(v, 'bulk-max')),
@@ -130,6 +143,7 @@ Usage: ordo [options]
   --requirepass PASSWORD       require AUTH with this password
   --fsync always|never         always: reply after the write is flushed to disk (default);
                                never: reply after commit, NOT DURABLE (benchmarks only)
+  --log-segment-bytes BYTES    size of one segment file of the node's log (default 64mb)
   --config FILE                read options from FILE ("name value" lines, # comments);
                                flags given on the command line win
   --query-buffer-max BYTES     unparsed request bytes per client (default 64mb)

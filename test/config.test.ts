@@ -33,6 +33,7 @@ describe('config: flags', () => {
       dataDir: './data',
       requirepass: null,
       fsync: 'always',
+      logSegmentBytes: 64 * MiB,
       queryBufferBytesMax: 64 * MiB,
       bulkBytesMax: 512 * MiB,
       multibulkLengthMax: 1024 * 1024,
@@ -63,6 +64,7 @@ describe('config: flags', () => {
       '--data', '/var/lib/ordo',
       '--requirepass', 's3cret',
       '--fsync', 'never',
+      '--log-segment-bytes', '1mb',
       '--query-buffer-max', '1mb',
       '--bulk-max', '2kb',
       '--multibulk-max', '100',
@@ -85,6 +87,7 @@ describe('config: flags', () => {
       dataDir: '/var/lib/ordo',
       requirepass: 's3cret',
       fsync: 'never',
+      logSegmentBytes: MiB,
       queryBufferBytesMax: MiB,
       bulkBytesMax: 2 * KiB,
       multibulkLengthMax: 100,
@@ -100,7 +103,7 @@ describe('config: flags', () => {
       groups: 4,
       requestTimeoutMs: 2500,
       explicit: new Set([
-        'host', 'port', 'data', 'requirepass', 'fsync', 'query-buffer-max', 'bulk-max', 'multibulk-max', 'max-clients', 'pipeline-max',
+        'host', 'port', 'data', 'requirepass', 'fsync', 'log-segment-bytes', 'query-buffer-max', 'bulk-max', 'multibulk-max', 'max-clients', 'pipeline-max',
         'output-buffer-soft', 'output-buffer-hard', 'output-stall-timeout-ms', 'cluster', 'announce', 'bus-port', 'cluster-secret', 'groups',
         'request-timeout-ms',
       ]),
@@ -126,6 +129,8 @@ describe('config: flags', () => {
     refuses(['--port', 'abc'], /--port must be a whole number/);
     refuses(['--port', '1.5'], /--port must be a whole number/);
     refuses(['--fsync', 'sometimes'], /--fsync must be always or never/);
+    refuses(['--log-segment-bytes', '1kb'], /--log-segment-bytes must be from 64kb to 1024mb/);
+    refuses(['--log-segment-bytes', '2gb'], /--log-segment-bytes must be from 64kb to 1024mb/);
     refuses(['--max-clients', '0'], /--max-clients must be between 1/);
     refuses(['--pipeline-max', '0'], /--pipeline-max must be between 1/);
     refuses(['--multibulk-max', '0'], /--multibulk-max/);

@@ -6,10 +6,10 @@
 // (ordo.mdb), which a node otherwise imports at start.
 
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, mkdirSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, type TestContext } from 'node:test';
 import { open } from 'lmdb';
 import { StateMachine } from '../src/sequencer/state-machine.js';
 import { LmdbStore } from '../src/storage/lmdb.js';
@@ -166,7 +166,8 @@ describe('durability', () => {
     return d;
   };
 
-  it('kill -9 while pipelined clients increment loses no acknowledged value and never repeats one (5 cycles)', async (t) => {
+  /** kill -9 cycles under pipelined INCR load on one data directory, nodes started with `args`; returns the directory. */
+  async function killCycles(t: TestContext, args: readonly string[]): Promise<string> {
     const seed = Number(process.env['ORDO_TEST_SEED'] ?? Date.now() % 1_000_000);
     const random = prng(seed);
     const note = `seed ${seed} (ORDO_TEST_SEED=${seed} repeats it)`;
@@ -174,7 +175,7 @@ describe('durability', () => {
     const keys = ['order:id', 'invoice:id', 'ticket:id'];
     const allAcked: { key: string; value: bigint }[] = [];
     for (let cycle = 0; cycle < 5; cycle++) {
-      const ordo = track(await startOrdo({ dataDir }));
+      const ordo = track(await startOrdo({ dataDir, args }));
       if (cycle > 0) {
         // What survived the last kill covers every value acknowledged before it.
         const values = await getValues(ordo.port, keys);
@@ -201,7 +202,7 @@ describe('durability', () => {
     }
     assert.deepEqual(duplicates(allAcked), [], `${note}: values handed out twice`);
     // A last restart: everything acknowledged is there, and counting goes on above it.
-    const ordo = track(await startOrdo({ dataDir }));
+    const ordo = track(await startOrdo({ dataDir, args }));
     const values = await getValues(ordo.port, keys);
     for (const [key, max] of maxPerKey(allAcked)) assert.ok((values.get(key) ?? 0n) >= max, `${note}: ${key} final`);
     const client = await Incrementer.connect(ordo.port, keys, 16, prng(seed + 1));
@@ -212,6 +213,19 @@ describe('durability', () => {
     t.diagnostic(`${note}: ${allAcked.length} acknowledged increments checked`);
     assert.equal(await ordo.stop(), 0);
     running.delete(ordo);
+    return dataDir;
+  }
+
+  it('kill -9 while pipelined clients increment loses no acknowledged value and never repeats one (5 cycles)', async (t) => {
+    await killCycles(t, []);
+  });
+
+  it('the same with 64 KiB log segments: kills land on segment rotations, and the log goes on past them', async (t) => {
+    const dataDir = await killCycles(t, ['--log-segment-bytes', '64kb']);
+    const segments = readdirSync(join(dataDir, 'wal')).filter((f) => f.endsWith('.wal')).sort();
+    const newest = Number.parseInt(segments[segments.length - 1] ?? '0', 16);
+    t.diagnostic(`segments now: ${segments.length}, newest ${newest}`);
+    assert.ok(newest > 1, `the log rotated (segments: ${segments.join(' ')})`);
   });
 
   it('SIGTERM while clients write: exits 0, and every acknowledged write is there after restart', async () => {

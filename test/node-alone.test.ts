@@ -10,7 +10,11 @@ import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import { EntryType } from '../src/raft/types.js';
+import { snapshotState } from '../src/sequencer/codec.js';
+import { encodeOps } from '../src/sequencer/op-codec.js';
 import { LmdbStore } from '../src/storage/lmdb.js';
+import { RaftLogStore } from '../src/storage/raft-lmdb.js';
 import { StateMachine } from '../src/sequencer/state-machine.js';
 import { removeDir, startOrdo, startRedis, tempDir } from './helpers/processes.js';
 
@@ -210,7 +214,7 @@ describe('a node alone', () => {
       const applied = Number(/raft_applied_index:(\d+)/.exec(rinfo)?.[1]);
       assert.ok(term >= 1, rinfo);
       assert.ok(commit > 1 && applied === commit, rinfo);
-      assert.ok(existsSync(join(node.dataDir, 'raft.mdb')) && !existsSync(join(node.dataDir, 'ordo.mdb')));
+      assert.ok(existsSync(join(node.dataDir, 'wal')) && !existsSync(join(node.dataDir, 'raft.mdb')) && !existsSync(join(node.dataDir, 'ordo.mdb')));
     } finally {
       lc.disconnect();
       rc.disconnect();
@@ -383,6 +387,54 @@ describe('a node alone', () => {
         assert.equal(await again.stop(), 0);
       }
       assert.ok(!existsSync(join(dataDir, 'ordo.mdb')) && existsSync(join(dataDir, 'ordo.mdb.imported')));
+    } finally {
+      removeDir(dataDir);
+    }
+  });
+
+  it('imports the Raft log of earlier versions (raft.mdb) once: snapshot, entries and metadata', async () => {
+    const dataDir = tempDir('raft-mdb-import');
+    try {
+      // A node alone of an earlier version: a snapshot at index 2 and two entries after it, all committed.
+      const old = RaftLogStore.open(dataDir, { fsync: 'always' });
+      const conf = { voters: ['n1'], learners: [] };
+      const sm = new StateMachine();
+      sm.apply({ type: 'incrby', key: 'snapped', delta: 7n });
+      const g = old.group(1, conf);
+      g.append([
+        { index: 1, term: 1, type: EntryType.Normal, data: new Uint8Array(0) },
+        { index: 2, term: 1, type: EntryType.Normal, data: encodeOps([{ type: 'incrby', key: 'snapped', delta: 7n }]) },
+        { index: 3, term: 1, type: EntryType.Normal, data: encodeOps([{ type: 'incrby', key: 'logged', delta: 5n }]) },
+        { index: 4, term: 1, type: EntryType.Normal, data: encodeOps([{ type: 'incrby', key: 'logged', delta: 1n }]) },
+      ]);
+      g.createSnapshot(2, conf, snapshotState(sm));
+      g.compact(2);
+      g.setHardState({ term: 1, vote: 'n1', commit: 4 });
+      old.putMeta('node-id', Buffer.from('n1'));
+      await old.commitTurn();
+      await old.close();
+
+      const node = await startOrdo({ dataDir, args: RAFT });
+      const c = connect(node.port);
+      try {
+        assert.match(node.output(), /imported 1 Raft groups from .*raft\.mdb/);
+        assert.equal(await c.get('snapped'), '7');
+        assert.equal(await c.get('logged'), '6');
+        assert.equal(await c.incr('logged'), 7);
+      } finally {
+        c.disconnect();
+        assert.equal(await node.stop(), 0);
+      }
+      assert.ok(!existsSync(join(dataDir, 'raft.mdb')) && existsSync(join(dataDir, 'raft.mdb.imported')));
+      const again = await startOrdo({ dataDir, args: RAFT });
+      const c2 = connect(again.port);
+      try {
+        assert.doesNotMatch(again.output(), /imported/);
+        assert.equal(await c2.get('logged'), '7');
+      } finally {
+        c2.disconnect();
+        assert.equal(await again.stop(), 0);
+      }
     } finally {
       removeDir(dataDir);
     }

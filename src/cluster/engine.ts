@@ -5,7 +5,7 @@
 //
 // At start:
 // - a new data directory (with --cluster) records this node's id, the
-//   bootstrap topology and its listen addresses in raft.mdb, durable with the
+//   bootstrap topology and its listen addresses in the node log, durable with the
 //   first loop turn; a restart reads them back and refuses flags that
 //   contradict them;
 // - group 0 (the metadata group: every member up to METADATA_VOTERS_MAX)
@@ -16,6 +16,7 @@
 // preferred leader when that replica is up to date and answering, so leaders
 // spread evenly and return to a node that comes back.
 
+import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Config } from '../config.js';
 import { ERR } from '../errors.js';
@@ -25,8 +26,9 @@ import type { RaftGroup } from '../multiraft/raft-group.js';
 import { Role } from '../raft/index.js';
 import { R, type Protocol, type Reply } from '../resp/encoder.js';
 import { checkDataDir } from '../storage/files.js';
-import { RaftLogStore } from '../storage/raft-lmdb.js';
-import { DataDirectoryError } from '../storage/store.js';
+import { importRaftLmdb } from '../storage/upgrade.js';
+import { WalStore } from '../storage/wal-store.js';
+import { DataDirectoryError, type NodeLogStore } from '../storage/store.js';
 import type { MemoryHub } from '../transport/memory.js';
 import { TcpTransport } from '../transport/tcp.js';
 import type { LinkAwareTransport, NodeId } from '../transport/types.js';
@@ -45,11 +47,11 @@ import { answerProbe, nextGeneration, probePeers, type ProbeRound } from './gene
 import { bootstrapFromList, ClusterConfigError, clusterIdOf, findSelf, parseAddress } from './members.js';
 import { decodeTopology, encodeTopology, type Member, type Topology } from './topology.js';
 
-/** raft.mdb metadata: this node's id. */
+/** Node metadata: this node's id. */
 export const META_NODE_ID = 'node-id';
-/** raft.mdb metadata: the topology this member was bootstrapped with. */
+/** Node metadata: the topology this member was bootstrapped with. */
 export const META_BOOTSTRAP = 'cluster-bootstrap';
-/** raft.mdb metadata: where this node listens ("host port busPort"). */
+/** Node metadata: where this node listens ("host port busPort"). */
 export const META_LISTEN = 'cluster-listen';
 export const METADATA_GROUP_ID = 0;
 /** Voters of group 0: the first members (in list order), at most this many. */
@@ -127,7 +129,7 @@ export class ClusterEngine {
     readonly self: Member,
     readonly topology: Topology,
     readonly listen: { readonly host: string; readonly port: number; readonly busPort: number },
-    private readonly store: RaftLogStore,
+    private readonly store: NodeLogStore,
     private readonly transport: LinkAwareTransport,
     private readonly mux: BusMux,
     readonly host: MultiRaftHost,
@@ -148,7 +150,7 @@ export class ClusterEngine {
    * it); when opening fails, the caller closes it. With `options.bus` the
    * bus is that in-memory hub instead of TCP (nothing listens on the bus port).
    */
-  static async open(config: Config, store: RaftLogStore, options: ClusterOpenOptions = {}): Promise<ClusterEngine> {
+  static async open(config: Config, store: NodeLogStore, options: ClusterOpenOptions = {}): Promise<ClusterEngine> {
     const explicit = config.explicit ?? new Set<string>();
     const recorded = store.getMeta(META_BOOTSTRAP);
     let topology: Topology;
@@ -497,8 +499,24 @@ function describe(t: Topology): string {
   return `${t.members.map((m) => `${m.host}:${m.port}@${m.busPort}`).join(',')} with ${t.groupCount} groups`;
 }
 
-/** Opens the node's Raft log store in config.dataDir, after checking the directory is ordo's (or empty). */
-export function openRaftStore(config: Config): RaftLogStore {
-  checkDataDir(resolve(config.dataDir));
-  return RaftLogStore.open(config.dataDir, { fsync: config.fsync });
+/**
+ * Opens the node's log in config.dataDir, after checking the directory is
+ * ordo's (or empty), and imports a raft.mdb of earlier versions into it once.
+ */
+export async function openNodeLog(config: Config): Promise<NodeLogStore> {
+  const dir = resolve(config.dataDir);
+  checkDataDir(dir);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
+  }
+  const store = WalStore.open(config.dataDir, { fsync: config.fsync, segmentBytes: config.logSegmentBytes });
+  try {
+    await importRaftLmdb(config.dataDir, store, config.fsync);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  return store;
 }

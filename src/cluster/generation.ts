@@ -19,16 +19,16 @@
 // restored before it restarts (the generation is per start), nor a wipe while
 // every peer that saw the member is down.
 
-import type { RaftLogStore } from '../storage/raft-lmdb.js';
+import type { NodeLogStore } from '../storage/store.js';
 import { DataDirectoryError } from '../storage/store.js';
 import type { NodeId } from '../transport/types.js';
 import { CHANNEL_PROBE, CHANNEL_PROBE_REPLY, PROBE_OK, PROBE_STALE, type BusMux } from './bus.js';
 
-/** raft.mdb metadata: how many times this member has started. */
+/** Node metadata: how many times this member has started. */
 export const META_GENERATION = 'generation';
-/** raft.mdb metadata: why this member refuses to start (set once refused). */
+/** Node metadata: why this member refuses to start (set once refused). */
 export const META_REFUSED = 'refused';
-/** raft.mdb metadata prefix: the highest generation seen of each peer. */
+/** Node metadata prefix: the highest generation seen of each peer. */
 export const META_SEEN_PREFIX = 'seen:';
 /** How often an unanswered probe is sent again. */
 export const PROBE_RETRY_MS = 200;
@@ -39,13 +39,13 @@ function u32(bytes: Uint8Array, offset: number): number {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32BE(offset);
 }
 
-function metaNumber(store: RaftLogStore, key: string): number {
+function metaNumber(store: NodeLogStore, key: string): number {
   const raw = store.getMeta(key);
   return raw === undefined ? 0 : Number(Buffer.from(raw).toString('utf8'));
 }
 
 /** Refuses a directory refused before; otherwise starts the next generation and makes it durable. */
-export async function nextGeneration(store: RaftLogStore): Promise<number> {
+export async function nextGeneration(store: NodeLogStore): Promise<number> {
   const refused = store.getMeta(META_REFUSED);
   if (refused !== undefined) throw new DataDirectoryError(Buffer.from(refused).toString('utf8'));
   const generation = metaNumber(store, META_GENERATION) + 1;
@@ -55,7 +55,7 @@ export async function nextGeneration(store: RaftLogStore): Promise<number> {
 }
 
 /** Answers a peer's PROBE from what this member has seen (recorded with its next storage commit). */
-export function answerProbe(store: RaftLogStore, mux: BusMux, from: NodeId, payload: Uint8Array): void {
+export function answerProbe(store: NodeLogStore, mux: BusMux, from: NodeId, payload: Uint8Array): void {
   if (payload.length !== 5) return;
   const generation = u32(payload, 1);
   const seen = metaNumber(store, META_SEEN_PREFIX + from);
@@ -78,7 +78,7 @@ export interface ProbeRound {
 
 /** Asks every peer about `generation` until a majority with this member answered OK. */
 export function probePeers(
-  store: RaftLogStore,
+  store: NodeLogStore,
   mux: BusMux,
   isConnected: (peer: NodeId) => boolean,
   peers: readonly NodeId[],

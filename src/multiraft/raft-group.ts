@@ -261,9 +261,10 @@ export class RaftGroup implements Group {
       done({ ok: false, error: ERROR_KEY_OF[f] });
     };
     if (this.failedHost) return fail("hostFailed");
-    if (this.settledSoleLeader()) {
-      // No other node can lead, and every entry of the log is applied (so
-      // committed and durable): the state machine is the latest state.
+    if (this.soleLeaderUpToDate()) {
+      // No other node can lead, this leader's first entry is committed, and
+      // every committed entry is applied: the state machine holds every
+      // acknowledged write (writes still in flight are not acknowledged yet).
       this.counters.readsServed++;
       done({ ok: true, value: query(this.sm) });
       return;
@@ -283,16 +284,15 @@ export class RaftGroup implements Group {
     this.scheduleTurn();
   }
 
-  /** The only voter leads, and nothing is waiting: no write queued or proposed, no read waiting, every entry applied. */
-  private settledSoleLeader(): boolean {
+  /** The only voter leads, has committed an entry of its term, has applied every committed entry, and no read waits before. */
+  private soleLeaderUpToDate(): boolean {
     const node = this.node;
     return (
       node.role === Role.Leader &&
       node.soleVoter() &&
-      this.queued.length === 0 &&
-      this.proposed.size === 0 &&
       this.reads.size === 0 &&
-      this.applied === node.lastLogIndex()
+      node.committedInTerm() &&
+      this.applied === node.commitIndex()
     );
   }
 

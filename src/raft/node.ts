@@ -522,9 +522,14 @@ export class RaftNode {
     return this.role === Role.Leader && this.tickCount - this.leaderSinceTick >= this.predecessorLeaseTicks;
   }
 
-  /** Index of the last entry in this node's log, durable or not. */
-  lastLogIndex(): number {
-    return this.log.lastIndex();
+  /** The commit index as this node knows it. */
+  commitIndex(): number {
+    return this.log.committed;
+  }
+
+  /** Whether the last committed entry is of this node's term (a new leader's first entry committed). */
+  committedInTerm(): boolean {
+    return this.log.term(this.log.committed) === this.term;
   }
 
   /** Whether this node is the group's only voter (no other node can lead it). */

@@ -7,28 +7,25 @@
 // - a cluster member (--cluster, or a data directory that holds a member's
 //   state): src/cluster/engine.ts, with data commands routed by
 //   src/server/router.ts.
-// A data directory written by the old single-node store (ordo.mdb) is
-// imported into the data group's log once, at start (importLegacyKeyspace).
+// Data directories of earlier versions (raft.mdb, ordo.mdb) are imported into
+// the node's log once, at start (src/storage/upgrade.ts).
 
 import { randomBytes } from 'node:crypto';
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { ERR, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
-import { ClusterEngine, META_BOOTSTRAP, META_NODE_ID, openRaftStore, type ClusterOpenOptions } from '../cluster/engine.js';
+import { ClusterEngine, META_BOOTSTRAP, META_NODE_ID, openNodeLog, type ClusterOpenOptions } from '../cluster/engine.js';
 import { MultiRaftHost } from '../multiraft/host.js';
 import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
 import type { Group } from '../multiraft/group.js';
 import type { RaftGroup } from '../multiraft/raft-group.js';
 import type { Reply } from '../resp/encoder.js';
 import { R } from '../resp/encoder.js';
-import { StateMachine } from '../sequencer/state-machine.js';
-import { snapshotState } from '../sequencer/codec.js';
-import { LEGACY_IMPORTED_FILE, LEGACY_LOCAL_FILES } from '../storage/files.js';
-import { LmdbStore } from '../storage/lmdb.js';
-import type { RaftLogStore } from '../storage/raft-lmdb.js';
-import { DataDirectoryError } from '../storage/store.js';
+import { LEGACY_LOCAL_FILES } from '../storage/files.js';
+import { DataDirectoryError, type NodeLogStore } from '../storage/store.js';
+import { importLegacyKeyspace } from '../storage/upgrade.js';
 import { MemoryHub } from '../transport/memory.js';
 import { arityOk, type CommandSpec, type CommandTable, type ServerContext, type ServerStats } from './command.js';
 import { ADMIN_COMMANDS } from './commands/admin.js';
@@ -58,8 +55,6 @@ export const RAFT_DEFAULT_NODE_ID = 'n1';
 export const RAFT_NODE_ID_META_KEY = META_NODE_ID;
 /** A node alone: the Raft group holding the keyspace. */
 export const RAFT_DATA_GROUP_ID = 1;
-/** Metadata key set in the turn that imported a legacy ordo.mdb (its value: the number of keys). */
-export const META_LEGACY_IMPORTED = 'legacy-keyspace-imported';
 
 /** What OrdoServer.start takes besides the configuration (tests only): what a cluster member opens with. */
 export type ServerStartOptions = ClusterOpenOptions;
@@ -70,7 +65,7 @@ export type ServerStartOptions = ClusterOpenOptions;
  * needs only --data), else a node alone.
  */
 async function openEngine(config: Config, options: ServerStartOptions): Promise<EngineHandle> {
-  const raftStore = openRaftStore(config);
+  const raftStore = await openNodeLog(config);
   try {
     const member = raftStore.getMeta(META_BOOTSTRAP) !== undefined;
     if (config.cluster !== null || member) {
@@ -105,7 +100,7 @@ interface EngineHandle {
  * this node (so it leads at once), its log in the data directory, and an
  * in-memory bus that has no other node on it.
  */
-async function openNodeAlone(config: Config, store: RaftLogStore): Promise<EngineHandle> {
+async function openNodeAlone(config: Config, store: NodeLogStore): Promise<EngineHandle> {
   let host: MultiRaftHost | null = null;
   let hub: MemoryHub | null = null;
   try {
@@ -117,7 +112,7 @@ async function openNodeAlone(config: Config, store: RaftLogStore): Promise<Engin
       nodeId = Buffer.from(recorded).toString('utf8');
       if (nodeId === '') throw new DataDirectoryError(`${store.description}: empty node id recorded; refusing to start`);
     }
-    await importLegacyKeyspace(config.dataDir, store, nodeId);
+    await importLegacyKeyspace(config.dataDir, store, nodeId, RAFT_DATA_GROUP_ID);
     hub = new MemoryHub();
     const openedHub = hub;
     host = new MultiRaftHost({ nodeId, transport: hub.transport(nodeId), store, random: Math.random });
@@ -138,50 +133,6 @@ async function openNodeAlone(config: Config, store: RaftLogStore): Promise<Engin
     await hub?.close();
     throw e;
   }
-}
-
-/**
- * Imports the keyspace of the old single-node store (DIR/ordo.mdb) into the
- * data group, once: its whole state becomes the group's first snapshot (index
- * 1, term 1), committed with a metadata mark in one turn; then ordo.mdb is
- * renamed to ordo.mdb.imported. A crash before the rename finds the mark and
- * only renames. The data group must be new: a log of its own and an
- * unimported ordo.mdb side by side are refused.
- */
-async function importLegacyKeyspace(dataDir: string, store: RaftLogStore, nodeId: string): Promise<void> {
-  const legacyPath = join(dataDir, LEGACY_LOCAL_FILES.dataFile);
-  if (!existsSync(legacyPath)) return;
-  const importedPath = join(dataDir, LEGACY_IMPORTED_FILE);
-  const retire = (): void => {
-    renameSync(legacyPath, importedPath);
-    rmSync(`${legacyPath}-lock`, { force: true });
-  };
-  if (store.getMeta(META_LEGACY_IMPORTED) !== undefined) {
-    retire();
-    return;
-  }
-  const conf = { voters: [nodeId], learners: [] };
-  if (store.hasGroup(RAFT_DATA_GROUP_ID) && store.group(RAFT_DATA_GROUP_ID, conf).lastIndex() > 0) {
-    throw new DataDirectoryError(`${legacyPath} was not imported, but ${store.description} already holds a log; refusing to start (move one of them away)`);
-  }
-  const legacy = LmdbStore.open(dataDir, 'always');
-  const sm = new StateMachine();
-  try {
-    legacy.recover(sm);
-  } finally {
-    await legacy.close();
-  }
-  const storage = store.group(RAFT_DATA_GROUP_ID, conf);
-  storage.applySnapshot({ meta: { index: 1, term: 1, conf }, data: snapshotState(sm) });
-  storage.setHardState({ term: 1, vote: nodeId, commit: 1 });
-  store.putMeta(META_LEGACY_IMPORTED, Buffer.from(String(sm.size), 'utf8'));
-  try {
-    await store.commitTurn();
-  } catch (e) {
-    throw new DataDirectoryError(`importing ${legacyPath}: ${(e as Error).message}`);
-  }
-  retire();
-  process.stdout.write(`ordo: imported ${sm.size} keys from ${legacyPath} (the single-node store of earlier versions); it is kept as ${importedPath}\n`);
 }
 
 export class OrdoServer implements ConnectionHost {

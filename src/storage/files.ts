@@ -123,20 +123,35 @@ export interface StoreFiles {
   readonly lockFile: string;
 }
 
-/** The node's Raft log and snapshots (raft-lmdb.ts). */
+/** The folder of the node's log (wal-store.ts): every group's Raft log, hard state and snapshots, and the node metadata. */
+export const NODE_LOG_DIR = 'wal';
+
+/**
+ * Every group's Raft log in LMDB (raft-lmdb.ts), as earlier versions kept it.
+ * Imported once into the node's log at start (upgrade.ts), then renamed to
+ * RAFT_IMPORTED_FILE.
+ */
 export const RAFT_FILES: StoreFiles = { dataFile: 'raft.mdb', lockFile: 'raft.pid' };
+/** What RAFT_FILES.dataFile is renamed to once imported. */
+export const RAFT_IMPORTED_FILE = 'raft.mdb.imported';
 
 /**
  * The keyspace of a single node written by ordo before every node ran its
  * groups through Raft (lmdb.ts). Read once, at start, and imported into the
- * node's Raft log (server.ts); then renamed to LEGACY_IMPORTED_FILE.
+ * node's log (upgrade.ts); then renamed to LEGACY_IMPORTED_FILE.
  */
 export const LEGACY_LOCAL_FILES: StoreFiles = { dataFile: 'ordo.mdb', lockFile: 'ordo.pid' };
 /** What LEGACY_LOCAL_FILES.dataFile is renamed to once imported. */
 export const LEGACY_IMPORTED_FILE = 'ordo.mdb.imported';
 
 /** Entries of a data directory that mark it as ordo's. */
-const ORDO_DATA_ENTRIES: readonly string[] = [RAFT_FILES.dataFile, LEGACY_LOCAL_FILES.dataFile, LEGACY_IMPORTED_FILE];
+const ORDO_DATA_ENTRIES: readonly string[] = [
+  NODE_LOG_DIR,
+  RAFT_FILES.dataFile,
+  RAFT_IMPORTED_FILE,
+  LEGACY_LOCAL_FILES.dataFile,
+  LEGACY_IMPORTED_FILE,
+];
 
 /**
  * Refuses, with a DataDirectoryError, a directory that holds other files and

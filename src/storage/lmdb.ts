@@ -11,7 +11,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
 import { acquirePidLock, checkDataDir, LEGACY_LOCAL_FILES, releasePidLock, verifyLmdbHeader, type FsyncMode } from './files.js';
-import { DataDirectoryError, PersistError, type KeyspaceStore } from './store.js';
+import { DataDirectoryError, PersistError, type LegacyKeyspaceStore } from './store.js';
 
 export const DATA_FILE = LEGACY_LOCAL_FILES.dataFile;
 /** Holds the pid of the process that has `ordo.mdb` open. */
@@ -54,7 +54,7 @@ function splitStored(storedKey: Uint8Array, stored: Buffer): { key: string; reco
   throw new CorruptRecordError(`unknown stored key layout (${k.length} bytes, tag ${String(k[0])})`);
 }
 
-export class LmdbStore implements KeyspaceStore {
+export class LmdbStore implements LegacyKeyspaceStore {
   readonly description: string;
   private readonly root: RootDatabase;
   private readonly kv: Database<Buffer, Buffer>;

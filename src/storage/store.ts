@@ -1,6 +1,8 @@
-// Storage errors, and the interface of the old single-node keyspace store
-// (lmdb.ts, read once at start to import a data directory of earlier versions).
+// Storage errors, the interface of a node's Raft log store, and the
+// interface of the old single-node keyspace store (lmdb.ts, read once at start
+// to import a data directory of earlier versions).
 
+import type { ConfState, WritableStorage } from '../raft/index.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
 
 /** Thrown by `persist`. `applied` says whether the batch may have reached disk. */
@@ -16,7 +18,34 @@ export class PersistError extends Error {
 /** A data directory that cannot be used: the node refuses to start, saying why. */
 export class DataDirectoryError extends Error {}
 
-export interface KeyspaceStore {
+/**
+ * Where a node keeps the Raft state of all its groups and its metadata
+ * (WalStore; RaftLogStore in data directories of earlier versions). Writes
+ * (through a group's storage, or putMeta) are durable once the next
+ * commitTurn() resolves; docs/storage.md.
+ */
+export interface NodeLogStore {
+  /** Where the data lives, for logs and INFO. */
+  readonly description: string;
+  /** Commit turns off the event loop's thread (a node with peers) or on it (a node alone). */
+  commitOffThread: boolean;
+  /** The storage of group `groupId`, created (empty, with `initialConf`) if the node has none yet. */
+  group(groupId: number, initialConf: ConfState): WritableStorage;
+  /** Ids of every group this node stores, ascending. */
+  groups(): number[];
+  hasGroup(groupId: number): boolean;
+  getMeta(key: string): Uint8Array | undefined;
+  /** Written with the next turn. The store keeps `value`: do not change it. */
+  putMeta(key: string, value: Uint8Array): void;
+  deleteMeta(key: string): void;
+  metaKeys(): string[];
+  /** Makes every write since the last turn durable; rejects with PersistError. Turns settle in call order. */
+  commitTurn(): Promise<void>;
+  /** Releases the store; writes not committed are dropped, as a crash would. */
+  close(): Promise<void>;
+}
+
+export interface LegacyKeyspaceStore {
   /** Where the data lives, for logs and INFO. */
   readonly description: string;
   /** Loads every stored key into `sm` (which must be empty). */

@@ -1,4 +1,4 @@
-// Test double: a group of one voter over a KeyspaceStore (the single-node
+// Test double: a group of one voter over a LegacyKeyspaceStore (the single-node
 // engine of earlier versions, kept for the window allocator's tests). The
 // node is its own majority. Ops are applied to the state machine as they arrive (in arrival order, which is the log order), and
 // everything applied during one event-loop turn is persisted as one batch: one
@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import type { ErrorKey } from '../../src/errors.js';
 import type { TokenTable } from '../../src/sequencer/sequence.js';
 import { isEmpty, type ChangeSet, type Op, type OpResult, type StateMachine, type StoredValue } from '../../src/sequencer/state-machine.js';
-import { PersistError, type KeyspaceStore } from '../../src/storage/store.js';
+import { PersistError, type LegacyKeyspaceStore } from '../../src/storage/store.js';
 import type { Group, GroupStats, ReadOutcome, WindowLease } from '../../src/multiraft/group.js';
 
 type Waiter = () => void;
@@ -36,7 +36,7 @@ export class LocalGroup implements Group {
 
   constructor(
     private readonly sm: StateMachine,
-    private readonly store: KeyspaceStore,
+    private readonly store: LegacyKeyspaceStore,
   ) {}
 
   get stats(): GroupStats {
@@ -181,7 +181,7 @@ export class LocalGroup implements Group {
 }
 
 /** In-memory store for tests. `failNext` makes the next persist fail the way a full disk would. */
-export class MemoryStore implements KeyspaceStore {
+export class MemoryStore implements LegacyKeyspaceStore {
   readonly description = 'memory';
   readonly values = new Map<string, StoredValue>();
   readonly tokens = new Map<string, TokenTable>();

@@ -1,0 +1,808 @@
+// The node's log: every Raft group of a node, and the node's metadata, in ONE
+// append-only log (`DIR/wal/`), written with one write and one fdatasync per
+// loop turn for all groups. A drop-in for RaftLogStore (raft-lmdb.ts): the
+// same API, the same in-memory mirrors, the same failure reporting. See
+// docs/storage.md, "The node's log (`wal/`)".
+//
+// Each group's storage keeps an in-memory mirror of its uncompacted log, hard
+// state and latest snapshot, so the Raft node reads synchronously and sees
+// every write at once. Writes only mark the group dirty; `commitTurn()` encodes
+// what changed since the previous call (entries appended, hard states, log
+// starts, snapshot references, metadata) as records (wal-records.ts) of ONE
+// frame, carved from a reused buffer, and appends it to the active segment (segments.ts):
+// synchronously on the calling thread, or (`commitOffThread`) on libuv's pool
+// so the event loop goes on while the disk syncs. Snapshot data does not go
+// into the log: it is written to a file of its own, made durable before the
+// frame that references it. When a segment is full the next frame starts a new
+// one with a checkpoint of everything but entries, so that older segments are
+// needed only for their entries, and are deleted once every group has compacted
+// them. Turns settle in call order; after a failed turn every later turn fails.
+
+import assert from 'node:assert/strict';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, unlinkSync, writevSync } from 'node:fs';
+import { open as openAsync, unlink as unlinkAsync } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { MemoryStorage } from '../raft/storage.js';
+import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
+import { acquirePidLock, NODE_LOG_DIR, releasePidLock } from './files.js';
+import {
+  AppendError,
+  FRAME_HEADER_BYTES,
+  FRAME_NUMBER_BYTES,
+  FRAME_PAYLOAD_BYTES_MAX,
+  SEGMENT_BYTES_DEFAULT,
+  SegmentLog,
+  fsyncDir,
+  fsyncDirAsync,
+  sealFrame,
+  writeU64LE,
+} from './segments.js';
+import { DataDirectoryError, PersistError, type NodeLogStore } from './store.js';
+import {
+  ENTRY_HEADER_BYTES,
+  FLAG_CHECKPOINT,
+  FrameWriter,
+  RECORDS_AT,
+  REC_ENTRIES,
+  REC_GROUP,
+  REC_HARD,
+  REC_LOG_START,
+  REC_META_DEL,
+  REC_META_PUT,
+  REC_SNAPSHOT,
+  Replay,
+  SNAP_NAME,
+  U16_MAX,
+  WAL_RECORD_FORMAT_VERSION,
+  encodeSnapHeader,
+  snapFileName,
+  type SnapWrite,
+} from './wal-records.js';
+
+/** The directory of the node's log, in the data directory. */
+export const WAL_DIR = NODE_LOG_DIR;
+/** Holds the pid of the process that has the log open (one process per log), in `WAL_DIR`. */
+export const WAL_LOCK_FILE = 'LOCK';
+/** Longest node metadata key, in UTF-8 bytes. */
+export const META_KEY_BYTES_MAX = 256;
+/** Longest node metadata value. */
+export const META_VALUE_BYTES_MAX = 64 * 1024 * 1024;
+/** Longest node id stored in a hard state or a membership, in UTF-8 bytes. */
+export const NODE_ID_BYTES_MAX = 1024;
+/** Group ids are stored as u32. */
+export const GROUP_ID_MAX = 0xffff_ffff;
+/** Size of a new turn buffer; buffers grow to the biggest turn and are reused. */
+const TURN_BUFFER_BYTES = 64 * 1024;
+/** Turn buffers kept for reuse (one per turn in flight). */
+const TURN_BUFFERS_KEPT_MAX = 4;
+
+export type WalFsyncMode = 'always' | 'never';
+
+export interface WalStoreOptions {
+  /** 'always': commitTurn resolves after fdatasync. 'never': after the write only (benchmarks; a machine crash can lose turns). */
+  readonly fsync: WalFsyncMode;
+  /** Write and fdatasync on libuv's pool instead of the calling thread (default false; see `commitOffThread`). */
+  readonly commitOffThread?: boolean;
+  /** Size segments are preallocated to (default SEGMENT_BYTES_DEFAULT). */
+  readonly segmentBytes?: number;
+}
+
+function checkNodeId(id: NodeId): void {
+  assert.ok(Buffer.byteLength(id, 'utf8') <= NODE_ID_BYTES_MAX, `node id longer than ${NODE_ID_BYTES_MAX} bytes`);
+}
+
+function checkConf(conf: ConfState): void {
+  assert.ok(conf.voters.length <= U16_MAX && conf.learners.length <= U16_MAX, 'membership too large');
+  for (const id of conf.voters) checkNodeId(id);
+  for (const id of conf.learners) checkNodeId(id);
+}
+
+// ---------------------------------------------------------------------------
+// One group's storage
+// ---------------------------------------------------------------------------
+
+/** What a turn changes in what is durable, applied once its frame is committed. */
+interface TurnEffects {
+  /** Log start of each group whose log start the turn records. */
+  readonly logStarts: [WalGroupStorage, number][];
+  /** Snapshot file each group refers to after the turn (null: none), for groups whose snapshot changed. */
+  readonly snapFiles: [WalGroupStorage, string | null][];
+}
+
+/**
+ * The storage of one Raft group: MemoryStorage (the in-memory mirror every
+ * read is served from), with stricter checks on writes and a record of what
+ * changed, which WalStore encodes into the next turn's frame.
+ */
+export class WalGroupStorage extends MemoryStorage {
+  private isNew: boolean;
+  private hardDirty = false;
+  /** The hard state as of the last turn collected. */
+  private collectedHard: HardState = { term: 0, vote: null, commit: 0 };
+  private snapDirty = false;
+  /** Lowest index appended (or truncated from) since the last turn (Infinity: none). */
+  private dirtyFrom = Infinity;
+  /** Log start (index, term) as of the last turn collected. */
+  private collectedStart = 0;
+  private collectedStartTerm = 0;
+  /** Frame whose snapshot file holds the current snapshot's data (0: no file, the data is empty). */
+  private snapFrame = 0;
+  /** @internal Log start and snapshot file of the last committed turn. */
+  durableStart = 0;
+  /** @internal */
+  durableSnapFile: string | null = null;
+
+  /** @internal Only WalStore creates these: `isNew` means nothing of the group is in the log yet. */
+  constructor(
+    readonly groupId: number,
+    initialConf: ConfState,
+    private readonly onDirty: (g: WalGroupStorage) => void,
+    isNew: boolean,
+  ) {
+    super(initialConf);
+    this.isNew = isNew;
+  }
+
+  /** @internal Restores recovered state (nothing is dirty afterwards). */
+  restore(hard: HardState, snap: Snapshot, snapFrame: number, ents: Entry[], snapFile: string | null): void {
+    this.hard = hard;
+    this.collectedHard = hard;
+    this.snap = snap;
+    this.ents = ents;
+    this.snapFrame = snapFrame;
+    this.collectedStart = (ents[0] as Entry).index;
+    this.collectedStartTerm = (ents[0] as Entry).term;
+    this.durableStart = this.collectedStart;
+    this.durableSnapFile = snapFile;
+  }
+
+  override setHardState(hs: HardState): void {
+    if (hs.vote !== null) checkNodeId(hs.vote);
+    super.setHardState(hs);
+    this.hardDirty = true;
+    this.onDirty(this);
+  }
+
+  override append(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    const first = (entries[0] as Entry).index;
+    const off = this.offset();
+    const last = this.lastIndex();
+    assert.ok(first <= last + 1, `append gap: first ${first}, last ${last}`);
+    const skip = first <= off ? off + 1 - first : 0; // already covered by the log start
+    if (skip >= entries.length) return;
+    const start = first + skip;
+    // Check everything before changing anything. Entries up to the snapshot are committed: never replaced.
+    assert.ok(start > this.snap.meta.index, `append at ${start} would replace entries up to the snapshot at ${this.snap.meta.index}`);
+    let prevTerm = this.term(start - 1) as number;
+    for (let k = skip; k < entries.length; k++) {
+      const e = entries[k] as Entry;
+      assert.equal(e.index, start + k - skip, 'append: non-contiguous entries');
+      assertIndex(e.term, 'entry term');
+      assert.ok(e.term >= prevTerm, `append: term ${e.term} at ${e.index} below the preceding term ${prevTerm}`);
+      assert.ok(e.type === EntryType.Normal || e.type === EntryType.ConfChange, `append: unknown entry type ${String(e.type)}`);
+      assert.ok(e.data.length <= FRAME_PAYLOAD_BYTES_MAX, 'append: entry too large');
+      prevTerm = e.term;
+    }
+    super.append(entries);
+    if (start < this.dirtyFrom) this.dirtyFrom = start;
+    this.onDirty(this);
+  }
+
+  override applySnapshot(snap: Snapshot): void {
+    assertIndex(snap.meta.index, 'snapshot index');
+    assertIndex(snap.meta.term, 'snapshot term');
+    assert.ok(snap.meta.index > 0 || (snap.meta.term === 0 && snap.data.length === 0), 'applySnapshot: empty snapshot with a term or data');
+    checkConf(snap.meta.conf);
+    super.applySnapshot(snap);
+    this.snapDirty = true;
+    this.dirtyFrom = snap.meta.index + 1; // whatever followed in the log is gone
+    this.onDirty(this);
+  }
+
+  override createSnapshot(index: number, conf: ConfState, data: Uint8Array): Snapshot {
+    checkConf(conf);
+    const snap = super.createSnapshot(index, conf, data);
+    this.snapDirty = true;
+    this.onDirty(this);
+    return snap;
+  }
+
+  override compact(index: number): void {
+    const before = this.offset();
+    super.compact(index);
+    if (this.offset() === before) return;
+    this.onDirty(this);
+  }
+
+  /** @internal Encodes this turn's records into `w`; snapshot files to write go to `snaps`. */
+  collect(w: FrameWriter, frame: number, snaps: SnapWrite[], effects: TurnEffects, entryMax: Map<number, number>): void {
+    const g = this.groupId;
+    if (this.isNew) {
+      w.u8(REC_GROUP);
+      w.u32(g);
+      w.conf(this.snap.meta.conf);
+      this.isNew = false;
+    }
+    if (this.snapDirty) {
+      const snap = this.snap;
+      let file: string | null = null;
+      this.snapFrame = 0;
+      if (snap.data.length > 0) {
+        this.snapFrame = frame;
+        file = snapFileName(g, snap.meta.index, frame);
+        snaps.push({ group: g, file, snap, frame });
+      }
+      this.encodeSnapshot(w);
+      effects.snapFiles.push([this, file]);
+      this.snapDirty = false;
+    }
+    const off = this.offset();
+    const offTerm = (this.ents[0] as Entry).term;
+    if (off !== this.collectedStart || offTerm !== this.collectedStartTerm) {
+      w.u8(REC_LOG_START);
+      w.u32(g);
+      w.u64(off);
+      w.u64(offTerm);
+      this.collectedStart = off;
+      this.collectedStartTerm = offTerm;
+      effects.logStarts.push([this, off]);
+    }
+    const last = this.lastIndex();
+    if (this.dirtyFrom !== Infinity) {
+      // From the lowest index appended (or truncated from) this turn; one record per run of one term.
+      let i = Math.max(this.dirtyFrom, off + 1);
+      if (i > last) {
+        this.entriesRecord(w, g, i, 0, 0, 0);
+      } else {
+        entryMax.set(g, Math.max(entryMax.get(g) ?? 0, last));
+        while (i <= last) {
+          const term = (this.ents[i - off] as Entry).term;
+          let j = i;
+          while (j < last && (this.ents[j + 1 - off] as Entry).term === term) j++;
+          this.entriesRecord(w, g, i, j, term, off);
+          i = j + 1;
+        }
+      }
+      this.dirtyFrom = Infinity;
+    }
+    if (this.hardDirty) {
+      const hs = this.hard;
+      const was = this.collectedHard;
+      if (hs.term !== was.term || hs.vote !== was.vote || hs.commit !== was.commit) {
+        this.encodeHard(w);
+        this.collectedHard = hs;
+      }
+      this.hardDirty = false;
+    }
+  }
+
+  private entriesRecord(w: FrameWriter, g: number, from: number, to: number, term: number, off: number): void {
+    const count = to >= from ? to - from + 1 : 0;
+    w.u8(REC_ENTRIES);
+    w.u32(g);
+    w.u64(from);
+    w.u64(term);
+    w.u32(count);
+    for (let i = from; i < from + count; i++) {
+      const e = this.ents[i - off] as Entry;
+      w.reserve(ENTRY_HEADER_BYTES + e.data.length);
+      w.buf[w.at] = e.type;
+      w.buf.writeUInt32LE(e.data.length, w.at + 1);
+      w.buf.set(e.data, w.at + ENTRY_HEADER_BYTES);
+      w.at += ENTRY_HEADER_BYTES + e.data.length;
+    }
+  }
+
+  private encodeSnapshot(w: FrameWriter): void {
+    const snap = this.snap;
+    w.u8(REC_SNAPSHOT);
+    w.u32(this.groupId);
+    w.u64(snap.meta.index);
+    w.u64(snap.meta.term);
+    w.u64(snap.data.length);
+    w.u64(this.snapFrame);
+    w.conf(snap.meta.conf);
+  }
+
+  private encodeHard(w: FrameWriter): void {
+    const hs = this.hard;
+    w.u8(REC_HARD);
+    w.u32(this.groupId);
+    w.u64(hs.term);
+    w.u64(hs.commit);
+    if (hs.vote === null) {
+      w.u8(0);
+    } else {
+      w.u8(1);
+      w.text(hs.vote);
+    }
+  }
+
+  /** @internal The group's whole state but entries, for a checkpoint (as of the turn being collected). */
+  checkpoint(w: FrameWriter): void {
+    w.u8(REC_GROUP);
+    w.u32(this.groupId);
+    w.conf(this.snap.meta.conf);
+    this.encodeSnapshot(w);
+    w.u8(REC_LOG_START);
+    w.u32(this.groupId);
+    w.u64(this.offset());
+    w.u64((this.ents[0] as Entry).term);
+    this.encodeHard(w);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The store
+// ---------------------------------------------------------------------------
+
+/** One collected turn, waiting to be written. */
+interface Turn {
+  readonly writer: FrameWriter;
+  readonly bytes: number;
+  readonly rotate: boolean;
+  readonly snaps: SnapWrite[];
+  readonly effects: TurnEffects;
+}
+
+export class WalStore implements NodeLogStore {
+  /** Where the data lives, for logs and INFO. */
+  readonly description: string;
+  private readonly groupsById = new Map<number, WalGroupStorage>();
+  private readonly dirty = new Set<WalGroupStorage>();
+  private readonly meta = new Map<string, Uint8Array>();
+  /** Metadata keys changed since the last turn (value null: removed). */
+  private readonly metaDirty = new Map<string, Uint8Array | null>();
+  private readonly markDirty = (g: WalGroupStorage): void => {
+    assert.ok(!this.closed, 'wal store is closed');
+    this.dirty.add(g);
+  };
+  /** Per segment, per group: the highest entry index written into it. */
+  private readonly entryMax: Map<number, Map<number, number>>;
+  /** The next frame must start with a checkpoint (the active segment is new and empty). */
+  private needCheckpoint: boolean;
+  private readonly writers: FrameWriter[] = [];
+  /** Snapshot files no committed record references any more. */
+  private readonly unreferencedSnapFiles: string[] = [];
+  /** The first write failure; every later turn fails too (the store must be reopened). */
+  private failure: PersistError | null = null;
+  private closed = false;
+  /** The last turn queued (settles, never rejects, once it and its clean-up are done), or null. */
+  private inFlight: Promise<void> | null = null;
+  /**
+   * false: a turn's frame is written and fdatasync'd synchronously on the
+   * calling thread. true: on libuv's pool, so the event loop goes on while
+   * the disk syncs (a node with peers gains; a node alone loses the
+   * hand-offs). May change between turns.
+   */
+  commitOffThread: boolean;
+
+  private constructor(
+    private readonly walDir: string,
+    private readonly log: SegmentLog,
+    private readonly lockPath: string,
+    private readonly fsync: boolean,
+    commitOffThread: boolean,
+    replay: Replay,
+  ) {
+    this.description = `wal:${walDir}`;
+    this.commitOffThread = commitOffThread;
+    this.entryMax = replay.entryMax;
+    const segs = log.segmentNumbers();
+    const active = segs[segs.length - 1] as number;
+    this.needCheckpoint = active > 1 && replay.lastFrameSeq !== active;
+  }
+
+  /**
+   * Opens (or creates) the log in `DIR/wal/` and restores every group in it.
+   * Refuses, with a DataDirectoryError naming the file and the offset or the
+   * record, a log another live process holds, a segment missing from the
+   * numbering, a damaged frame anywhere but the torn tail of the last segment,
+   * and any record that does not decode or does not fit the others (a gap in a
+   * log, terms going down, an unknown record kind, a snapshot file missing or
+   * failing its CRC).
+   */
+  static open(dataDir: string, options: WalStoreOptions): WalStore {
+    const dir = resolve(dataDir);
+    const walDir = join(dir, WAL_DIR);
+    const fsync = options.fsync === 'always';
+    try {
+      const existed = existsSync(walDir);
+      mkdirSync(walDir, { recursive: true });
+      if (!existed && fsync) fsyncDir(dirname(walDir));
+    } catch (e) {
+      throw new DataDirectoryError(`cannot create log directory ${walDir}: ${(e as Error).message}`);
+    }
+    const lockPath = join(walDir, WAL_LOCK_FILE);
+    acquirePidLock(lockPath, 'the node log');
+    let log: SegmentLog | null = null;
+    try {
+      const names = readdirSync(walDir);
+      if (!names.some((n) => n.endsWith('.wal')) && names.some((n) => SNAP_NAME.test(n))) {
+        throw new DataDirectoryError(`${walDir} holds snapshot files but no log segment; the log was lost; refusing to start`);
+      }
+      const replay = new Replay(walDir);
+      try {
+        log = SegmentLog.open(walDir, { segmentBytes: options.segmentBytes ?? SEGMENT_BYTES_DEFAULT, fsync, onFrame: (f) => replay.frame(f) });
+      } catch (e) {
+        if (e instanceof DataDirectoryError || e instanceof assert.AssertionError) throw e;
+        throw new DataDirectoryError(`cannot open the log in ${walDir}: ${(e as Error).message}`);
+      }
+      const store = new WalStore(walDir, log, lockPath, fsync, options.commitOffThread === true, replay);
+      store.restore(replay);
+      return store;
+    } catch (e) {
+      if (log !== null) void log.close();
+      releasePidLock(lockPath);
+      throw e;
+    }
+  }
+
+  private restore(replay: Replay): void {
+    const referenced = new Set<string>();
+    for (const { group: r, data, file } of replay.finish()) {
+      const g = new WalGroupStorage(r.id, r.snap.conf, this.markDirty, false);
+      const snap: Snapshot = { meta: { index: r.snap.index, term: r.snap.term, conf: r.snap.conf }, data };
+      g.restore(r.hard, snap, r.snap.frame, r.ents, file);
+      this.groupsById.set(r.id, g);
+      if (file !== null) referenced.add(file);
+    }
+    for (const [k, v] of replay.meta) this.meta.set(k, v);
+    // Snapshot files of turns that never committed, or whose removal a crash interrupted.
+    for (const name of readdirSync(this.walDir)) {
+      if (SNAP_NAME.test(name) && !referenced.has(name)) unlinkSync(join(this.walDir, name));
+    }
+  }
+
+  /** The storage of group `groupId`, created (empty, with `initialConf`) if the node has none yet. */
+  group(groupId: number, initialConf: ConfState): WalGroupStorage {
+    assert.ok(Number.isInteger(groupId) && groupId >= 0 && groupId <= GROUP_ID_MAX, `group id ${groupId} is not a u32`);
+    assert.ok(!this.closed, 'wal store is closed');
+    let g = this.groupsById.get(groupId);
+    if (g === undefined) {
+      checkConf(initialConf);
+      g = new WalGroupStorage(groupId, initialConf, this.markDirty, true);
+      this.groupsById.set(groupId, g);
+      this.dirty.add(g);
+    }
+    return g;
+  }
+
+  /** Ids of every group this node stores (recovered or created), ascending. */
+  groups(): number[] {
+    return [...this.groupsById.keys()].sort((a, b) => a - b);
+  }
+
+  hasGroup(groupId: number): boolean {
+    return this.groupsById.has(groupId);
+  }
+
+  /** A node metadata value (as last put, committed or not). */
+  getMeta(key: string): Uint8Array | undefined {
+    return this.meta.get(key);
+  }
+
+  /** Sets a node metadata value; written with the next turn. The store keeps `value` until then: do not change it. */
+  putMeta(key: string, value: Uint8Array): void {
+    assert.ok(!this.closed, 'wal store is closed');
+    const bytes = Buffer.byteLength(key, 'utf8');
+    assert.ok(bytes > 0 && bytes <= META_KEY_BYTES_MAX, `metadata key must have 1 to ${META_KEY_BYTES_MAX} bytes`);
+    assert.ok(value.length <= META_VALUE_BYTES_MAX, `metadata value longer than ${META_VALUE_BYTES_MAX} bytes`);
+    this.meta.set(key, value);
+    this.metaDirty.set(key, value);
+  }
+
+  /** Removes a node metadata value; written with the next turn. */
+  deleteMeta(key: string): void {
+    assert.ok(!this.closed, 'wal store is closed');
+    if (!this.meta.delete(key)) return;
+    this.metaDirty.set(key, null);
+  }
+
+  /** Metadata keys in ascending order. */
+  metaKeys(): string[] {
+    return [...this.meta.keys()].sort();
+  }
+
+  /**
+   * Writes everything changed since the previous call (all groups, metadata)
+   * as one frame, with one write and (fsync 'always') one fdatasync, on this
+   * thread or on libuv's pool (see `commitOffThread`); resolves when that is
+   * done. The frame is encoded at the call, so a turn asked for while another
+   * is in flight is written once the earlier one has settled: turns settle in
+   * call order. Rejects with a PersistError: applied 'no' when nothing of the
+   * turn can be found on reopening (a snapshot file, the new segment or the
+   * frame could not be written; an earlier turn failed; the store is closed);
+   * 'unknown' when the fdatasync failed (the frame may or may not be on disk).
+   * After any failure every later turn fails too: close and reopen the store.
+   */
+  commitTurn(): Promise<void> {
+    if (this.closed) return Promise.reject(new PersistError('wal store is closed; turn not written', 'no'));
+    let turn: Turn | null;
+    try {
+      turn = this.collect();
+    } catch (e) {
+      if (!(e instanceof PersistError)) throw e;
+      return Promise.reject(this.fail(e));
+    }
+    if (this.inFlight === null && (turn === null || !this.commitOffThread)) {
+      try {
+        this.writeSync(turn);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return Promise.resolve();
+    }
+    const offThread = this.commitOffThread;
+    const previous = this.inFlight ?? Promise.resolve();
+    let resolveTurn: () => void = () => undefined;
+    let rejectTurn: (e: unknown) => void = () => undefined;
+    const result = new Promise<void>((resolve, reject) => {
+      resolveTurn = resolve;
+      rejectTurn = reject;
+    });
+    const chained = previous.then(async () => {
+      try {
+        if (offThread) await this.writeAsync(turn);
+        else this.writeSync(turn);
+      } catch (e) {
+        rejectTurn(e);
+        return;
+      }
+      resolveTurn();
+      await this.cleanUpAsync();
+    });
+    this.inFlight = chained;
+    void chained.then(() => {
+      if (this.inFlight === chained) this.inFlight = null;
+    });
+    return result;
+  }
+
+  private takeWriter(): FrameWriter {
+    const w = this.writers.pop() ?? new FrameWriter(TURN_BUFFER_BYTES);
+    w.at = RECORDS_AT;
+    return w;
+  }
+
+  private releaseWriter(w: FrameWriter): void {
+    if (this.writers.length < TURN_BUFFERS_KEPT_MAX) this.writers.push(w);
+  }
+
+  /** Encodes this turn's frame (null: nothing changed). */
+  private collect(): Turn | null {
+    if (this.dirty.size === 0 && this.metaDirty.size === 0) return null;
+    const frame = this.log.frameNumber;
+    let w = this.takeWriter();
+    const snaps: SnapWrite[] = [];
+    const effects: TurnEffects = { logStarts: [], snapFiles: [] };
+    const entryMax = new Map<number, number>();
+    const groups = [...this.dirty].sort((a, b) => a.groupId - b.groupId);
+    this.dirty.clear();
+    for (const g of groups) g.collect(w, frame, snaps, effects, entryMax);
+    for (const [key, value] of this.metaDirty) {
+      if (value === null) {
+        w.u8(REC_META_DEL);
+        w.text(key);
+      } else {
+        w.u8(REC_META_PUT);
+        w.text(key);
+        w.u32(value.length);
+        w.bytes(value);
+      }
+    }
+    this.metaDirty.clear();
+    const rotate = this.log.wouldRotate(w.at);
+    const checkpoint = rotate || this.needCheckpoint;
+    if (checkpoint) {
+      // The first frame of a segment: the whole state but entries first, then the turn's own records.
+      const records = w;
+      w = this.takeWriter();
+      for (const g of [...this.groupsById.values()].sort((a, b) => a.groupId - b.groupId)) g.checkpoint(w);
+      for (const [key, value] of [...this.meta].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+        w.u8(REC_META_PUT);
+        w.text(key);
+        w.u32(value.length);
+        w.bytes(value);
+      }
+      w.reserve(records.at - RECORDS_AT);
+      records.buf.copy(w.buf, w.at, RECORDS_AT, records.at);
+      w.at += records.at - RECORDS_AT;
+      this.releaseWriter(records);
+    }
+    const payloadBytes = w.at - FRAME_HEADER_BYTES;
+    if (payloadBytes > FRAME_PAYLOAD_BYTES_MAX) {
+      this.releaseWriter(w);
+      throw new PersistError(`turn of ${payloadBytes} bytes is larger than ${FRAME_PAYLOAD_BYTES_MAX}; not written`, 'no');
+    }
+    writeU64LE(w.buf, frame, FRAME_HEADER_BYTES);
+    w.buf[FRAME_HEADER_BYTES + FRAME_NUMBER_BYTES] = checkpoint ? FLAG_CHECKPOINT : 0;
+    w.buf[FRAME_HEADER_BYTES + FRAME_NUMBER_BYTES + 1] = WAL_RECORD_FORMAT_VERSION;
+    sealFrame(w.buf, w.at);
+    const seq = this.log.plan(w.at, rotate);
+    this.needCheckpoint = false;
+    if (entryMax.size > 0) {
+      let perGroup = this.entryMax.get(seq);
+      if (perGroup === undefined) this.entryMax.set(seq, (perGroup = new Map()));
+      for (const [g, max] of entryMax) perGroup.set(g, Math.max(perGroup.get(g) ?? 0, max));
+    }
+    return { writer: w, bytes: w.at, rotate, snaps, effects };
+  }
+
+  private fail(e: PersistError): PersistError {
+    if (this.failure === null) this.failure = e;
+    return e;
+  }
+
+  private earlierFailure(): PersistError {
+    return new PersistError(`turn not written: an earlier turn failed (${(this.failure as PersistError).message}); reopen the store`, 'no');
+  }
+
+  private failed(e: unknown): PersistError {
+    if (e instanceof AppendError && e.stage === 'sync') {
+      return this.fail(new PersistError(`log fdatasync failed, outcome unknown: ${e.message}`, 'unknown'));
+    }
+    const what = e instanceof AppendError ? (e.stage === 'write' ? 'log write' : 'new log segment') : 'snapshot file write';
+    return this.fail(new PersistError(`${what} failed, not applied: ${(e as Error).message}`, 'no'));
+  }
+
+  private writeSync(turn: Turn | null): void {
+    if (this.failure !== null) throw this.earlierFailure();
+    if (turn === null) return;
+    try {
+      for (const s of turn.snaps) this.writeSnapFileSync(s);
+      if (turn.snaps.length > 0 && this.fsync) fsyncDir(this.walDir);
+      this.log.appendSync(turn.writer.buf, turn.bytes, turn.rotate);
+    } catch (e) {
+      throw this.failed(e);
+    } finally {
+      this.releaseWriter(turn.writer);
+    }
+    this.committed(turn);
+    if (this.inFlight === null) this.cleanUpSync();
+  }
+
+  private async writeAsync(turn: Turn | null): Promise<void> {
+    if (this.failure !== null) throw this.earlierFailure();
+    if (turn === null) return;
+    try {
+      for (const s of turn.snaps) await this.writeSnapFile(s);
+      if (turn.snaps.length > 0 && this.fsync) await fsyncDirAsync(this.walDir);
+      await this.log.append(turn.writer.buf, turn.bytes, turn.rotate);
+    } catch (e) {
+      throw this.failed(e);
+    } finally {
+      this.releaseWriter(turn.writer);
+    }
+    this.committed(turn);
+  }
+
+  private snapHeader(s: SnapWrite): Buffer {
+    const w = new FrameWriter(256);
+    w.at = 0;
+    encodeSnapHeader(w, s);
+    return w.buf.subarray(0, w.at);
+  }
+
+  private writeSnapFileSync(s: SnapWrite): void {
+    const header = this.snapHeader(s);
+    const crc = Buffer.allocUnsafe(4);
+    crc.writeUInt32LE(crc32(s.snap.data, crc32(header)), 0);
+    const fd = openSync(join(this.walDir, s.file), 'w');
+    try {
+      const parts = [header, s.snap.data, crc];
+      const total = header.length + s.snap.data.length + 4;
+      let done = writevSync(fd, parts);
+      if (done < total) {
+        // A short write (rare on files): the rest piece by piece.
+        const all = Buffer.concat(parts);
+        while (done < total) done += writevSync(fd, [all.subarray(done)], done);
+      }
+      if (this.fsync) fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private async writeSnapFile(s: SnapWrite): Promise<void> {
+    const header = this.snapHeader(s);
+    const crc = Buffer.allocUnsafe(4);
+    crc.writeUInt32LE(crc32(s.snap.data, crc32(header)), 0);
+    const fh = await openAsync(join(this.walDir, s.file), 'w');
+    try {
+      const parts = [header, s.snap.data, crc];
+      const total = header.length + s.snap.data.length + 4;
+      let { bytesWritten: done } = await fh.writev(parts);
+      if (done < total) {
+        const all = Buffer.concat(parts);
+        while (done < total) done += (await fh.write(all, done, total - done, done)).bytesWritten;
+      }
+      if (this.fsync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Records what the committed turn made durable. */
+  private committed(turn: Turn): void {
+    for (const [g, start] of turn.effects.logStarts) g.durableStart = start;
+    for (const [g, file] of turn.effects.snapFiles) {
+      if (g.durableSnapFile !== null && g.durableSnapFile !== file) this.unreferencedSnapFiles.push(g.durableSnapFile);
+      g.durableSnapFile = file;
+    }
+  }
+
+  /** Segments below the returned number hold only entries every group has compacted (durably). */
+  private deletableBelow(): number {
+    const segs = this.log.segmentNumbers();
+    let below = segs[0] as number;
+    for (let i = 0; i < segs.length - 1; i++) {
+      const seq = segs[i] as number;
+      const perGroup = this.entryMax.get(seq);
+      if (perGroup !== undefined) {
+        for (const [id, max] of perGroup) {
+          const g = this.groupsById.get(id);
+          assert.ok(g !== undefined, `segment ${seq} holds entries of unknown group ${id}`);
+          if (max > g.durableStart) return below;
+        }
+      }
+      below = seq + 1;
+    }
+    return below;
+  }
+
+  private forgetSegmentsBelow(seq: number): void {
+    for (const s of [...this.entryMax.keys()]) if (s < seq) this.entryMax.delete(s);
+  }
+
+  private cleanUpSync(): void {
+    try {
+      while (this.unreferencedSnapFiles.length > 0) unlinkSync(join(this.walDir, this.unreferencedSnapFiles.shift() as string));
+      const below = this.deletableBelow();
+      if (below > (this.log.segmentNumbers()[0] as number)) {
+        this.log.deleteBelowSync(below);
+        this.forgetSegmentsBelow(below);
+      }
+    } catch (e) {
+      // Space not given back is no reason to stop: the next clean-up tries again, recovery removes stray snapshot files.
+      process.stderr.write(`ordo: ${this.walDir}: clean-up failed: ${(e as Error).message}\n`);
+    }
+  }
+
+  private async cleanUpAsync(): Promise<void> {
+    try {
+      while (this.unreferencedSnapFiles.length > 0) await unlinkAsync(join(this.walDir, this.unreferencedSnapFiles.shift() as string));
+      const below = this.deletableBelow();
+      if (below > (this.log.segmentNumbers()[0] as number)) {
+        await this.log.deleteBelow(below);
+        this.forgetSegmentsBelow(below);
+      }
+    } catch (e) {
+      process.stderr.write(`ordo: ${this.walDir}: clean-up failed: ${(e as Error).message}\n`);
+    }
+  }
+
+  /** Segment numbers on disk (for tests and INFO). */
+  segmentNumbers(): readonly number[] {
+    return this.log.segmentNumbers();
+  }
+
+  /**
+   * Closes the log. Writes made since the last commitTurn() are dropped, as a
+   * crash would drop them; turns asked for before are written first.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.dirty.clear();
+    this.metaDirty.clear();
+    try {
+      while (this.inFlight !== null) await this.inFlight;
+      await this.log.close();
+    } finally {
+      releasePidLock(this.lockPath);
+    }
+  }
+}
