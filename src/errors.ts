@@ -32,6 +32,7 @@ export const ERR = {
   outcomeUnknown: 'TIMEOUT write outcome unknown: leadership changed or the request timed out',
   readTimeout: "TRYAGAIN read timed out waiting for the group's leader",
   hostFailed: 'ERR replication stopped on this node after a storage failure, write not applied',
+  diskFull: 'MISCONF the disk of this node is full (no space left on device): writes are refused until space is freed, write not applied',
   windowLease:
     "TRYAGAIN no leader of the key's group holds its lease to serve window values yet (election or failover in progress), nothing allocated",
   helloNoAuth:
@@ -73,6 +74,7 @@ export const WRITE_NOT_APPLIED: ReadonlySet<ErrorKey> = new Set<ErrorKey>([
   'overloaded',
   'superseded',
   'hostFailed',
+  'diskFull',
   'windowLease',
   'crossSlot',
   'forwardTooLarge',

@@ -27,6 +27,7 @@ import { Role } from '../raft/index.js';
 import { R, type Protocol, type Reply } from '../resp/encoder.js';
 import { checkDataDir } from '../storage/files.js';
 import { importRaftLmdb } from '../storage/upgrade.js';
+import { KeyspaceStore } from '../storage/keyspace.js';
 import { WalStore } from '../storage/wal-store.js';
 import { DataDirectoryError, type NodeLogStore } from '../storage/store.js';
 import type { MemoryHub } from '../transport/memory.js';
@@ -129,7 +130,7 @@ export class ClusterEngine {
     readonly self: Member,
     readonly topology: Topology,
     readonly listen: { readonly host: string; readonly port: number; readonly busPort: number },
-    private readonly store: NodeLogStore,
+    private readonly storage: NodeStorage,
     private readonly transport: LinkAwareTransport,
     private readonly mux: BusMux,
     readonly host: MultiRaftHost,
@@ -150,7 +151,8 @@ export class ClusterEngine {
    * it); when opening fails, the caller closes it. With `options.bus` the
    * bus is that in-memory hub instead of TCP (nothing listens on the bus port).
    */
-  static async open(config: Config, store: NodeLogStore, options: ClusterOpenOptions = {}): Promise<ClusterEngine> {
+  static async open(config: Config, storage: NodeStorage, options: ClusterOpenOptions = {}): Promise<ClusterEngine> {
+    const store = storage.log;
     const explicit = config.explicit ?? new Set<string>();
     const recorded = store.getMeta(META_BOOTSTRAP);
     let topology: Topology;
@@ -238,11 +240,12 @@ export class ClusterEngine {
         nodeId: self.id,
         transport: mux.raft,
         store,
+        keyspace: storage.keyspace,
         random: Math.random,
         tickIntervalMs: CLUSTER_TICK_MS,
         requestTimeoutMs: config.requestTimeoutMs,
       });
-      engine = new ClusterEngine(config, self, topology, listen, store, openedTransport, mux, host);
+      engine = new ClusterEngine(config, self, topology, listen, storage, openedTransport, mux, host);
       const opened = engine;
       onRequest = (from, p) => opened.receiveRequest(from, p);
       onReply = (from, p) => opened.receiveReply(from, p);
@@ -490,7 +493,7 @@ export class ClusterEngine {
     }
     this.mux.close();
     await this.transport.close();
-    await this.store.close();
+    await this.storage.close();
   }
 }
 
@@ -499,11 +502,20 @@ function describe(t: Topology): string {
   return `${t.members.map((m) => `${m.host}:${m.port}@${m.busPort}`).join(',')} with ${t.groupCount} groups`;
 }
 
+/** What a node keeps on disk: its log (every group's Raft state, the metadata) and its keyspace. */
+export interface NodeStorage {
+  readonly log: NodeLogStore;
+  readonly keyspace: KeyspaceStore;
+  /** Closes the keyspace (waiting for a checkpoint in flight), then the log. */
+  close(): Promise<void>;
+}
+
 /**
- * Opens the node's log in config.dataDir, after checking the directory is
- * ordo's (or empty), and imports a raft.mdb of earlier versions into it once.
+ * Opens the node's storage in config.dataDir, after checking the directory is
+ * ordo's (or empty): the log, into which a raft.mdb of earlier versions is
+ * imported once, and the keyspace.
  */
-export async function openNodeLog(config: Config): Promise<NodeLogStore> {
+export async function openNodeStorage(config: Config): Promise<NodeStorage> {
   const dir = resolve(config.dataDir);
   checkDataDir(dir);
   try {
@@ -511,12 +523,22 @@ export async function openNodeLog(config: Config): Promise<NodeLogStore> {
   } catch (e) {
     throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
   }
-  const store = WalStore.open(config.dataDir, { fsync: config.fsync, segmentBytes: config.logSegmentBytes });
+  const log = WalStore.open(config.dataDir, { fsync: config.fsync, segmentBytes: config.logSegmentBytes });
+  let keyspace: KeyspaceStore | null = null;
   try {
-    await importRaftLmdb(config.dataDir, store, config.fsync);
+    await importRaftLmdb(config.dataDir, log, config.fsync);
+    keyspace = KeyspaceStore.open(config.dataDir, { fsync: config.fsync });
   } catch (e) {
-    await store.close();
+    await log.close();
     throw e;
   }
-  return store;
+  const opened = keyspace;
+  return {
+    log,
+    keyspace: opened,
+    close: async () => {
+      await opened.close();
+      await log.close();
+    },
+  };
 }

@@ -23,6 +23,15 @@
 // A failed storage commit stops the host (fail-stop): what is durable is
 // unknown, so every waiting write is answered "outcome unknown" and nothing
 // more is sent. Restarting the node recovers from what storage holds.
+//
+// With a keyspace (`keyspace` option, storage/keyspace.ts), each group's state
+// machine reads through to it and keeps in memory only what changed since the
+// last checkpoint. Between turns, past a threshold (checkpointDue, or
+// `checkpointIntervalMs` since the last one, or `checkpointKeysMax` entries in
+// memory), the host checkpoints every group's changes in one keyspace write,
+// never awaited by a turn (at most one in flight); once it is durable each
+// group forgets what it wrote and cuts its log behind it. A failed checkpoint
+// stops the host like a failed commit.
 
 import assert from "node:assert/strict";
 import {
@@ -40,6 +49,8 @@ import {
   type WritableStorage,
 } from "../raft/index.js";
 import { StateMachine } from "../sequencer/state-machine.js";
+import { PersistError } from "../storage/store.js";
+import { CheckpointedStorage, type HostKeyspace, type KeyspaceCheckpointItem } from "./keyspace.js";
 import { realScheduler, type MemoryScheduler } from "../transport/memory.js";
 import type { Transport } from "../transport/types.js";
 import {
@@ -99,6 +110,12 @@ export const realHostScheduler: HostScheduler = {
     return () => clearInterval(t);
   },
 };
+/** With a keyspace: at most this long between a change and the checkpoint that writes it (when none is in flight). */
+export const DEFAULT_CHECKPOINT_INTERVAL_MS = 1000;
+/** With a keyspace: checkpoint once the groups hold this many changed keys in memory (values, tombstones, token tables). */
+export const DEFAULT_CHECKPOINT_KEYS_MAX = 200_000;
+/** Milliseconds between attempts to write a turn or a checkpoint again while the disk is full. */
+export const DISK_FULL_RETRY_MS = 1000;
 /** Upper bound of one peer frame (all groups' messages to one peer in one turn); more frames past it. */
 export const PEER_FRAME_BYTES_MAX = 8 * 1024 * 1024;
 
@@ -123,6 +140,17 @@ export interface MultiRaftHostOptions {
   readonly logKeepEntries?: number;
   /** 'lease' (default when check-quorum is on) or 'safe' (ReadIndex round for every read). */
   readonly readMode?: ReadMode;
+  /**
+   * The node's keyspace (storage/keyspace.ts KeyspaceStore, or MemoryKeyspace):
+   * state machines read through to it and are checkpointed into it instead of
+   * snapshotted into the log store. Without it, every group's keyspace lives
+   * in memory. The owner opens it before and closes it after the host.
+   */
+  readonly keyspace?: HostKeyspace;
+  /** With a keyspace: default DEFAULT_CHECKPOINT_INTERVAL_MS. */
+  readonly checkpointIntervalMs?: number;
+  /** With a keyspace: default DEFAULT_CHECKPOINT_KEYS_MAX. */
+  readonly checkpointKeysMax?: number;
   /** Milliseconds clock for request timeouts and late ticks. Default performance.now. */
   readonly now?: () => number;
   /** Default: setImmediate and setInterval. */
@@ -144,7 +172,15 @@ export interface HostStats {
   readonly badFrames: number;
   /** Messages for an unknown group, whose from/to do not match the link, or whose shape is impossible. */
   readonly strayMessages: number;
+  /** Keyspace checkpoints made durable (all groups in each). */
+  readonly checkpoints: number;
+  /** Main-thread milliseconds the last checkpoint took to start (taking every group's changes); its encoding and write are the store's. */
+  readonly checkpointTakeMs: number;
+  /** State machine entries held in memory, all groups (with a keyspace: changed since the last checkpoint). */
+  readonly keysInMemory: number;
   readonly failed: boolean;
+  /** A disk is full: new writes are refused until a retry succeeds. */
+  readonly diskFull: boolean;
 }
 
 interface OutItem {
@@ -173,7 +209,21 @@ export class MultiRaftHost {
   private turnAgain = false;
   private storageDirty = false;
   private stopped = false;
+  /** Stopped as by a crash (halt, or a storage failure): nothing more is written. */
+  private halted = false;
   private failure: unknown = null;
+  /** Why writes are refused, per store, while a disk is full (empty: writable). */
+  private readonly diskFull = new Map<"log" | "keyspace", string>();
+  /** close() was called: a wait for disk space gives up. */
+  private closeRequested = false;
+  private readonly keyspace: HostKeyspace | null;
+  private readonly checkpointIntervalMs: number;
+  private readonly checkpointKeysMax: number;
+  /** The checkpoint being written, or null (at most one at a time). */
+  private checkpointing: Promise<void> | null = null;
+  /** now() when the last checkpoint was taken (or at the start). */
+  private lastCheckpointMs: number;
+  private checkpointTakeMs = 0;
   private readonly counters = {
     ticks: 0,
     turns: 0,
@@ -185,6 +235,7 @@ export class MultiRaftHost {
     messagesReceived: 0,
     badFrames: 0,
     strayMessages: 0,
+    checkpoints: 0,
   };
 
   constructor(opts: MultiRaftHostOptions) {
@@ -214,6 +265,11 @@ export class MultiRaftHost {
     this.tickIntervalMs = tickMs;
     this.scheduler = opts.scheduler ?? realHostScheduler;
     this.lastTickMs = this.now();
+    this.keyspace = opts.keyspace ?? null;
+    this.checkpointIntervalMs = opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS;
+    this.checkpointKeysMax = opts.checkpointKeysMax ?? DEFAULT_CHECKPOINT_KEYS_MAX;
+    assert.ok(this.checkpointIntervalMs > 0 && this.checkpointKeysMax > 0, "checkpoint limits must be positive");
+    this.lastCheckpointMs = this.now();
     this.stopTicker = this.scheduler.every(tickMs, () => this.tick());
     this.unsubscribe = this.transport.onMessage((from, payload) => this.receive(from, payload));
   }
@@ -223,18 +279,22 @@ export class MultiRaftHost {
     assert.ok(Number.isSafeInteger(groupId) && groupId >= 0, "group id must be a non-negative safe integer");
     assert.ok(!this.groups.has(groupId), `group ${groupId} already on this node`);
     assert.ok(!this.stopped, "host stopped");
-    const storage = this.store.group(groupId, { voters: [...voters], learners: [...learners] });
+    const logStorage = this.store.group(groupId, { voters: [...voters], learners: [...learners] });
+    const keyspace = this.keyspace;
+    const storage = keyspace === null ? logStorage : new CheckpointedStorage(logStorage, keyspace, groupId);
     const node = new RaftNode({ ...this.raftOptions, id: this.nodeId, storage, random: this.random });
     const group = new RaftGroup({
       groupId,
       node,
       storage,
-      sm: new StateMachine(),
+      sm: keyspace === null ? new StateMachine() : new StateMachine(keyspace.backing(groupId)),
+      ...(keyspace === null ? {} : { keyspace: { store: keyspace, logStorage } }),
       limits: this.limits,
       scheduleTurn: this.scheduleTurn,
       storageWritten: () => {
         this.storageDirty = true;
       },
+      writable: this.writable,
       now: this.now,
       clockTrusted: this.clockTrusted,
     });
@@ -257,22 +317,32 @@ export class MultiRaftHost {
   }
 
   stats(): HostStats {
-    return { ...this.counters, failed: this.failure !== null };
+    let keysInMemory = 0;
+    for (const g of this.groups.values()) keysInMemory += g.stateMachine.keysInMemory;
+    return { ...this.counters, checkpointTakeMs: this.checkpointTakeMs, keysInMemory, failed: this.failure !== null, diskFull: this.diskFull.size > 0 };
   }
 
   /** Answers what can be answered (bounded by the request timeout), makes storage durable, stops. */
   async close(): Promise<void> {
     if (this.stopped) return;
+    this.closeRequested = true;
     await Promise.all([...this.groups.values()].map((g) => g.close()));
     while (this.runningTurn !== null) await this.runningTurn;
     this.stopped = true;
     this.stopTicker();
     this.unsubscribe();
-    if (this.failure === null && this.storageDirty) await this.store.commitTurn();
+    // A last checkpoint of everything applied, so a restart replays little.
+    while (this.checkpointing !== null) await this.checkpointing;
+    if (!this.halted && this.keyspace !== null) {
+      const started = this.takeCheckpoint();
+      if (started !== null) await started;
+    }
+    if (!this.halted && this.storageDirty) await this.store.commitTurn();
   }
 
   /** Stops at once, as a crash would (for tests): nothing more is written or sent; waiters get "outcome unknown". */
   halt(): void {
+    this.halted = true;
     if (this.stopped) return;
     this.stopped = true;
     this.stopTicker();
@@ -310,6 +380,7 @@ export class MultiRaftHost {
   private endTurn(): void {
     this.runningTurn = null;
     if (this.stopped) return;
+    this.maybeCheckpoint();
     let more = this.turnAgain || this.storageDirty;
     this.turnAgain = false;
     if (!more) {
@@ -368,8 +439,7 @@ export class MultiRaftHost {
       try {
         await this.store.commitTurn();
       } catch (e) {
-        this.fail(e);
-        return false;
+        if (!(await this.retryWhileDiskFull("log", e, () => this.store.commitTurn()))) return false;
       }
       this.counters.storageCommits++;
       if (this.stopped) return false; // halted while the write was in flight: it never "completed" for this node
@@ -415,7 +485,75 @@ export class MultiRaftHost {
       for (const g of this.groups.values()) g.node.tick();
     }
     for (const g of this.groups.values()) g.expire();
+    this.maybeCheckpoint();
     this.scheduleTurn();
+  }
+
+  // ------------------------------------------------------------ checkpoints
+
+  /**
+   * With a keyspace and none in flight: checkpoints every group when one is
+   * due, or the interval passed. Only between turns: in the middle of one, a
+   * group may have written a received snapshot into its log that its state
+   * machine has not installed yet.
+   */
+  private maybeCheckpoint(): void {
+    if (this.keyspace === null || this.checkpointing !== null || this.stopped || this.runningTurn !== null) return;
+    let due = this.now() - this.lastCheckpointMs >= this.checkpointIntervalMs;
+    if (!due) {
+      let keysInMemory = 0;
+      for (const g of this.groups.values()) {
+        if (g.checkpointDue()) {
+          due = true;
+          break;
+        }
+        keysInMemory += g.stateMachine.keysInMemory;
+      }
+      due ||= keysInMemory >= this.checkpointKeysMax;
+    }
+    if (due) void this.takeCheckpoint();
+  }
+
+  /**
+   * Takes every group's changes and writes them as one checkpoint, not
+   * awaited by any turn; once durable, each group forgets what it wrote and
+   * cuts its log (written by the next turn). Returns the checkpoint's
+   * completion, or null when no group had anything to write.
+   */
+  private takeCheckpoint(): Promise<void> | null {
+    const keyspace = this.keyspace;
+    assert.ok(keyspace !== null && this.checkpointing === null);
+    const started = this.now();
+    this.lastCheckpointMs = started;
+    const taken: [RaftGroup, KeyspaceCheckpointItem][] = [];
+    for (const g of this.groups.values()) {
+      const item = g.beginCheckpoint();
+      if (item !== null) taken.push([g, item]);
+    }
+    this.checkpointTakeMs = this.now() - started;
+    if (taken.length === 0) return null;
+    const items = taken.map(([, item]) => item);
+    const done = keyspace
+      .checkpoint(items)
+      .catch(async (e: unknown) => {
+        if (!(await this.retryWhileDiskFull("keyspace", e, () => keyspace.checkpoint(items)))) throw e;
+      })
+      .then(
+      () => {
+        this.checkpointing = null;
+        if (this.halted) return;
+        this.counters.checkpoints++;
+        for (const [g, item] of taken) g.checkpointDone(item);
+        if (this.storageDirty) this.scheduleTurn();
+        this.maybeCheckpoint();
+      },
+      (e: unknown) => {
+        this.checkpointing = null;
+        this.fail(e);
+      },
+      );
+    this.checkpointing = done;
+    return done;
   }
 
   private receive(from: NodeId, payload: Uint8Array): void {
@@ -439,6 +577,41 @@ export class MultiRaftHost {
       g.node.step(message);
     }
     this.scheduleTurn();
+  }
+
+  /** Whether new writes may be proposed (false while a disk is full). */
+  private readonly writable = (): boolean => this.diskFull.size === 0;
+
+  /**
+   * After `e`: while it says the disk is full (a retryable PersistError:
+   * nothing was written, the store kept it), refuses new writes and calls
+   * `attempt` every DISK_FULL_RETRY_MS until it succeeds (true: writes go on)
+   * or fails otherwise, or the host is closed (then the host fails: false).
+   */
+  private async retryWhileDiskFull(store: "log" | "keyspace", e: unknown, attempt: () => Promise<void>): Promise<boolean> {
+    let error = e;
+    while (error instanceof PersistError && error.retryable && !this.stopped && !this.closeRequested) {
+      if (!this.diskFull.has(store)) process.emitWarning(`ordo: ${this.nodeId}: the ${store} cannot be written, writes are refused until it can: ${error.message}`);
+      this.diskFull.set(store, error.message);
+      await new Promise<void>((resolve) => {
+        const stop = this.scheduler.every(DISK_FULL_RETRY_MS, () => {
+          stop();
+          resolve();
+        });
+      });
+      if (this.stopped || this.closeRequested) break;
+      try {
+        await attempt();
+        this.diskFull.delete(store);
+        process.emitWarning(`ordo: ${this.nodeId}: the ${store} is written again; writes resume`);
+        return true;
+      } catch (e2) {
+        error = e2;
+      }
+    }
+    this.diskFull.delete(store);
+    this.fail(error);
+    return false;
   }
 
   private fail(e: unknown): void {

@@ -18,6 +18,10 @@
 // never goes back: it is proposed at most once, and never answered "not
 // applied" once it was (except `superseded`, when its entry was replaced).
 //
+// With a keyspace (docs/multiraft.md, "With a keyspace") the state machine
+// reads through to LMDB and the host checkpoints it (beginCheckpoint,
+// checkpointDone) instead of the group snapshotting it into the log store.
+//
 // Errors tell the truth (docs/multiraft.md, "Errors"):
 // - not proposed (this node is not the leader, no leader appeared in time,
 //   too many writes in flight, the entry was replaced by another leader's
@@ -34,9 +38,10 @@ import { restoreState, snapshotState } from "../sequencer/codec.js";
 import { decodeOps, encodeOps } from "../sequencer/op-codec.js";
 import type { Op, OpResult, StateMachine, StoredValue } from "../sequencer/state-machine.js";
 import type { Group, GroupStats, ReadOutcome, WindowLease } from "./group.js";
+import { checkpointUsable, type HostKeyspace, type KeyspaceCheckpointItem } from "./keyspace.js";
 
 /** How a proposal or read can fail at this layer; errors.ts says which are "not applied" and which "outcome unknown". */
-export type RaftGroupFailure = 'notLeader' | 'noLeader' | 'overloaded' | 'superseded' | 'outcomeUnknown' | 'readTimeout' | 'hostFailed';
+export type RaftGroupFailure = 'notLeader' | 'noLeader' | 'overloaded' | 'superseded' | 'outcomeUnknown' | 'readTimeout' | 'hostFailed' | 'diskFull';
 
 /** Registry key reported for each failure (each has its own text in src/errors.ts). */
 export const ERROR_KEY_OF: Readonly<Record<RaftGroupFailure, ErrorKey>> = {
@@ -47,6 +52,7 @@ export const ERROR_KEY_OF: Readonly<Record<RaftGroupFailure, ErrorKey>> = {
   outcomeUnknown: 'outcomeUnknown',
   readTimeout: 'readTimeout',
   hostFailed: 'hostFailed',
+  diskFull: 'diskFull',
 };
 
 /** Ops accepted but not yet answered per group (waiting for a leader, queued in this turn, in proposed entries). */
@@ -61,7 +67,11 @@ export const DEFAULT_READ_WAITERS_MAX = 20_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
 /** Estimated bytes of ops per entry; ops past it go into another entry of the same turn. */
 export const ENTRY_BYTES_MAX = 512 * 1024;
-/** Snapshot the state machine (and compact the log) once this many entries were applied since the last snapshot. */
+/**
+ * Snapshot the state machine (and compact the log) once this many entries were
+ * applied since the last snapshot. With a keyspace: a group this many entries
+ * past its last checkpoint makes the host checkpoint every group at once.
+ */
 export const DEFAULT_SNAPSHOT_ENTRIES = 10_000;
 /** ... or once this many entry payload bytes were applied since the last snapshot. */
 export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
@@ -88,10 +98,18 @@ export interface RaftGroupDeps {
   readonly storage: WritableStorage;
   readonly sm: StateMachine;
   readonly limits: RaftGroupLimits;
+  /**
+   * The node's keyspace, when it has one: `sm` reads through to it, `storage`
+   * is a CheckpointedStorage over `logStorage`, and the group checkpoints
+   * (through the host) instead of snapshotting its state machine.
+   */
+  readonly keyspace?: { readonly store: HostKeyspace; readonly logStorage: WritableStorage };
   /** Ask the host for a loop turn (idempotent within a turn). */
   readonly scheduleTurn: () => void;
   /** Tell the host that storage holds writes not yet made durable (snapshot, compaction). */
   readonly storageWritten: () => void;
+  /** Whether the host can write to disk now (false while the disk is full: new writes are refused). */
+  readonly writable: () => boolean;
   readonly now: () => number;
   /**
    * Whether the host's tick count is keeping up with real time: false while a
@@ -114,6 +132,12 @@ export interface RaftGroupStats extends GroupStats {
   readonly snapshotsCreated: number;
   readonly snapshotsRestored: number;
   readonly readsServed: number;
+  /** Checkpoints of this group made durable in the keyspace. */
+  readonly checkpoints: number;
+  /** Applied index of the last durable checkpoint (0: none, or no keyspace). */
+  readonly checkpointIndex: number;
+  /** State machine entries held in memory: every key without a keyspace, only those changed since the last checkpoint with one. */
+  readonly keysInMemory: number;
   readonly failures: Readonly<Record<RaftGroupFailure, number>>;
 }
 
@@ -150,6 +174,7 @@ export class RaftGroup implements Group {
   private readonly limits: RaftGroupLimits;
   private readonly scheduleTurn: () => void;
   private readonly storageWritten: () => void;
+  private readonly writable: () => boolean;
   private readonly now: () => number;
   private readonly clockTrusted: () => boolean;
 
@@ -169,8 +194,15 @@ export class RaftGroup implements Group {
   private readsAwaitingApply: number[] = [];
 
   private applied: number;
+  /** Index of the log store's snapshot. */
   private snapshotIndex: number;
+  /** Entry payload bytes applied since the last snapshot (with a keyspace: since the last checkpoint was taken). */
   private bytesSinceSnapshot = 0;
+  private readonly keyspace: { readonly store: HostKeyspace; readonly logStorage: WritableStorage } | null;
+  /** Applied index of the last durable checkpoint. */
+  private checkpointIndex = 0;
+  /** The checkpoint taken and not yet durable. */
+  private checkpointInFlight: KeyspaceCheckpointItem | null = null;
   private leaderTerm = -1;
   private readonly listeners = new Set<LeadershipListener>();
   private readonly windowListeners = new Set<() => void>();
@@ -190,6 +222,7 @@ export class RaftGroup implements Group {
     snapshotsCreated: 0,
     snapshotsRestored: 0,
     readsServed: 0,
+    checkpoints: 0,
   };
   private readonly failureCounts: Record<RaftGroupFailure, number> = {
     notLeader: 0,
@@ -199,6 +232,7 @@ export class RaftGroup implements Group {
     outcomeUnknown: 0,
     readTimeout: 0,
     hostFailed: 0,
+    diskFull: 0,
   };
 
   /** Term and vote as last handed to storage (durable once the turn that wrote them is). */
@@ -213,19 +247,56 @@ export class RaftGroup implements Group {
     this.limits = deps.limits;
     this.scheduleTurn = deps.scheduleTurn;
     this.storageWritten = deps.storageWritten;
+    this.writable = deps.writable;
     this.now = deps.now;
     this.clockTrusted = deps.clockTrusted;
+    this.keyspace = deps.keyspace ?? null;
     // The state machine starts from the latest snapshot; the node hands the
     // committed entries after it back in its first Readys.
-    const snap = this.storage.snapshot();
-    if (snap.meta.index > 0) restoreState(this.sm, toBuffer(snap.data));
+    if (this.keyspace === null) {
+      const snap = this.storage.snapshot();
+      if (snap.meta.index > 0) restoreState(this.sm, toBuffer(snap.data));
+      this.applied = snap.meta.index;
+      this.snapshotIndex = snap.meta.index;
+    } else {
+      this.applied = this.startFromKeyspace(this.keyspace.store, this.keyspace.logStorage);
+      this.snapshotIndex = this.keyspace.logStorage.snapshot().meta.index;
+    }
     this.sm.takeChanges();
-    this.applied = snap.meta.index;
-    this.snapshotIndex = snap.meta.index;
     assert.equal(this.node.status().applied, this.applied, "node and state machine start at different indexes");
     const initial = deps.storage.initialState().hardState;
     this.durableTerm = initial.term;
     this.durableVote = initial.vote;
+  }
+
+  /**
+   * With a keyspace: the state machine (backed by it) starts at the group's
+   * checkpoint when that is at or past the log's snapshot (the log holds every
+   * entry after it: it is compacted only behind a durable checkpoint);
+   * otherwise (a snapshot received from the leader and not yet checkpointed)
+   * from the log's snapshot, loaded into memory and written by the next
+   * checkpoint. Returns the applied index.
+   */
+  private startFromKeyspace(keyspace: HostKeyspace, log: WritableStorage): number {
+    assert.ok(this.sm.backed, "a group with a keyspace needs a state machine backed by it");
+    const ck = keyspace.groupState(this.groupId);
+    const checkpointedAt = ck?.appliedIndex ?? 0;
+    if (checkpointUsable(ck, log)) {
+      this.checkpointIndex = ck.appliedIndex;
+      return ck.appliedIndex;
+    }
+    // The keyspace holds nothing of this group's log (none, or left by an earlier replica of the group here): it does not count.
+    this.sm.clear();
+    const snap = log.snapshot();
+    if (snap.meta.index === 0) return 0;
+    if (snap.data.length === 0) {
+      throw new Error(
+        `group ${this.groupId}: the log was compacted behind a checkpoint at ${snap.meta.index} that the keyspace does not hold ` +
+          `(it is at ${checkpointedAt}): keyspace.mdb was lost or replaced; refusing to start`,
+      );
+    }
+    restoreState(this.sm, toBuffer(snap.data));
+    return snap.meta.index;
   }
 
   // ------------------------------------------------------------ Group seam
@@ -236,9 +307,9 @@ export class RaftGroup implements Group {
       return;
     }
     if (this.failedHost) return this.fail(done, "hostFailed");
-    const st = this.node.status();
-    const leading = st.role === Role.Leader;
-    if (!leading && st.leader !== null) return this.fail(done, "notLeader");
+    if (!this.writable()) return this.fail(done, "diskFull");
+    const leading = this.node.role === Role.Leader;
+    if (!leading && this.node.leader !== null) return this.fail(done, "notLeader");
     if (this.opsInFlight() >= this.limits.proposalsInFlightMax) return this.fail(done, "overloaded");
     const q: QueuedOp = { op, done, leaderWaitDeadlineMs: this.now() + this.limits.leaderWaitMs };
     if (!leading) {
@@ -307,6 +378,8 @@ export class RaftGroup implements Group {
   get stats(): RaftGroupStats {
     return {
       ...this.counters,
+      checkpointIndex: this.checkpointIndex,
+      keysInMemory: this.sm.keysInMemory,
       batchesInFlight: this.proposed.size,
       persistFailures: this.failedHost ? 1 : 0,
       failures: { ...this.failureCounts },
@@ -712,7 +785,62 @@ export class RaftGroup implements Group {
     this.readsAwaitingApply = waiting;
   }
 
+  // ------------------------------------------------------------ checkpoints
+
+  /** With a keyspace: whether this group is past a threshold (entries or bytes applied since its last checkpoint). */
+  checkpointDue(): boolean {
+    if (this.keyspace === null || this.checkpointInFlight !== null) return false;
+    return this.applied - this.checkpointIndex >= this.limits.snapshotEntries || this.bytesSinceSnapshot >= this.limits.snapshotBytes;
+  }
+
+  /**
+   * With a keyspace: takes this group's part of a checkpoint (what changed
+   * since the last one, at the applied index), or null when nothing did or one
+   * is in flight. Every applied entry is durable in this node's log (Raft hands
+   * out only persisted entries to apply), so a restart can replay from it.
+   */
+  beginCheckpoint(): KeyspaceCheckpointItem | null {
+    if (this.keyspace === null || this.checkpointInFlight !== null || this.failedHost) return null;
+    if (this.applied === this.checkpointIndex && this.sm.keysInMemory === 0) return null;
+    const term = this.storage.term(this.applied);
+    assert.ok(term !== undefined, `group ${this.groupId}: no term for the applied index ${this.applied}`);
+    this.checkpointInFlight = {
+      groupId: this.groupId,
+      changes: this.sm.beginCheckpoint(),
+      appliedIndex: this.applied,
+      appliedTerm: term,
+      conf: this.node.confStateAt(this.applied),
+      keyCount: this.sm.size,
+    };
+    this.bytesSinceSnapshot = 0;
+    return this.checkpointInFlight;
+  }
+
+  /**
+   * The checkpoint from beginCheckpoint is durable: the state machine forgets
+   * what it wrote, and the log store records a snapshot at its index (without
+   * data: followers are sent one exported from the keyspace) and is compacted
+   * behind it, keeping logKeepEntries.
+   */
+  checkpointDone(item: KeyspaceCheckpointItem): void {
+    assert.ok(this.checkpointInFlight === item, "checkpointDone: not this group's checkpoint in flight");
+    this.checkpointInFlight = null;
+    this.sm.checkpointed(item.changes);
+    this.checkpointIndex = item.appliedIndex;
+    this.counters.checkpoints++;
+    const index = item.appliedIndex;
+    // A snapshot received meanwhile may have moved the log past the checkpoint.
+    if (index <= this.snapshotIndex) return;
+    this.storage.createSnapshot(index, item.conf, EMPTY_DATA);
+    const compactTo = index - this.limits.logKeepEntries;
+    if (compactTo >= this.storage.firstIndex()) this.storage.compact(compactTo);
+    this.snapshotIndex = index;
+    this.counters.snapshotsCreated++;
+    this.storageWritten();
+  }
+
   private maybeSnapshot(): void {
+    if (this.keyspace !== null) return; // the host checkpoints instead
     const since = this.applied - this.snapshotIndex;
     if (since <= 0) return;
     if (since < this.limits.snapshotEntries && this.bytesSinceSnapshot < this.limits.snapshotBytes) return;
@@ -726,6 +854,8 @@ export class RaftGroup implements Group {
     this.storageWritten();
   }
 }
+
+const EMPTY_DATA = new Uint8Array(0);
 
 function toBuffer(data: Uint8Array): Buffer {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength);

@@ -127,19 +127,43 @@ export function decodeTokens(record: Uint8Array): Map<string, TokenRecord> {
  * tokens and the same layout for their token tables.
  */
 export function snapshotState(sm: StateMachine): Buffer {
+  return encodeSnapshot(
+    mapEntries(sm.entries(), encodeValue),
+    mapEntries(sm.tokenEntries(), encodeTokens),
+  );
+}
+
+/**
+ * A snapshot in snapshotState's format from records already encoded
+ * (encodeValue, encodeTokens), per key. storage/keyspace.ts exports a group
+ * from its stored records with it, without decoding them.
+ */
+export function encodeSnapshot(values: Iterable<[string, Buffer]>, tokens: Iterable<[string, Buffer]>): Buffer {
   const parts: Buffer[] = [];
   const header = Buffer.allocUnsafe(12);
   header.writeUInt32BE(SNAPSHOT_MAGIC, 0);
   header.writeUInt32BE(SNAPSHOT_VERSION, 4);
-  header.writeUInt32BE(sm.size, 8);
   parts.push(header);
-  for (const [key, value] of sm.entries()) pushKeyedRecord(parts, key, encodeValue(value));
-  const tokenTables = [...sm.tokenEntries()];
+  let count = 0;
+  for (const [key, record] of values) {
+    pushKeyedRecord(parts, key, record);
+    count++;
+  }
+  header.writeUInt32BE(count, 8);
   const tokenHeader = Buffer.allocUnsafe(4);
-  tokenHeader.writeUInt32BE(tokenTables.length, 0);
   parts.push(tokenHeader);
-  for (const [key, table] of tokenTables) pushKeyedRecord(parts, key, encodeTokens(table));
+  let tokenKeys = 0;
+  for (const [key, record] of tokens) {
+    pushKeyedRecord(parts, key, record);
+    tokenKeys++;
+  }
+  tokenHeader.writeUInt32BE(tokenKeys, 0);
   return Buffer.concat(parts);
+}
+
+function* mapEntries<T>(entries: Iterable<[string, T]>, encode: (value: T) => Buffer): Generator<[string, Buffer], undefined, undefined> {
+  for (const [key, value] of entries) yield [key, encode(value)];
+  return undefined;
 }
 
 function pushKeyedRecord(parts: Buffer[], key: string, record: Buffer): void {

@@ -6,8 +6,18 @@
 // which maps bytes to strings one to one. A value is a bigint when it was
 // produced by a counter command (the common case, kept in binary so INCR does
 // not parse text), otherwise the bytes SET stored.
+//
+// Unbacked, the whole keyspace is a Map in memory. Backed (a KeyspaceBacking,
+// the keyspace as of the last durable checkpoint, see backing.ts), the Map is
+// an overlay holding only the keys changed since the last checkpoint was
+// taken, with tombstones for deleted keys; taking a checkpoint sets the
+// overlay aside (read-only, `frozen`) until it is durable. Every read looks at
+// the overlay, then the frozen one, then the backing. Both modes give the same
+// results for the same ops.
 
+import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
+import { compareScanItems, scanHash, type BackingScanItem, type KeyspaceBacking } from './backing.js';
 import { addFloatText, INT64_MAX, INT64_MIN, parseInt64 } from './numbers.js';
 import {
   addToken,
@@ -91,69 +101,102 @@ export function isEmpty(changes: ChangeSet): boolean {
 }
 
 export class StateMachine {
-  private readonly data = new Map<string, StoredValue>();
-  private readonly tokens = new Map<string, TokenTable>();
+  /**
+   * Unbacked: every key and its value. Backed: only the keys changed since the
+   * last checkpoint was taken, null for a key deleted since (a tombstone that
+   * hides the older value); every other key is read from `frozen`, then the
+   * backing.
+   */
+  private overlay = new Map<string, StoredValue | null>();
+  /** Token tables, held like `overlay`. */
+  private tokenOverlay = new Map<string, TokenTable | null>();
+  /**
+   * Backed: the overlay as it was when the checkpoint in flight was taken
+   * (that checkpoint writes it, so it never changes), read under `overlay`
+   * until the checkpoint is durable. Empty when none is in flight.
+   */
+  private frozen: ReadonlyMap<string, StoredValue | null> = NO_VALUES;
+  private frozenTokens: ReadonlyMap<string, TokenTable | null> = NO_TOKENS;
+  /** SCAN order of `frozen` (built once, when first needed). */
+  private frozenOrder: ScanOrder | null = null;
+  private readonly backing: KeyspaceBacking | null;
+  /** Backed: cleared (FLUSHALL, restore) since the last durable checkpoint, so the backing no longer counts. */
+  private cleared = false;
+  /** Clears so far: a checkpoint taken before a clear no longer counts once durable. */
+  private clears = 0;
+  /** Keys with a value (backed mode; tracked on every write and delete). */
+  private keyCount: number;
+  /** Backed: the checkpoint taken by beginCheckpoint and not yet durable. */
+  private inFlight: { readonly changes: ChangeSet; readonly clears: number } | null = null;
   private changes: ChangeSet = emptyChanges(false);
-  /** Sorted key order for SCAN, rebuilt only after keys were added or removed. */
-  private scanOrder: { hashes: Uint32Array; keys: string[] } | null = null;
+  /** Sorted order of the overlay's keys for SCAN, rebuilt only after keys were added to it or removed. */
+  private scanOrder: ScanOrder | null = null;
+
+  /**
+   * Without a backing the whole keyspace lives in memory (tests, the
+   * simulator). With one, the state machine starts as the backing's state and
+   * keeps in memory only what changed since; a checkpoint (beginCheckpoint,
+   * then checkpointed once it is durable in the backing) lets it forget that.
+   */
+  constructor(backing?: KeyspaceBacking) {
+    this.backing = backing ?? null;
+    this.keyCount = this.backing === null ? 0 : this.backing.count;
+  }
 
   apply(op: Op): OpResult {
     switch (op.type) {
       case 'incrby':
         return this.incrBy(op.key, op.delta);
       case 'incrbyfloat': {
-        const current = this.data.get(op.key);
+        const current = this.lookup(op.key);
         if (isSequence(current)) return { type: 'error', error: 'seqBackwards' };
         const currentText = current === undefined ? null : typeof current === 'bigint' ? current.toString() : current;
         const sum = addFloatText(currentText, op.increment);
         if (!sum.ok) return { type: 'error', error: sum.error };
         const stored = Buffer.from(sum.text, 'latin1');
-        this.write(op.key, stored);
+        this.write(op.key, stored, current !== undefined);
         return { type: 'bulk', value: stored };
       }
       case 'set': {
-        const exists = this.data.has(op.key);
-        const previous = op.get ? this.getBytes(op.key) : null;
+        const current = this.lookup(op.key);
+        const exists = current !== undefined;
+        const previous = op.get ? bytesOf(current) : null;
         const doSet = op.condition === 'always' || (op.condition === 'nx' ? !exists : exists);
-        if (doSet && isSequence(this.data.get(op.key))) return { type: 'error', error: 'seqBackwards' };
-        if (doSet) this.write(op.key, op.value);
+        if (doSet && isSequence(current)) return { type: 'error', error: 'seqBackwards' };
+        if (doSet) this.write(op.key, op.value, exists);
         if (op.get) return { type: 'bulk', value: previous };
         return doSet ? OK : NIL;
       }
       case 'mset':
-        if (op.keys.some((k) => isSequence(this.data.get(k)))) return { type: 'error', error: 'seqBackwards' };
+        if (op.keys.some((k) => isSequence(this.lookup(k)))) return { type: 'error', error: 'seqBackwards' };
         for (let i = 0; i < op.keys.length; i++) {
           const key = op.keys[i];
           const value = op.values[i];
           if (key === undefined || value === undefined) throw new Error('mset: keys and values differ in length');
-          this.write(key, value);
+          this.write(key, value, this.lookup(key) !== undefined);
         }
         return OK;
       case 'del': {
         let removed = 0n;
         for (const key of op.keys) {
-          if (this.data.delete(key)) {
-            removed++;
-            this.changes.values.set(key, null);
-            this.scanOrder = null;
-          }
-          if (this.tokens.delete(key)) this.changes.tokens.set(key, null);
+          if (this.remove(key)) removed++;
+          this.removeTokens(key);
         }
         return { type: 'int', value: removed };
       }
       case 'flushall':
-        this.data.clear();
-        this.tokens.clear();
+        this.clearAll();
         this.changes = emptyChanges(true);
-        this.scanOrder = null;
         return OK;
-      case 'seqcreate':
-        if (this.data.has(op.key) && !op.replace) return { type: 'error', error: 'seqExists' };
-        this.write(op.key, newSequence(op.spec));
-        if (this.tokens.delete(op.key)) this.changes.tokens.set(op.key, null);
+      case 'seqcreate': {
+        const exists = this.lookup(op.key) !== undefined;
+        if (exists && !op.replace) return { type: 'error', error: 'seqExists' };
+        this.write(op.key, newSequence(op.spec), exists);
+        this.removeTokens(op.key);
         return OK;
+      }
       case 'adopt': {
-        const current = this.data.get(op.key);
+        const current = this.lookup(op.key);
         if (isSequence(current)) return OK;
         let base: bigint | null = null;
         if (current !== undefined) {
@@ -162,7 +205,7 @@ export class StateMachine {
           // A counter at the 64-bit maximum has no next value (INCR there overflows, as in Redis).
           if (base === INT64_MAX) return { type: 'error', error: 'overflow' };
         }
-        this.write(op.key, newSequence({ ...op.spec, start: base === null ? 1n : base + 1n }, base));
+        this.write(op.key, newSequence({ ...op.spec, start: base === null ? 1n : base + 1n }, base), current !== undefined);
         return OK;
       }
       case 'seqnext':
@@ -170,7 +213,7 @@ export class StateMachine {
       case 'reserve':
         return this.reserve(op.key, op.id, op.minCount);
       case 'token': {
-        const table = pruneTokens(this.tokens.get(op.key), op.record.atMs, op.policy);
+        const table = pruneTokens(this.lookupTokens(op.key), op.record.atMs, op.policy);
         const existing = table.get(op.token);
         if (existing !== undefined) return tokenReply(existing, op.record.count, op.record.range);
         addToken(table, op.token, op.record, op.policy);
@@ -181,18 +224,18 @@ export class StateMachine {
   }
 
   private setTokens(key: string, table: TokenTable): void {
-    this.tokens.set(key, table);
+    this.tokenOverlay.set(key, table);
     this.changes.tokens.set(key, table);
   }
 
   private seqNext(op: Extract<Op, { type: 'seqnext' }>): OpResult {
     let table: Map<string, TokenRecord> | null = null;
     if (op.token !== null) {
-      table = pruneTokens(this.tokens.get(op.key), op.nowMs, op.policy);
+      table = pruneTokens(this.lookupTokens(op.key), op.nowMs, op.policy);
       const existing = table.get(op.token);
       if (existing !== undefined) return tokenReply(existing, op.count, op.range);
     }
-    const current = this.data.get(op.key);
+    const current = this.lookup(op.key);
     let first: bigint;
     let last: bigint;
     if (isSequence(current)) {
@@ -204,6 +247,7 @@ export class StateMachine {
       this.write(
         op.key,
         current.mode === 'strict' ? { ...current, current: last } : { ...current, current: last, reservedHigh: last },
+        true,
       );
     } else {
       let base = 0n;
@@ -215,7 +259,7 @@ export class StateMachine {
       first = base + 1n;
       last = base + op.count;
       if (last > INT64_MAX) return { type: 'error', error: 'overflow' };
-      this.write(op.key, last);
+      this.write(op.key, last, current !== undefined);
     }
     const record: TokenRecord = { first, last, count: op.count, range: op.range, atMs: op.nowMs };
     if (table !== null && op.token !== null) {
@@ -226,7 +270,7 @@ export class StateMachine {
   }
 
   private reserve(key: string, id: string, minCount: bigint): OpResult {
-    const seq = this.data.get(key);
+    const seq = this.lookup(key);
     // The sequence the window was asked for is gone (deleted or recreated): nothing to reserve.
     if (!isSequence(seq) || seq.id !== id || seq.mode !== 'window') return { type: 'error', error: 'seqGone' };
     const floor = seq.reservedHigh ?? seq.current;
@@ -237,12 +281,12 @@ export class StateMachine {
     const room = (seq.max - first) / seq.step + 1n;
     const count = wanted < room ? wanted : room;
     const last = first + (count - 1n) * seq.step;
-    this.write(key, { ...seq, reservedHigh: last });
+    this.write(key, { ...seq, reservedHigh: last }, true);
     return { type: 'range', first, last };
   }
 
   private incrBy(key: string, delta: bigint): OpResult {
-    const current = this.data.get(key);
+    const current = this.lookup(key);
     let value: bigint;
     if (isSequence(current)) return this.incrSequence(key, current, delta);
     if (current === undefined) value = 0n;
@@ -254,7 +298,7 @@ export class StateMachine {
     }
     const next = value + delta;
     if (next > INT64_MAX || next < INT64_MIN) return { type: 'error', error: 'overflow' };
-    this.write(key, next);
+    this.write(key, next, current !== undefined);
     return { type: 'int', value: next };
   }
 
@@ -270,15 +314,73 @@ export class StateMachine {
     const next = base + delta;
     if (next > seq.max) return { type: 'error', error: 'seqMax' };
     if (delta > 0n) {
-      this.write(key, seq.mode === 'strict' ? { ...seq, current: next } : { ...seq, current: next, reservedHigh: next });
+      this.write(
+        key,
+        seq.mode === 'strict' ? { ...seq, current: next } : { ...seq, current: next, reservedHigh: next },
+        true,
+      );
     }
     return { type: 'int', value: next };
   }
 
-  private write(key: string, value: StoredValue): void {
-    if (!this.data.has(key)) this.scanOrder = null;
-    this.data.set(key, value);
+  // The keyspace as one view: the overlay first, then (backed, not cleared) the backing.
+
+  private lookup(key: string): StoredValue | undefined {
+    const value = this.overlay.get(key);
+    if (value !== undefined) return value ?? undefined;
+    if (this.backing === null) return undefined;
+    const frozen = this.frozen.get(key);
+    if (frozen !== undefined) return frozen ?? undefined;
+    return this.cleared ? undefined : this.backing.get(key);
+  }
+
+  private lookupTokens(key: string): TokenTable | undefined {
+    const table = this.tokenOverlay.get(key);
+    if (table !== undefined) return table ?? undefined;
+    if (this.backing === null) return undefined;
+    const frozen = this.frozenTokens.get(key);
+    if (frozen !== undefined) return frozen ?? undefined;
+    return this.cleared ? undefined : this.backing.getTokens(key);
+  }
+
+  /** Sets a key's value; `existed` says whether the key had one (the caller just read it). */
+  private write(key: string, value: StoredValue, existed: boolean): void {
+    if (!existed) this.keyCount++;
+    if (!this.overlay.has(key)) this.scanOrder = null;
+    this.overlay.set(key, value);
     this.changes.values.set(key, value);
+  }
+
+  /** Deletes a key's value; whether it had one. */
+  private remove(key: string): boolean {
+    if (this.lookup(key) === undefined) return false;
+    this.keyCount--;
+    if (this.backing === null) {
+      this.overlay.delete(key);
+      this.scanOrder = null;
+    } else {
+      if (!this.overlay.has(key)) this.scanOrder = null;
+      this.overlay.set(key, null);
+    }
+    this.changes.values.set(key, null);
+    return true;
+  }
+
+  private removeTokens(key: string): void {
+    if (this.lookupTokens(key) === undefined) return;
+    if (this.backing === null) this.tokenOverlay.delete(key);
+    else this.tokenOverlay.set(key, null);
+    this.changes.tokens.set(key, null);
+  }
+
+  private clearAll(): void {
+    this.overlay.clear();
+    this.tokenOverlay.clear();
+    this.dropFrozen();
+    this.keyCount = 0;
+    this.scanOrder = null;
+    this.clears++;
+    if (this.backing !== null) this.cleared = true;
   }
 
   /** Returns and resets what changed since the last call (for persistence). */
@@ -292,64 +394,113 @@ export class StateMachine {
     return !isEmpty(this.changes);
   }
 
-  /** Loads a key's tokens during recovery, without recording a change. */
+  // Checkpoints (backed mode).
+
+  /** Whether the state machine reads through to a backing. */
+  get backed(): boolean {
+    return this.backing !== null;
+  }
+
+  /**
+   * What a checkpoint must write into the backing to make it equal this
+   * state machine now: the overlay itself (O(1): it is set aside, read-only,
+   * and a new overlay takes the changes from here on), with `cleared` when the
+   * backing no longer counts. One checkpoint at a time: call `checkpointed`
+   * with the returned change set once it is durable in the backing.
+   */
+  beginCheckpoint(): ChangeSet {
+    assert.ok(this.backing !== null, 'beginCheckpoint: the state machine has no backing');
+    assert.ok(this.inFlight === null, 'beginCheckpoint: a checkpoint is in flight already');
+    assert.ok(this.frozen.size === 0 && this.frozenTokens.size === 0);
+    const changes: ChangeSet = { cleared: this.cleared, values: this.overlay, tokens: this.tokenOverlay };
+    this.frozen = this.overlay;
+    this.frozenTokens = this.tokenOverlay;
+    this.frozenOrder = this.scanOrder;
+    this.overlay = new Map();
+    this.tokenOverlay = new Map();
+    this.scanOrder = null;
+    this.inFlight = { changes, clears: this.clears };
+    return changes;
+  }
+
+  /**
+   * The checkpoint `changes` (from beginCheckpoint) is durable in the backing:
+   * the overlay it wrote is dropped (the backing has it now), unless the
+   * keyspace was cleared since it was taken (then it was dropped already, and
+   * what the checkpoint wrote does not count).
+   */
+  checkpointed(changes: ChangeSet): void {
+    const inFlight = this.inFlight;
+    assert.ok(inFlight !== null && inFlight.changes === changes, 'checkpointed: not the checkpoint in flight');
+    this.inFlight = null;
+    if (inFlight.clears !== this.clears) return;
+    if (changes.cleared) this.cleared = false;
+    this.dropFrozen();
+  }
+
+  private dropFrozen(): void {
+    this.frozen = NO_VALUES;
+    this.frozenTokens = NO_TOKENS;
+    this.frozenOrder = null;
+  }
+
+  /** Entries (values, tombstones and token tables) held in memory: every key unbacked, only those changed since the last checkpoint backed. */
+  get keysInMemory(): number {
+    return this.overlay.size + this.tokenOverlay.size + this.frozen.size + this.frozenTokens.size;
+  }
+
+  /** Loads a key's tokens during recovery, without recording a change (backed: held until the next checkpoint). */
   loadTokens(key: string, table: TokenTable): void {
-    this.tokens.set(key, table);
+    this.tokenOverlay.set(key, table);
   }
 
   tokenEntries(): IterableIterator<[string, TokenTable]> {
-    return this.tokens.entries();
+    return this.backing === null ? liveEntries(this.tokenOverlay) : this.mergedTokenEntries();
   }
 
   /** The stored value as it is (sequences included), for the server's sequence commands. */
   getValue(key: string): StoredValue | undefined {
-    return this.data.get(key);
+    return this.lookup(key);
   }
 
-  /** Loads a value during recovery, without recording a change. */
+  /** Loads a value during recovery, without recording a change (backed: held until the next checkpoint). */
   load(key: string, value: StoredValue): void {
-    this.data.set(key, value);
-    this.scanOrder = null;
+    if (this.lookup(key) === undefined) this.keyCount++;
+    if (!this.overlay.has(key)) this.scanOrder = null;
+    this.overlay.set(key, value);
   }
 
+  /** Empties the keyspace (before a restore); backed, the backing stops counting until the next checkpoint. */
   clear(): void {
-    this.data.clear();
-    this.tokens.clear();
+    this.clearAll();
     this.changes = emptyChanges(false);
-    this.scanOrder = null;
   }
 
   // Reads.
 
   getBytes(key: string): Buffer | null {
-    const value = this.data.get(key);
-    if (value === undefined) return null;
-    if (typeof value === 'bigint') return Buffer.from(value.toString(), 'latin1');
-    if (isSequence(value)) {
-      const n = sequenceValue(value);
-      return n === null ? null : Buffer.from(n.toString(), 'latin1');
-    }
-    return value;
+    return bytesOf(this.lookup(key));
   }
 
   has(key: string): boolean {
-    return this.data.has(key);
+    return this.lookup(key) !== undefined;
   }
 
   get size(): number {
-    return this.data.size;
+    return this.backing === null ? this.overlay.size : this.keyCount;
   }
 
   strlen(key: string): number {
     return this.getBytes(key)?.length ?? 0;
   }
 
+  /** Every key: in insertion order unbacked, in SCAN order (hash, then key) backed. */
   keys(): IterableIterator<string> {
-    return this.data.keys();
+    return this.backing === null ? this.overlay.keys() : this.mergedKeys();
   }
 
   entries(): IterableIterator<[string, StoredValue]> {
-    return this.data.entries();
+    return this.backing === null ? liveEntries(this.overlay) : this.mergedEntries();
   }
 
   /**
@@ -359,52 +510,165 @@ export class StateMachine {
    * when done) and the keys visited (before MATCH filtering, which the caller does).
    */
   scan(cursor: number, count: number): { next: number; keys: string[] } {
+    if (this.backing !== null) return this.scanMerged(cursor, count);
     const order = this.getScanOrder();
-    let lo = 0;
-    let hi = order.hashes.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((order.hashes[mid] ?? 0) < cursor) lo = mid + 1;
-      else hi = mid;
-    }
     const keys: string[] = [];
-    let i = lo;
+    let i = lowerBound(order.hashes, cursor);
     while (i < order.hashes.length && (keys.length < count || order.hashes[i] === order.hashes[i - 1])) {
       const key = order.keys[i];
-      if (key !== undefined && this.data.has(key)) keys.push(key);
+      if (key !== undefined && this.overlay.has(key)) keys.push(key);
       i++;
     }
     const next = i >= order.hashes.length ? 0 : (order.hashes[i] ?? 0);
     return { next, keys };
   }
 
-  private getScanOrder(): { hashes: Uint32Array; keys: string[] } {
-    if (this.scanOrder !== null) return this.scanOrder;
-    const pairs: [number, string][] = [];
-    // Hash 0 is reserved for "start", so every key hashes to 1..2^32-1.
-    for (const key of this.data.keys()) pairs.push([(fnv1a(key) % 0xffffffff) + 1, key]);
-    pairs.sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
-    const hashes = new Uint32Array(pairs.length);
-    const keys: string[] = new Array<string>(pairs.length);
-    pairs.forEach(([h, k], i) => {
-      hashes[i] = h;
-      keys[i] = k;
-    });
-    this.scanOrder = { hashes, keys };
+  private scanMerged(cursor: number, count: number): { next: number; keys: string[] } {
+    const keys: string[] = [];
+    for (const group of this.hashGroups(cursor, false)) {
+      if (keys.length >= count) return { next: group.hash, keys };
+      for (const key of group.keys) keys.push(key);
+    }
+    return { next: 0, keys };
+  }
+
+  private *mergedKeys(): Generator<string, undefined, undefined> {
+    for (const group of this.hashGroups(0, false)) yield* group.keys;
+    return undefined;
+  }
+
+  private *mergedEntries(): Generator<[string, StoredValue], undefined, undefined> {
+    for (const group of this.hashGroups(0, false)) {
+      for (const key of group.keys) {
+        const value = this.lookup(key);
+        assert.ok(value !== undefined, 'a merged key has no value');
+        yield [key, value];
+      }
+    }
+    return undefined;
+  }
+
+  private *mergedTokenEntries(): Generator<[string, TokenTable], undefined, undefined> {
+    for (const group of this.hashGroups(0, true)) {
+      for (const key of group.keys) {
+        const table = this.lookupTokens(key);
+        assert.ok(table !== undefined, 'a merged key has no tokens');
+        yield [key, table];
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Backed: the live keys (of values, or of token tables) whose hash is >=
+   * `fromHash`, one hash at a time in ascending order, the keys of one hash
+   * sorted: the backing's range merged with the frozen overlay and the
+   * overlay (the newest layer holding a key decides it). Consumed
+   * synchronously (the backing's iterator is open).
+   */
+  private *hashGroups(fromHash: number, tokens: boolean): Generator<{ hash: number; keys: string[] }, undefined, undefined> {
+    const backing = this.backing;
+    assert.ok(backing !== null);
+    const top: ReadonlyMap<string, unknown> = tokens ? this.tokenOverlay : this.overlay;
+    const under: ReadonlyMap<string, unknown> = tokens ? this.frozenTokens : this.frozen;
+    const topOrder = tokens ? sortOrder(this.tokenOverlay.keys()) : this.getScanOrder();
+    const underOrder = tokens ? sortOrder(this.frozenTokens.keys()) : (this.frozenOrder ??= sortOrder(this.frozen.keys()));
+    let t = lowerBound(topOrder.hashes, fromHash);
+    let u = lowerBound(underOrder.hashes, fromHash);
+    const it = this.cleared ? null : tokens ? backing.tokenKeys() : backing.scanFrom(fromHash);
+    const pull = (): BackingScanItem | undefined => {
+      if (it === null) return undefined;
+      for (;;) {
+        const r = it.next();
+        if (r.done === true) return undefined;
+        if (r.value.hash >= fromHash) return r.value;
+      }
+    };
+    const hashAt = (order: ScanOrder, i: number): number => (i < order.hashes.length ? (order.hashes[i] as number) : Infinity);
+    let head = pull();
+    try {
+      for (;;) {
+        const hash = Math.min(head === undefined ? Infinity : head.hash, hashAt(topOrder, t), hashAt(underOrder, u));
+        if (hash === Infinity) return undefined;
+        const keys: string[] = [];
+        for (; head !== undefined && head.hash === hash; head = pull()) {
+          if (!top.has(head.key) && !under.has(head.key)) keys.push(head.key);
+        }
+        for (; hashAt(underOrder, u) === hash; u++) {
+          const key = underOrder.keys[u] as string;
+          if (!top.has(key) && under.get(key) !== null) keys.push(key);
+        }
+        for (; hashAt(topOrder, t) === hash; t++) {
+          const key = topOrder.keys[t] as string;
+          if (top.get(key) !== null) keys.push(key);
+        }
+        if (keys.length === 0) continue;
+        keys.sort();
+        yield { hash, keys };
+      }
+    } finally {
+      if (it !== null && it.return !== undefined) it.return();
+    }
+  }
+
+  private getScanOrder(): ScanOrder {
+    this.scanOrder ??= sortOrder(this.overlay.keys());
     return this.scanOrder;
   }
+}
+
+/** Keys sorted by (scan hash, key): hashes[i] is the hash of keys[i]. */
+interface ScanOrder {
+  readonly hashes: Uint32Array;
+  readonly keys: string[];
+}
+
+const NO_VALUES: ReadonlyMap<string, StoredValue | null> = new Map();
+const NO_TOKENS: ReadonlyMap<string, TokenTable | null> = new Map();
+
+/** A value's bytes as GET shows them (null: no value, or a sequence that handed out nothing yet). */
+function bytesOf(value: StoredValue | undefined): Buffer | null {
+  if (value === undefined) return null;
+  if (typeof value === 'bigint') return Buffer.from(value.toString(), 'latin1');
+  if (isSequence(value)) {
+    const n = sequenceValue(value);
+    return n === null ? null : Buffer.from(n.toString(), 'latin1');
+  }
+  return value;
+}
+
+function* liveEntries<T>(map: ReadonlyMap<string, T | null>): Generator<[string, T], undefined, undefined> {
+  for (const [key, value] of map) if (value !== null) yield [key, value];
+  return undefined;
+}
+
+/** Keys sorted by (scan hash, key). */
+function sortOrder(keys: Iterable<string>): ScanOrder {
+  const items: BackingScanItem[] = [];
+  for (const key of keys) items.push({ hash: scanHash(key), key });
+  items.sort(compareScanItems);
+  const hashes = new Uint32Array(items.length);
+  const sorted: string[] = new Array<string>(items.length);
+  items.forEach((item, i) => {
+    hashes[i] = item.hash;
+    sorted[i] = item.key;
+  });
+  return { hashes, keys: sorted };
+}
+
+/** The first position whose hash is >= `hash`. */
+function lowerBound(hashes: Uint32Array, hash: number): number {
+  let lo = 0;
+  let hi = hashes.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((hashes[mid] ?? 0) < hash) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 function tokenReply(record: TokenRecord, count: bigint, range: boolean): OpResult {
   if (record.count !== count || record.range !== range) return { type: 'error', error: 'tokenMismatch' };
   return range ? { type: 'range', first: record.first, last: record.last } : { type: 'int', value: record.last };
-}
-
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
 }

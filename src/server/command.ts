@@ -1,6 +1,7 @@
 // What a command is: its table entry (name, arity, flags, key positions, docs),
 // which is also what COMMAND returns, and its handler.
 
+import type { MultiRaftHost } from '../multiraft/host.js';
 import type { ClusterEngine } from '../cluster/engine.js';
 import type { Config } from '../config.js';
 import type { Group } from '../multiraft/group.js';
@@ -25,6 +26,8 @@ export interface ServerContext {
   readonly commands: CommandTable;
   /** This node's cluster membership; null when it runs alone (no --cluster). */
   readonly cluster: ClusterEngine | null;
+  /** Every Raft group of this node (alone or a cluster member), for INFO. */
+  readonly host: MultiRaftHost;
 }
 
 export interface ServerStats {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { ERR, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
-import { ClusterEngine, META_BOOTSTRAP, META_NODE_ID, openNodeLog, type ClusterOpenOptions } from '../cluster/engine.js';
+import { ClusterEngine, META_BOOTSTRAP, META_NODE_ID, openNodeStorage, type ClusterOpenOptions, type NodeStorage } from '../cluster/engine.js';
 import { MultiRaftHost } from '../multiraft/host.js';
 import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
 import type { Group } from '../multiraft/group.js';
@@ -24,7 +24,7 @@ import type { RaftGroup } from '../multiraft/raft-group.js';
 import type { Reply } from '../resp/encoder.js';
 import { R } from '../resp/encoder.js';
 import { LEGACY_LOCAL_FILES } from '../storage/files.js';
-import { DataDirectoryError, type NodeLogStore } from '../storage/store.js';
+import { DataDirectoryError } from '../storage/store.js';
 import { importLegacyKeyspace } from '../storage/upgrade.js';
 import { MemoryHub } from '../transport/memory.js';
 import { arityOk, type CommandSpec, type CommandTable, type ServerContext, type ServerStats } from './command.js';
@@ -65,7 +65,8 @@ export type ServerStartOptions = ClusterOpenOptions;
  * needs only --data), else a node alone.
  */
 async function openEngine(config: Config, options: ServerStartOptions): Promise<EngineHandle> {
-  const raftStore = await openNodeLog(config);
+  const storage = await openNodeStorage(config);
+  const raftStore = storage.log;
   try {
     const member = raftStore.getMeta(META_BOOTSTRAP) !== undefined;
     if (config.cluster !== null || member) {
@@ -74,12 +75,12 @@ async function openEngine(config: Config, options: ServerStartOptions): Promise<
           `${config.dataDir} holds the data of a node that runs alone; a cluster is bootstrapped on empty data directories (start it without --cluster, or choose another --data)`,
         );
       }
-      const cluster = await ClusterEngine.open(config, raftStore, options);
-      return { group: null, raftGroup: null, cluster, close: () => cluster.close() };
+      const cluster = await ClusterEngine.open(config, storage, options);
+      return { group: null, raftGroup: null, cluster, host: cluster.host, close: () => cluster.close() };
     }
-    return await openNodeAlone(config, raftStore);
+    return await openNodeAlone(config, storage);
   } catch (e) {
-    await raftStore.close();
+    await storage.close();
     throw e;
   }
 }
@@ -92,6 +93,8 @@ interface EngineHandle {
   readonly raftGroup: RaftGroup | null;
   /** The cluster membership, in cluster mode. */
   readonly cluster: ClusterEngine | null;
+  /** Every Raft group of this node. */
+  readonly host: MultiRaftHost;
   close(): Promise<void>;
 }
 
@@ -100,7 +103,8 @@ interface EngineHandle {
  * this node (so it leads at once), its log in the data directory, and an
  * in-memory bus that has no other node on it.
  */
-async function openNodeAlone(config: Config, store: NodeLogStore): Promise<EngineHandle> {
+async function openNodeAlone(config: Config, storage: NodeStorage): Promise<EngineHandle> {
+  const store = storage.log;
   let host: MultiRaftHost | null = null;
   let hub: MemoryHub | null = null;
   try {
@@ -115,16 +119,17 @@ async function openNodeAlone(config: Config, store: NodeLogStore): Promise<Engin
     await importLegacyKeyspace(config.dataDir, store, nodeId, RAFT_DATA_GROUP_ID);
     hub = new MemoryHub();
     const openedHub = hub;
-    host = new MultiRaftHost({ nodeId, transport: hub.transport(nodeId), store, random: Math.random });
+    host = new MultiRaftHost({ nodeId, transport: hub.transport(nodeId), store, keyspace: storage.keyspace, random: Math.random });
     const openedHost = host;
     const group = host.addGroup(RAFT_DATA_GROUP_ID, [nodeId]);
     return {
       group: new ArrivalOrderedGroup(group),
       raftGroup: group,
       cluster: null,
+      host: openedHost,
       close: async () => {
         await openedHost.close();
-        await store.close();
+        await storage.close();
         await openedHub.close();
       },
     };
@@ -177,6 +182,7 @@ export class OrdoServer implements ConnectionHost {
       port,
       commands,
       cluster: engine.cluster,
+      host: engine.host,
     };
     this.router?.attach(this.context);
     net.on('connection', (socket) => this.accept(socket));
@@ -238,6 +244,11 @@ export class OrdoServer implements ConnectionHost {
   }
 
   dispatch(conn: Connection, args: Buffer[], respond: (reply: Reply) => void): void {
+    if (this.stopping !== null) {
+      // The engine is closing: what was accepted before is answered, nothing new reaches it.
+      respond(R.error(ERR.shuttingDown));
+      return;
+    }
     this.stats.commandsProcessed++;
     const first = args[0] as Buffer;
     const name = first.toString('latin1').toLowerCase();

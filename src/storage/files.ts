@@ -126,6 +126,9 @@ export interface StoreFiles {
 /** The folder of the node's log (wal-store.ts): every group's Raft log, hard state and snapshots, and the node metadata. */
 export const NODE_LOG_DIR = 'wal';
 
+/** The node's keyspace (keyspace.ts): every group's applied state, checkpointed off the reply path. */
+export const KEYSPACE_FILES: StoreFiles = { dataFile: 'keyspace.mdb', lockFile: 'keyspace.pid' };
+
 /**
  * Every group's Raft log in LMDB (raft-lmdb.ts), as earlier versions kept it.
  * Imported once into the node's log at start (upgrade.ts), then renamed to
@@ -147,6 +150,7 @@ export const LEGACY_IMPORTED_FILE = 'ordo.mdb.imported';
 /** Entries of a data directory that mark it as ordo's. */
 const ORDO_DATA_ENTRIES: readonly string[] = [
   NODE_LOG_DIR,
+  KEYSPACE_FILES.dataFile,
   RAFT_FILES.dataFile,
   RAFT_IMPORTED_FILE,
   LEGACY_LOCAL_FILES.dataFile,
@@ -166,7 +170,7 @@ export function checkDataDir(dir: string): void {
     throw new DataDirectoryError(`cannot read data directory ${dir}: ${(e as Error).message}`);
   }
   if (files.length === 0 || files.some((f) => ORDO_DATA_ENTRIES.includes(f))) return;
-  const lockFiles = [RAFT_FILES.lockFile, LEGACY_LOCAL_FILES.lockFile];
+  const lockFiles = [KEYSPACE_FILES.lockFile, RAFT_FILES.lockFile, LEGACY_LOCAL_FILES.lockFile];
   const others = files.filter((f) => !lockFiles.includes(f));
   if (others.length > 0) {
     throw new DataDirectoryError(

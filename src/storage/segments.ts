@@ -36,6 +36,7 @@ import {
   readdirSync,
   readSync,
   renameSync,
+  rmSync,
   unlinkSync,
   write,
   writeSync,
@@ -370,7 +371,13 @@ export class SegmentLog {
       // Not ready yet: a file of our own, prepared here (the background one is dropped when it settles).
       if (prep !== null) this.abandon(prep);
       const tmp = `${path}.sync${TEMP_SUFFIX}`;
-      prepareSync(tmp, seq, this.segmentBytes, this.fsync);
+      try {
+        prepareSync(tmp, seq, this.segmentBytes, this.fsync);
+      } catch (e) {
+        // A disk that filled up gets back the space of the half-written file.
+        rmSync(tmp, { force: true });
+        throw e;
+      }
       renameSync(tmp, path);
     }
     this.preparation = null;

@@ -5,11 +5,17 @@
 import type { ConfState, WritableStorage } from '../raft/index.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
 
-/** Thrown by `persist`. `applied` says whether the batch may have reached disk. */
+/**
+ * Thrown by `persist` and `commitTurn`. `applied` says whether the batch may
+ * have reached disk. `retryable`: nothing of it was written and the store kept
+ * it (the disk is full); a later commit writes it first, so the caller may
+ * wait and commit again instead of stopping.
+ */
 export class PersistError extends Error {
   constructor(
     message: string,
     readonly applied: 'no' | 'unknown',
+    readonly retryable = false,
   ) {
     super(message);
   }

@@ -347,6 +347,16 @@ interface Turn {
   readonly effects: TurnEffects;
 }
 
+/** Error codes of a full disk: a turn that wrote nothing because of them is kept and written by a later commit. */
+const DISK_FULL_CODES: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT']);
+/** Most bytes of stalled turns kept while the disk is full; past it the store fails as on any write error. */
+export const STALLED_TURN_BYTES_MAX = 64 * 1024 * 1024;
+
+function errnoCode(e: unknown): string {
+  const inner = e instanceof AppendError ? e.cause : e;
+  return (inner as NodeJS.ErrnoException | null)?.code ?? '';
+}
+
 export class WalStore implements NodeLogStore {
   /** Where the data lives, for logs and INFO. */
   readonly description: string;
@@ -368,6 +378,8 @@ export class WalStore implements NodeLogStore {
   private readonly unreferencedSnapFiles: string[] = [];
   /** The first write failure; every later turn fails too (the store must be reopened). */
   private failure: PersistError | null = null;
+  /** Turns not written because the disk was full, oldest first: written before anything newer. */
+  private readonly stalled: Turn[] = [];
   private closed = false;
   /** The last turn queued (settles, never rejects, once it and its clean-up are done), or null. */
   private inFlight: Promise<void> | null = null;
@@ -645,38 +657,59 @@ export class WalStore implements NodeLogStore {
       return this.fail(new PersistError(`log fdatasync failed, outcome unknown: ${e.message}`, 'unknown'));
     }
     const what = e instanceof AppendError ? (e.stage === 'write' ? 'log write' : 'new log segment') : 'snapshot file write';
+    const retryable = !(e instanceof AppendError && e.stage === 'write') && DISK_FULL_CODES.has(errnoCode(e)) && this.stalledBytes() <= STALLED_TURN_BYTES_MAX;
+    if (retryable) return new PersistError(`${what} failed, not written yet: ${(e as Error).message}`, 'no', true);
+    for (const t of this.stalled) this.releaseWriter(t.writer);
+    this.stalled.length = 0;
     return this.fail(new PersistError(`${what} failed, not applied: ${(e as Error).message}`, 'no'));
   }
 
+  private stalledBytes(): number {
+    let bytes = 0;
+    for (const t of this.stalled) bytes += t.bytes;
+    return bytes;
+  }
+
+  /**
+   * Writes the stalled turns, then `turn`, in order. A failure that wrote
+   * nothing because the disk is full keeps them stalled (the error is
+   * retryable; the next turn writes them first); any other fails the store.
+   */
   private writeSync(turn: Turn | null): void {
     if (this.failure !== null) throw this.earlierFailure();
-    if (turn === null) return;
-    try {
-      for (const s of turn.snaps) this.writeSnapFileSync(s);
-      if (turn.snaps.length > 0 && this.fsync) fsyncDir(this.walDir);
-      this.log.appendSync(turn.writer.buf, turn.bytes, turn.rotate);
-    } catch (e) {
-      throw this.failed(e);
-    } finally {
-      this.releaseWriter(turn.writer);
+    if (turn !== null) this.stalled.push(turn);
+    while (this.stalled.length > 0) {
+      const t = this.stalled[0] as Turn;
+      try {
+        for (const s of t.snaps) this.writeSnapFileSync(s);
+        if (t.snaps.length > 0 && this.fsync) fsyncDir(this.walDir);
+        this.log.appendSync(t.writer.buf, t.bytes, t.rotate);
+      } catch (e) {
+        throw this.failed(e);
+      }
+      this.stalled.shift();
+      this.releaseWriter(t.writer);
+      this.committed(t);
     }
-    this.committed(turn);
     if (this.inFlight === null) this.cleanUpSync();
   }
 
   private async writeAsync(turn: Turn | null): Promise<void> {
     if (this.failure !== null) throw this.earlierFailure();
-    if (turn === null) return;
-    try {
-      for (const s of turn.snaps) await this.writeSnapFile(s);
-      if (turn.snaps.length > 0 && this.fsync) await fsyncDirAsync(this.walDir);
-      await this.log.append(turn.writer.buf, turn.bytes, turn.rotate);
-    } catch (e) {
-      throw this.failed(e);
-    } finally {
-      this.releaseWriter(turn.writer);
+    if (turn !== null) this.stalled.push(turn);
+    while (this.stalled.length > 0) {
+      const t = this.stalled[0] as Turn;
+      try {
+        for (const s of t.snaps) await this.writeSnapFile(s);
+        if (t.snaps.length > 0 && this.fsync) await fsyncDirAsync(this.walDir);
+        await this.log.append(t.writer.buf, t.bytes, t.rotate);
+      } catch (e) {
+        throw this.failed(e);
+      }
+      this.stalled.shift();
+      this.releaseWriter(t.writer);
+      this.committed(t);
     }
-    this.committed(turn);
   }
 
   private snapHeader(s: SnapWrite): Buffer {

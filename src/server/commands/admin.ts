@@ -33,6 +33,7 @@ function infoSections(ctx: ServerContext): Section[] {
   const mem = process.memoryUsage();
   const cpu = process.cpuUsage();
   const stats = ctx.group.stats;
+  const host = ctx.host.stats();
   let maxIn = 0;
   let maxOut = 0;
   for (const c of ctx.connections) {
@@ -114,6 +115,9 @@ function infoSections(ctx: ServerContext): Section[] {
       ['ops_per_batch_avg', stats.batchesPersisted === 0 ? '0.00' : (stats.opsPersisted / stats.batchesPersisted).toFixed(2)],
       ['batches_in_flight', stats.batchesInFlight],
       ['persist_failures', stats.persistFailures],
+      ['disk_full', host.diskFull ? 1 : 0],
+      ['checkpoints', host.checkpoints],
+      ['keys_in_memory', host.keysInMemory],
       ['default_mode', ctx.config.defaultMode],
       ['window_keys', ctx.config.windowKeys.join(',')],
       ['window_sequences_served', ctx.windowStats().keys],

@@ -1,0 +1,689 @@
+// The keyspace of every Raft group of the node, in one LMDB environment
+// (`keyspace.mdb` in the data directory): each group's applied state as of its
+// last checkpoint, with the applied index, term and membership it reflects.
+// Groups apply entries into memory and answer from there; every so often the
+// host hands the keys changed since the previous checkpoint, for all groups
+// together, to `checkpoint`, written as ONE transaction committed (with its
+// fsync) on lmdb-js's write thread, off the reply path. State machines read the
+// keys they do not hold in memory from here (`backing`), a restart replays the
+// log from each group's checkpointed applied index, and a lagging follower is
+// sent `exportGroup`. See docs/storage.md, "The keyspace".
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { open, type RootDatabase, type Transaction } from 'lmdb';
+import type { ConfState, NodeId } from '../raft/types.js';
+import { scanHash, type BackingScanItem, type KeyspaceBacking } from '../sequencer/backing.js';
+import { CorruptRecordError, decodeTokens, decodeValue, encodeSnapshot, encodeTokens, encodeValue } from '../sequencer/codec.js';
+import type { TokenTable } from '../sequencer/sequence.js';
+import type { ChangeSet, StoredValue } from '../sequencer/state-machine.js';
+import { acquirePidLock, KEYSPACE_FILES, releasePidLock, verifyLmdbHeader, type FsyncMode } from './files.js';
+import { DataDirectoryError, PersistError } from './store.js';
+
+/** The LMDB file holding every group's keyspace, in the data directory. */
+export const KEYSPACE_DATA_FILE = KEYSPACE_FILES.dataFile;
+/** Holds the pid of the process that has `keyspace.mdb` open (one process per file). */
+export const KEYSPACE_LOCK_FILE = KEYSPACE_FILES.lockFile;
+/** Version of the key layout and record encodings below; another version is refused. */
+export const KEYSPACE_FORMAT_VERSION = 1;
+/**
+ * Keys up to this many bytes are stored inline in their LMDB key; longer ones
+ * (LMDB keys are at most 1978 bytes, Redis keys up to 512 MB) by their SHA-256,
+ * with the whole key at the start of the record.
+ */
+export const KEY_INLINE_BYTES_MAX = 1024;
+/**
+ * Records a checkpoint encodes and writes on the event loop's thread before it
+ * lets the loop run again (the transaction stays open): at a few microseconds
+ * a record, a slice holds replies back for some milliseconds.
+ */
+export const CHECKPOINT_SLICE_WRITES = 2000;
+/** Disk bytes a checkpoint may write per changed key at most (an LMDB page), for the free-space check before it starts. */
+export const CHECKPOINT_PAGE_BYTES_PER_KEY = 4096;
+/** Bytes a new record adds to the tree, estimated high (keys and values are small), for the same check. */
+export const CHECKPOINT_RECORD_BYTES_EST = 512;
+/** Free disk space kept beyond a checkpoint's worst case before it starts. */
+export const CHECKPOINT_DISK_MARGIN_BYTES = 16 * 1024 * 1024;
+const MiB = 1024 * 1024;
+/** Group ids are stored as u32. */
+export const KEYSPACE_GROUP_ID_MAX = 0xffff_ffff;
+/** Longest node id in a stored membership, in UTF-8 bytes. */
+export const KEYSPACE_NODE_ID_BYTES_MAX = 1024;
+
+// ---------------------------------------------------------------------------
+// Key layout. Numbers big-endian, so LMDB's byte order is numeric order: one
+// group's keys are one range, in SCAN order (hash, then the stored key).
+//
+//   [0x00]                                      format marker: "ordo-keyspace" u32 version
+//   [0x01][u32 group]                           group: u64 applied index, u64 applied term,
+//                                               u64 key count, voters, learners
+//   [0x02][u32 group][u32 hash][0x00][key]      value record (sequencer/codec.ts encodeValue)
+//   [0x02][u32 group][u32 hash][0x01][sha256]   long key: u32 key length, key, value record
+//   [0x03][u32 group][u32 hash][form as above]  token table (encodeTokens), same key forms
+//
+// Every value but the format marker ends with a u32 CRC-32 of the key and the
+// rest of the value: LMDB keeps no checksums, and a damaged record must be
+// refused, not served.
+// ---------------------------------------------------------------------------
+
+const KIND_FORMAT = 0x00;
+const KIND_GROUP = 0x01;
+const KIND_VALUE = 0x02;
+const KIND_TOKENS = 0x03;
+const FORM_INLINE = 0x00;
+const FORM_HASHED = 0x01;
+const FORMAT_MAGIC = Buffer.from('ordo-keyspace', 'latin1');
+const FORMAT_KEY = Buffer.of(KIND_FORMAT);
+/** kind + u32 group. */
+const GROUP_PREFIX_BYTES = 5;
+/** kind + u32 group + u32 hash + form. */
+const KEY_HEAD_BYTES = 10;
+const SHA256_BYTES = 32;
+const CRC_BYTES = 4;
+/** applied index, applied term, key count (u64 each). */
+const GROUP_FIXED_BYTES = 24;
+const TWO_POW_32 = 0x1_0000_0000;
+/** Largest high word of a u64 that still makes a safe integer. */
+const SAFE_HIGH_WORD_MAX = 0x1f_ffff;
+
+const utf8 = new TextEncoder();
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+
+/** A group's state as of its last durable checkpoint. */
+export interface GroupCheckpointState {
+  readonly appliedIndex: number;
+  readonly appliedTerm: number;
+  readonly conf: ConfState;
+}
+
+/** One group's part of a checkpoint: the state machine's changes since the previous one and what they bring it to. */
+export interface KeyspaceCheckpointItem extends GroupCheckpointState {
+  readonly groupId: number;
+  /** What to write (StateMachine.beginCheckpoint); `cleared` removes the group's keys first. */
+  readonly changes: ChangeSet;
+  /** Keys with a value once the changes are written (the state machine's size). */
+  readonly keyCount: number;
+}
+
+/** A group exported in snapshotState's format, with the checkpoint it is. */
+export interface GroupExport extends GroupCheckpointState {
+  readonly data: Uint8Array;
+}
+
+/** One read of a group's last durable checkpoint (KeyspaceStore.openCheckpoint). */
+export interface GroupCheckpointView {
+  /** undefined: the group has no checkpoint. */
+  readonly state: GroupCheckpointState | undefined;
+  /** The checkpoint's data in snapshotState's format, from the same read. */
+  exportData(): Uint8Array;
+  /** Ends the read (idempotent). */
+  close(): void;
+}
+
+export interface KeyspaceStoreOptions {
+  /** 'always': a checkpoint resolves after its fsync. 'never': after its commit only (benchmarks). */
+  readonly fsync: FsyncMode;
+}
+
+function writeU64(buf: Buffer, n: number, at: number): void {
+  buf.writeUInt32BE(Math.floor(n / TWO_POW_32), at);
+  buf.writeUInt32BE(n >>> 0, at + 4);
+}
+
+function readU64(buf: Buffer, at: number): number {
+  const hi = buf.readUInt32BE(at);
+  if (hi > SAFE_HIGH_WORD_MAX) throw new CorruptRecordError('number out of range');
+  return hi * TWO_POW_32 + buf.readUInt32BE(at + 4);
+}
+
+/** The value with the CRC of `key` and the value appended. */
+function seal(key: Buffer, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(body.length + CRC_BYTES);
+  body.copy(out, 0);
+  out.writeUInt32BE(crc32(body, crc32(key)), body.length);
+  return out;
+}
+
+/** The value without its CRC, after checking it. */
+function unseal(key: Buffer, value: Buffer): Buffer {
+  if (value.length < CRC_BYTES) throw new CorruptRecordError(`record of ${value.length} bytes`);
+  const end = value.length - CRC_BYTES;
+  const body = value.subarray(0, end);
+  if (value.readUInt32BE(end) !== crc32(body, crc32(key))) throw new CorruptRecordError('checksum mismatch');
+  return body;
+}
+
+function groupPrefix(kind: number, group: number): Buffer {
+  const k = Buffer.allocUnsafe(GROUP_PREFIX_BYTES);
+  k[0] = kind;
+  k.writeUInt32BE(group, 1);
+  return k;
+}
+
+/** The first key past every record of `kind` of `group`. */
+function groupEnd(kind: number, group: number): Buffer {
+  return group < KEYSPACE_GROUP_ID_MAX ? groupPrefix(kind, group + 1) : Buffer.of(kind + 1);
+}
+
+function hashPrefix(kind: number, group: number, hash: number): Buffer {
+  const k = Buffer.allocUnsafe(GROUP_PREFIX_BYTES + 4);
+  k[0] = kind;
+  k.writeUInt32BE(group, 1);
+  k.writeUInt32BE(hash, GROUP_PREFIX_BYTES);
+  return k;
+}
+
+/** The LMDB key of a key's record of `kind`. */
+function recordKey(kind: number, group: number, key: string): Buffer {
+  const long = key.length > KEY_INLINE_BYTES_MAX;
+  const k = Buffer.allocUnsafe(KEY_HEAD_BYTES + (long ? SHA256_BYTES : key.length));
+  k[0] = kind;
+  k.writeUInt32BE(group, 1);
+  k.writeUInt32BE(scanHash(key), 5);
+  k[9] = long ? FORM_HASHED : FORM_INLINE;
+  if (long) createHash('sha256').update(Buffer.from(key, 'latin1')).digest().copy(k, KEY_HEAD_BYTES);
+  else k.write(key, KEY_HEAD_BYTES, 'latin1');
+  return k;
+}
+
+/** A record's stored value (before the CRC): for a long key, u32 key length and the key first. */
+function recordBody(key: string, record: Buffer): Buffer {
+  if (key.length <= KEY_INLINE_BYTES_MAX) return record;
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32BE(key.length, 0);
+  return Buffer.concat([head, Buffer.from(key, 'latin1'), record]);
+}
+
+/** The key, its hash and its record (encodeValue / encodeTokens) from a stored entry. */
+function splitRecord(storedKey: Buffer, stored: Buffer): { hash: number; key: string; record: Buffer } {
+  if (storedKey.length < KEY_HEAD_BYTES) throw new CorruptRecordError(`key of ${storedKey.length} bytes`);
+  const body = unseal(storedKey, stored);
+  const hash = storedKey.readUInt32BE(5);
+  const form = storedKey[9];
+  if (form === FORM_INLINE) return { hash, key: storedKey.toString('latin1', KEY_HEAD_BYTES), record: body };
+  if (form !== FORM_HASHED || storedKey.length !== KEY_HEAD_BYTES + SHA256_BYTES || body.length < 4) {
+    throw new CorruptRecordError(`unknown key form ${String(form)}`);
+  }
+  const length = body.readUInt32BE(0);
+  if (4 + length > body.length) throw new CorruptRecordError('long key truncated');
+  return { hash, key: body.toString('latin1', 4, 4 + length), record: body.subarray(4 + length) };
+}
+
+function nodeIdBytes(id: NodeId): Uint8Array {
+  const bytes = utf8.encode(id);
+  assert.ok(bytes.length <= KEYSPACE_NODE_ID_BYTES_MAX, `node id longer than ${KEYSPACE_NODE_ID_BYTES_MAX} bytes`);
+  return bytes;
+}
+
+interface GroupRecord extends GroupCheckpointState {
+  readonly keyCount: number;
+}
+
+function encodeGroup(g: GroupRecord): Buffer {
+  const lists = [g.conf.voters.map(nodeIdBytes), g.conf.learners.map(nodeIdBytes)];
+  let size = GROUP_FIXED_BYTES;
+  for (const list of lists) {
+    size += 4;
+    for (const id of list) size += 2 + id.length;
+  }
+  const b = Buffer.allocUnsafe(size);
+  writeU64(b, g.appliedIndex, 0);
+  writeU64(b, g.appliedTerm, 8);
+  writeU64(b, g.keyCount, 16);
+  let at = GROUP_FIXED_BYTES;
+  for (const list of lists) {
+    b.writeUInt32BE(list.length, at);
+    at += 4;
+    for (const id of list) {
+      b.writeUInt16BE(id.length, at);
+      b.set(id, at + 2);
+      at += 2 + id.length;
+    }
+  }
+  return b;
+}
+
+function decodeGroup(b: Buffer): GroupRecord {
+  if (b.length < GROUP_FIXED_BYTES + 8) throw new CorruptRecordError(`group record of ${b.length} bytes`);
+  let at = GROUP_FIXED_BYTES;
+  const lists: NodeId[][] = [];
+  for (let l = 0; l < 2; l++) {
+    if (at + 4 > b.length) throw new CorruptRecordError('membership truncated');
+    const count = b.readUInt32BE(at);
+    at += 4;
+    const ids: NodeId[] = [];
+    for (let i = 0; i < count; i++) {
+      if (at + 2 > b.length) throw new CorruptRecordError('membership truncated');
+      const length = b.readUInt16BE(at);
+      if (at + 2 + length > b.length) throw new CorruptRecordError('membership truncated');
+      try {
+        ids.push(utf8Strict.decode(b.subarray(at + 2, at + 2 + length)));
+      } catch {
+        throw new CorruptRecordError('node id is not UTF-8');
+      }
+      at += 2 + length;
+    }
+    lists.push(ids);
+  }
+  if (at !== b.length) throw new CorruptRecordError('group record has trailing bytes');
+  return {
+    appliedIndex: readU64(b, 0),
+    appliedTerm: readU64(b, 8),
+    keyCount: readU64(b, 16),
+    conf: { voters: lists[0] ?? [], learners: lists[1] ?? [] },
+  };
+}
+
+function recordOf(item: KeyspaceCheckpointItem): GroupRecord {
+  return { appliedIndex: item.appliedIndex, appliedTerm: item.appliedTerm, keyCount: item.keyCount, conf: item.conf };
+}
+
+export class KeyspaceStore {
+  /** Where the data lives, for logs and INFO. */
+  readonly description: string;
+  private readonly groups = new Map<number, GroupRecord>();
+  private closed = false;
+  /** The first failed checkpoint; every later one fails too (the node must stop and restart). */
+  private failure: PersistError | null = null;
+  /** The checkpoint being committed (close waits for it). */
+  private inFlight: Promise<void> | null = null;
+  /** The last checkpoint: records written, main-thread milliseconds in total and in its longest slice (encoding plus LMDB writes). */
+  lastCheckpoint: { readonly writes: number; readonly blockedMs: number; readonly sliceMaxMs: number } = { writes: 0, blockedMs: 0, sliceMaxMs: 0 };
+
+  private constructor(
+    private readonly dataPath: string,
+    private readonly root: RootDatabase<Buffer, Buffer>,
+    private readonly lockPath: string,
+  ) {
+    this.description = `lmdb:${dataPath}`;
+  }
+
+  /**
+   * A checkpoint that runs out of disk space fails inside LMDB as an I/O
+   * error that leaves the environment unusable until it is reopened (measured
+   * on a full file system). So a checkpoint starts only when the file system
+   * has room for its worst case; otherwise it is refused as retryable (the
+   * host refuses writes and tries again) with nothing written.
+   */
+  private roomFor(items: readonly KeyspaceCheckpointItem[]): PersistError | null {
+    let changed = 0;
+    for (const item of items) changed += item.changes.values.size + item.changes.tokens.size;
+    let fileBytes = 0;
+    let freeBytes = 0;
+    try {
+      fileBytes = statSync(this.dataPath).size;
+      const fs = statfsSync(this.dataPath);
+      freeBytes = fs.bavail * fs.bsize;
+    } catch {
+      return null; // no answer: let LMDB try
+    }
+    // Copy-on-write: each changed record dirties at most one leaf page, and a
+    // transaction rewrites at most the pages the tree holds plus the new records.
+    const neededBytes =
+      Math.min(changed * CHECKPOINT_PAGE_BYTES_PER_KEY, fileBytes + changed * CHECKPOINT_RECORD_BYTES_EST) + CHECKPOINT_DISK_MARGIN_BYTES;
+    if (freeBytes >= neededBytes) return null;
+    return new PersistError(
+      `no space left on device for a checkpoint of ${this.dataPath}: ${Math.floor(freeBytes / MiB)} MiB free, up to ${Math.ceil(neededBytes / MiB)} MiB needed; not written`,
+      'no',
+      true,
+    );
+  }
+
+  /**
+   * Opens (or creates) `keyspace.mdb` in `dataDir` and reads every group's
+   * record. Refuses, with a DataDirectoryError saying why, a file another live
+   * process holds, a file that is not LMDB, an environment without the
+   * keyspace format marker or with another version, and a damaged group record.
+   * Key records are checked when read.
+   */
+  static open(dataDir: string, options: KeyspaceStoreOptions): KeyspaceStore {
+    const dir = resolve(dataDir);
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
+    }
+    const dataPath = join(dir, KEYSPACE_DATA_FILE);
+    const lockPath = join(dir, KEYSPACE_LOCK_FILE);
+    acquirePidLock(lockPath, 'the keyspace data file');
+    let root: RootDatabase<Buffer, Buffer> | null = null;
+    try {
+      if (existsSync(dataPath)) verifyLmdbHeader(dataPath);
+      try {
+        // overlappingSync off: a commit includes its fsync (unless noSync).
+        root = open<Buffer, Buffer>({
+          path: dataPath,
+          overlappingSync: false,
+          noSync: options.fsync === 'never',
+          keyEncoding: 'binary',
+          encoding: 'binary',
+        });
+      } catch (e) {
+        throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
+      }
+      const store = new KeyspaceStore(dataPath, root, lockPath);
+      try {
+        store.recover(dataPath);
+      } catch (e) {
+        if (e instanceof DataDirectoryError) throw e;
+        throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}; the file may be corrupt; refusing to start`);
+      }
+      return store;
+    } catch (e) {
+      if (root !== null) void root.close();
+      releasePidLock(lockPath);
+      throw e;
+    }
+  }
+
+  private recover(dataPath: string): void {
+    const marker = this.root.getBinary(FORMAT_KEY);
+    if (marker === undefined) {
+      const anyKey = this.root.getKeys({ limit: 1 })[Symbol.iterator]().next();
+      if (anyKey.done !== true) {
+        throw new DataDirectoryError(`${dataPath} is not an ordo keyspace file (no format marker); refusing to use it`);
+      }
+      const v = Buffer.allocUnsafe(FORMAT_MAGIC.length + 4);
+      FORMAT_MAGIC.copy(v, 0);
+      v.writeUInt32BE(KEYSPACE_FORMAT_VERSION, FORMAT_MAGIC.length);
+      this.root.putSync(FORMAT_KEY, v);
+      return;
+    }
+    if (marker.length !== FORMAT_MAGIC.length + 4 || !marker.subarray(0, FORMAT_MAGIC.length).equals(FORMAT_MAGIC)) {
+      throw new DataDirectoryError(`${dataPath} is not an ordo keyspace file (foreign format marker); refusing to use it`);
+    }
+    const version = marker.readUInt32BE(FORMAT_MAGIC.length);
+    if (version !== KEYSPACE_FORMAT_VERSION) {
+      throw new DataDirectoryError(
+        `${dataPath} has keyspace format ${version}, this ordo reads format ${KEYSPACE_FORMAT_VERSION}; refusing to start`,
+      );
+    }
+    for (const { key, value } of this.root.getRange({ start: Buffer.of(KIND_GROUP), end: Buffer.of(KIND_GROUP + 1) })) {
+      const group = key.length === GROUP_PREFIX_BYTES ? key.readUInt32BE(1) : -1;
+      try {
+        if (group < 0) throw new CorruptRecordError(`group key of ${key.length} bytes`);
+        this.groups.set(group, decodeGroup(unseal(key, value)));
+      } catch (e) {
+        if (!(e instanceof CorruptRecordError)) throw e;
+        throw new DataDirectoryError(`${dataPath}: record of group ${group}: ${e.message}; refusing to start on a corrupt keyspace`);
+      }
+    }
+  }
+
+  /** The group's last durable checkpoint, or undefined when it has none. */
+  groupState(groupId: number): GroupCheckpointState | undefined {
+    const g = this.groups.get(groupId);
+    return g === undefined ? undefined : { appliedIndex: g.appliedIndex, appliedTerm: g.appliedTerm, conf: g.conf };
+  }
+
+  /** Ids of the groups with a checkpoint, ascending. */
+  groupIds(): number[] {
+    return [...this.groups.keys()].sort((a, b) => a - b);
+  }
+
+  /** The group's keys as of its last durable checkpoint, read in place (for a StateMachine). */
+  backing(groupId: number): KeyspaceBacking {
+    assertGroupId(groupId);
+    return new LmdbGroupBacking(this, groupId);
+  }
+
+  /** @internal Keys of the group as last committed. */
+  keyCount(groupId: number): number {
+    return this.groups.get(groupId)?.keyCount ?? 0;
+  }
+
+  /** @internal */
+  readRecord(kind: number, groupId: number, key: string): Buffer | undefined {
+    assert.ok(!this.closed, 'keyspace store is closed');
+    const k = recordKey(kind, groupId, key);
+    const stored = this.root.getBinaryFast(k);
+    if (stored === undefined) return undefined;
+    const entry = this.checked(k, stored);
+    if (entry.key !== key) return undefined; // another key with the same SHA-256 prefix form: impossible in practice
+    return entry.record;
+  }
+
+  /** @internal The records of `kind` of a group from `fromHash` on, in key order, read lazily. */
+  *readRange(kind: number, groupId: number, fromHash: number, transaction?: Transaction): Generator<{ hash: number; key: string; record: Buffer }, undefined, undefined> {
+    assert.ok(!this.closed, 'keyspace store is closed');
+    const options = { start: hashPrefix(kind, groupId, fromHash), end: groupEnd(kind, groupId) };
+    const range = transaction === undefined ? this.root.getRange(options) : this.root.getRange({ ...options, transaction });
+    for (const { key, value } of range) yield this.checked(key, value);
+    return undefined;
+  }
+
+  private checked(key: Buffer, stored: Buffer): { hash: number; key: string; record: Buffer } {
+    try {
+      return splitRecord(key, stored);
+    } catch (e) {
+      if (e instanceof CorruptRecordError) {
+        throw new CorruptRecordError(`${this.description}: record ${key.toString('hex').slice(0, 40)}: ${e.message}`);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Writes every item (each group's changes, applied index, term, membership
+   * and key count) in ONE LMDB transaction, committed (with its fsync under
+   * fsync 'always') on lmdb-js's write thread; resolves once the commit is
+   * done, with the groups' states updated. The records are encoded and written
+   * into the open transaction on this thread in slices of
+   * CHECKPOINT_SLICE_WRITES, yielding to the event loop between slices, so a
+   * big checkpoint does not hold replies back for long. Reads made meanwhile
+   * may see part of it: a state machine reads from the backing only keys its
+   * overlay does not hold, which no checkpoint in flight changes (and
+   * exportGroup reads in a transaction of its own). Checkpoints are written one
+   * after the other, in call order. Rejects with a PersistError ('no' when the
+   * transaction was aborted, 'unknown' when its commit failed); after a
+   * failure every later checkpoint fails too: the node must stop (its log still
+   * holds everything applied since the last good checkpoint).
+   */
+  checkpoint(items: readonly KeyspaceCheckpointItem[]): Promise<void> {
+    if (this.closed) return Promise.reject(new PersistError('keyspace store is closed; checkpoint not written', 'no'));
+    for (const item of items) this.check(item);
+    const previous = this.inFlight;
+    const run = (): Promise<void> => this.write(items);
+    const done = previous === null ? run() : previous.then(run, run);
+    this.inFlight = done;
+    const settled = (): void => {
+      if (this.inFlight === done) this.inFlight = null;
+    };
+    done.then(settled, settled);
+    return done;
+  }
+
+  private check(item: KeyspaceCheckpointItem): void {
+    assertGroupId(item.groupId);
+    assert.ok(Number.isSafeInteger(item.appliedIndex) && item.appliedIndex >= 0, 'applied index must be a safe integer');
+    assert.ok(Number.isSafeInteger(item.appliedTerm) && item.appliedTerm >= 0, 'applied term must be a safe integer');
+    assert.ok(Number.isSafeInteger(item.keyCount) && item.keyCount >= 0, 'key count must be a safe integer');
+    for (const id of item.conf.voters) nodeIdBytes(id);
+    for (const id of item.conf.learners) nodeIdBytes(id);
+  }
+
+  private write(items: readonly KeyspaceCheckpointItem[]): Promise<void> {
+    if (this.failure !== null) {
+      return Promise.reject(new PersistError(`checkpoint not written: an earlier one failed (${this.failure.message})`, 'no'));
+    }
+    const noRoom = this.roomFor(items);
+    if (noRoom !== null) return Promise.reject(noRoom);
+    let writing = true;
+    let blockedMs = 0;
+    let sliceMaxMs = 0;
+    let sliceStartMs = performance.now();
+    let writes = 0;
+    /** Whether a slice is full: then the caller lets the event loop run (the transaction stays open). */
+    const sliceFull = (): boolean => ++writes % CHECKPOINT_SLICE_WRITES === 0;
+    const yieldLoop = async (): Promise<void> => {
+      const ms = performance.now() - sliceStartMs;
+      blockedMs += ms;
+      sliceMaxMs = Math.max(sliceMaxMs, ms);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      sliceStartMs = performance.now();
+    };
+    const writeAll = async (): Promise<void> => {
+      sliceStartMs = performance.now();
+      for (const item of items) {
+        const g = item.groupId;
+        if (item.changes.cleared) {
+          for (const kind of [KIND_VALUE, KIND_TOKENS]) {
+            for (;;) {
+              const keys = [...this.root.getKeys({ start: groupPrefix(kind, g), end: groupEnd(kind, g), limit: CHECKPOINT_SLICE_WRITES })];
+              if (keys.length === 0) break;
+              for (const key of keys) this.root.removeSync(key);
+              writes += keys.length;
+              await yieldLoop();
+            }
+          }
+        }
+        for (const [key, value] of item.changes.values) {
+          const k = recordKey(KIND_VALUE, g, key);
+          if (value === null) this.root.removeSync(k);
+          else this.root.putSync(k, seal(k, recordBody(key, encodeValue(value))));
+          if (sliceFull()) await yieldLoop();
+        }
+        for (const [key, table] of item.changes.tokens) {
+          const k = recordKey(KIND_TOKENS, g, key);
+          if (table === null) this.root.removeSync(k);
+          else this.root.putSync(k, seal(k, recordBody(key, encodeTokens(table))));
+          if (sliceFull()) await yieldLoop();
+        }
+        const groupKey = groupPrefix(KIND_GROUP, g);
+        this.root.putSync(groupKey, seal(groupKey, encodeGroup(recordOf(item))));
+      }
+      writing = false;
+      const ms = performance.now() - sliceStartMs;
+      blockedMs += ms;
+      sliceMaxMs = Math.max(sliceMaxMs, ms);
+    };
+    return this.root.transaction(writeAll).then(
+      () => {
+        for (const item of items) this.groups.set(item.groupId, recordOf(item));
+        this.lastCheckpoint = { writes, blockedMs, sliceMaxMs };
+      },
+      (e: unknown) => {
+        // lmdb-js hangs a second rejected promise on a failed commit; it is this one's cause, not news.
+        const commitError = (e as { commitError?: unknown }).commitError;
+        if (commitError instanceof Promise) commitError.catch(() => undefined);
+        const failure = writing
+          ? new PersistError(`keyspace write failed, not applied: ${(e as Error).message}`, 'no')
+          : new PersistError(`keyspace commit failed, outcome unknown: ${(e as Error).message}`, 'unknown');
+        this.failure ??= failure;
+        throw failure;
+      },
+    );
+  }
+
+  /**
+   * A consistent view of the group's last durable checkpoint (one LMDB read
+   * transaction, open until `close`): its state, and its data in
+   * snapshotState's format (restoreState reads it) if asked. Building the
+   * data holds the whole group in memory (O(group size)).
+   */
+  openCheckpoint(groupId: number): GroupCheckpointView {
+    assert.ok(!this.closed, 'keyspace store is closed');
+    const txn = this.root.useReadTransaction();
+    let open = true;
+    try {
+      // getRange honours the read transaction even while a checkpoint's write transaction is open (get may not).
+      let record: GroupRecord | null = null;
+      for (const { key, value } of this.root.getRange({ start: groupPrefix(KIND_GROUP, groupId), end: groupEnd(KIND_GROUP, groupId), transaction: txn })) {
+        record = decodeGroup(unseal(key, value));
+      }
+      const state = record === null ? undefined : { appliedIndex: record.appliedIndex, appliedTerm: record.appliedTerm, conf: record.conf };
+      return {
+        state,
+        exportData: (): Uint8Array => {
+          assert.ok(open, 'openCheckpoint: the view is closed');
+          const entries = (kind: number): Generator<[string, Buffer], undefined, undefined> =>
+            mapRecords(this.readRange(kind, groupId, 0, txn));
+          return encodeSnapshot(entries(KIND_VALUE), entries(KIND_TOKENS));
+        },
+        close: (): void => {
+          if (!open) return;
+          open = false;
+          txn.done();
+        },
+      };
+    } catch (e) {
+      txn.done();
+      throw e;
+    }
+  }
+
+  /** The group as of its last durable checkpoint, in snapshotState's format, with the checkpoint it is (index 0: none). */
+  exportGroup(groupId: number): GroupExport {
+    const view = this.openCheckpoint(groupId);
+    try {
+      const state = view.state ?? { appliedIndex: 0, appliedTerm: 0, conf: { voters: [], learners: [] } };
+      return { ...state, data: view.exportData() };
+    } finally {
+      view.close();
+    }
+  }
+
+  /** Waits for the checkpoint in flight, then closes the environment. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      while (this.inFlight !== null) await this.inFlight.catch(() => undefined);
+      await this.root.close();
+    } finally {
+      releasePidLock(this.lockPath);
+    }
+  }
+}
+
+function* mapRecords(records: Iterable<{ key: string; record: Buffer }>): Generator<[string, Buffer], undefined, undefined> {
+  for (const { key, record } of records) yield [key, record];
+  return undefined;
+}
+
+function assertGroupId(groupId: number): void {
+  assert.ok(Number.isInteger(groupId) && groupId >= 0 && groupId <= KEYSPACE_GROUP_ID_MAX, `group id ${groupId} is not a u32`);
+}
+
+/** One group's records as a StateMachine's backing. */
+class LmdbGroupBacking implements KeyspaceBacking {
+  constructor(
+    private readonly store: KeyspaceStore,
+    private readonly groupId: number,
+  ) {}
+
+  get count(): number {
+    return this.store.keyCount(this.groupId);
+  }
+
+  get(key: string): StoredValue | undefined {
+    const record = this.store.readRecord(KIND_VALUE, this.groupId, key);
+    return record === undefined ? undefined : decodeValue(record);
+  }
+
+  getTokens(key: string): TokenTable | undefined {
+    const record = this.store.readRecord(KIND_TOKENS, this.groupId, key);
+    return record === undefined ? undefined : decodeTokens(record);
+  }
+
+  scanFrom(fromHash: number): Iterator<BackingScanItem> {
+    return scanItems(this.store.readRange(KIND_VALUE, this.groupId, fromHash));
+  }
+
+  tokenKeys(): Iterator<BackingScanItem> {
+    return scanItems(this.store.readRange(KIND_TOKENS, this.groupId, 0));
+  }
+}
+
+function* scanItems(records: Iterable<{ hash: number; key: string }>): Generator<BackingScanItem, undefined, undefined> {
+  for (const { hash, key } of records) yield { hash, key };
+  return undefined;
+}
+
+/** Exported for tests: the stored key of a record (`tokens`: of a token table). */
+export function storedKeyOf(groupId: number, key: string, tokens = false): Buffer {
+  return recordKey(tokens ? KIND_TOKENS : KIND_VALUE, groupId, key);
+}
