@@ -145,6 +145,9 @@ type Done = (result: OpResult) => void;
 
 interface Proposed {
   readonly term: number;
+  /** The entry's payload as proposed, and the ops it encodes: applying that very payload needs no decoding. */
+  readonly payload: Uint8Array;
+  readonly ops: readonly Op[];
   readonly dones: Done[];
   readonly proposedAtMs: number;
 }
@@ -683,7 +686,8 @@ export class RaftGroup implements Group {
       }
       const batch = queued.slice(start, end);
       start = end;
-      const payload = encodeOps(batch.map((q) => q.op));
+      const ops = batch.map((q) => q.op);
+      const payload = encodeOps(ops);
       const r = this.node.propose(payload);
       if (!r.ok) {
         // Not proposed. (checkLeadership ran this turn, so the node still leads: overloaded or transferring.)
@@ -693,7 +697,7 @@ export class RaftGroup implements Group {
       }
       assert.equal(r.term, this.leaderTerm, "proposal in a term other than the one this node leads");
       assert.ok(!this.proposed.has(r.index), "two proposals at one index");
-      this.proposed.set(r.index, { term: r.term, dones: batch.map((q) => q.done), proposedAtMs: this.now() });
+      this.proposed.set(r.index, { term: r.term, payload, ops, dones: batch.map((q) => q.done), proposedAtMs: this.now() });
       this.proposedOps += batch.length;
       this.counters.entriesProposed++;
       this.counters.opsProposed += batch.length;
@@ -747,14 +751,15 @@ export class RaftGroup implements Group {
     this.bytesSinceSnapshot += e.data.length;
     this.counters.entriesApplied++;
     let results: OpResult[] | null = null;
+    const p = this.proposed.get(e.index);
     if (e.type === EntryType.Normal && e.data.length > 0) {
-      // A payload every replica accepted and cannot decode is a bug: decodeOps throws and the node stops.
-      const ops = decodeOps(e.data);
+      // This node's own proposal carries its ops; any other payload is decoded (one
+      // every replica accepted and that cannot be decoded is a bug: decodeOps throws).
+      const ops = p !== undefined && p.payload === e.data ? p.ops : decodeOps(e.data);
       results = [];
       for (const op of ops) results.push(this.sm.apply(op));
       this.counters.opsApplied += ops.length;
     }
-    const p = this.proposed.get(e.index);
     if (p === undefined) return;
     this.proposed.delete(e.index);
     if (p.term !== e.term) {
