@@ -14,6 +14,7 @@
 //
 // Run: node dist/bench/run.js --only redis-benchmark [--quick]
 
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
@@ -195,29 +196,53 @@ export class BenchServer {
       throw new BenchSetupError(`cannot create a data directory for ${spec.label} under ${parentDir}: ${(e as Error).message}`);
     }
     liveDirs.add(dataDir);
-    const args = spec.args(String(port), dataDir);
-    const proc = spawn(spec.command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    liveChildren.add(proc);
-    const server = new BenchServer(spec, port, dataDir, commandLine(spec.command, args), proc);
+    const server = BenchServer.spawnOn(spec, port, dataDir);
     try {
       await waitForPort(port, SERVER_START_TIMEOUT_MS, () =>
         server.exitText === null ? null : `${spec.label} ${server.exitText}: ${server.output().trim()}`,
       );
     } catch (e) {
       await server.stop();
-      throw new BenchSetupError(`${spec.label} did not start (${commandLine(spec.command, args)}): ${(e as Error).message}`);
+      throw new BenchSetupError(`${spec.label} did not start (${server.commandText}): ${(e as Error).message}`);
     }
     return server;
   }
 
-  /** SIGTERM, SIGKILL after a grace period; removes the data directory. */
-  async stop(): Promise<void> {
+  private static spawnOn(spec: ServerSpec, port: number, dataDir: string): BenchServer {
+    const args = spec.args(String(port), dataDir);
+    const proc = spawn(spec.command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    liveChildren.add(proc);
+    return new BenchServer(spec, port, dataDir, commandLine(spec.command, args), proc);
+  }
+
+  /**
+   * The same server started again on the same port and data directory, once this
+   * process has exited (see halt()). Returns right after the spawn, without waiting
+   * for the port, so the caller can time the start. The data directory passes to
+   * the returned server: stop that one, not this.
+   */
+  relaunch(): BenchServer {
+    assert(this.exitText !== null, `${this.label} is still running; halt it before relaunching`);
+    return BenchServer.spawnOn(this.spec, this.port, this.dataDir);
+  }
+
+  /**
+   * Sends `signal` and resolves with how the process ended; SIGKILL when it has not
+   * exited after `graceMs`. Keeps the data directory.
+   */
+  async halt(signal: 'SIGTERM' | 'SIGKILL', graceMs = SERVER_STOP_GRACE_MS): Promise<string> {
     if (this.exitText === null) {
-      this.proc.kill('SIGTERM');
-      const timer = setTimeout(() => this.proc.kill('SIGKILL'), SERVER_STOP_GRACE_MS);
+      this.proc.kill(signal);
+      const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
       await this.exitedPromise;
       clearTimeout(timer);
     }
+    return this.exitedPromise;
+  }
+
+  /** SIGTERM, SIGKILL after a grace period; removes the data directory. */
+  async stop(): Promise<void> {
+    await this.halt('SIGTERM');
     rmSync(this.dataDir, { recursive: true, force: true });
     liveDirs.delete(this.dataDir);
   }

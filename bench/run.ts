@@ -2,7 +2,7 @@
 //
 //   npm run bench                          full run (a few minutes)
 //   npm run bench -- --quick               smaller runs, a smoke test
-//   npm run bench -- --only redis-benchmark|sequences|resp|raft|cluster|failover
+//   npm run bench -- --only redis-benchmark|sequences|resp|raft|cluster|failover|storage
 //   npm run bench -- --rounds 5            measured runs per target and depth (default 3; medians shown)
 //   npm run bench -- --kills 20            leader kills in the failover benchmark (default 20; --quick: 5)
 //   npm run bench -- --timeout-s 120       bound on one redis-benchmark run
@@ -43,6 +43,7 @@ import {
 } from './redis-benchmark.js';
 import { runRespBench } from './resp.js';
 import { formatSequenceBench, runSequenceBench } from './sequences.js';
+import { formatStorageReport, plannedStorageCommandLines, runStorageBench, STORAGE_REQUESTS_FULL, STORAGE_REQUESTS_QUICK } from './storage.js';
 
 /**
  * Measured redis-benchmark runs per target and depth. fsync latency on a shared
@@ -51,11 +52,12 @@ import { formatSequenceBench, runSequenceBench } from './sequences.js';
  */
 const ROUNDS_DEFAULT = 3;
 
-const SECTIONS = ['redis-benchmark', 'sequences', 'resp', 'raft', 'cluster', 'failover'] as const;
+const SECTIONS = ['redis-benchmark', 'sequences', 'resp', 'raft', 'cluster', 'failover', 'storage'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const USAGE = `Usage: npm run bench -- [--quick] [--only ${SECTIONS.join('|')}] [--rounds N] [--kills N] [--timeout-s S] [--dir PATH]
-  --quick        ${REQUESTS_QUICK.toLocaleString('en-US')} requests per redis-benchmark run instead of ${REQUESTS_FULL.toLocaleString('en-US')}, shorter micro-benchmarks
+  --quick        ${REQUESTS_QUICK.toLocaleString('en-US')} requests per redis-benchmark run instead of ${REQUESTS_FULL.toLocaleString('en-US')}, shorter micro-benchmarks,
+                 storage: ${STORAGE_REQUESTS_QUICK.toLocaleString('en-US')} INCRs instead of ${STORAGE_REQUESTS_FULL.toLocaleString('en-US')}
   --only NAME    run one benchmark: ${SECTIONS.join(', ')}
   --rounds N     measured redis-benchmark runs per target and depth, alternating (default ${ROUNDS_DEFAULT}; --quick: 1)
   --kills N      leader kills in the failover benchmark (default ${FAILOVER_KILLS_FULL}; --quick: ${FAILOVER_KILLS_QUICK})
@@ -137,6 +139,11 @@ function loadText(): string {
   return busy ? `${text}  (BUSY: other processes compete with the benchmark; expect noise)` : text;
 }
 
+/** INCRs per server in the storage section's growing keyspace. */
+function storageRequests(options: BenchOptions): number {
+  return options.quick ? STORAGE_REQUESTS_QUICK : STORAGE_REQUESTS_FULL;
+}
+
 function printHeader(options: BenchOptions, requests: number): void {
   const cpuList = cpus();
   const model = cpuList[0]?.model.trim() ?? 'unknown cpu';
@@ -148,7 +155,7 @@ function printHeader(options: BenchOptions, requests: number): void {
     `ordo:             ${VERSION} (${sourceRevision()})`,
   ];
   const runs = (section: Section): boolean => options.only === null || options.only === section;
-  if (runs('redis-benchmark') || runs('cluster') || runs('failover')) {
+  if (runs('redis-benchmark') || runs('cluster') || runs('failover') || runs('storage')) {
     lines.push(
       `redis-server:     ${toolVersion('redis-server') ?? 'NOT FOUND'}`,
       `redis-benchmark:  ${toolVersion('redis-benchmark') ?? 'NOT FOUND'}`,
@@ -165,6 +172,12 @@ function printHeader(options: BenchOptions, requests: number): void {
     lines.push(
       'cluster command lines (Pi, Bi: free loopback client and bus ports, DIR: a fresh temporary directory, D: 1 and 16):',
       ...plannedClusterBenchLines(requests).map((l) => `  ${l}`),
+    );
+  }
+  if (runs('storage')) {
+    lines.push(
+      'storage command lines (PORT: a free loopback port, DIR: a fresh temporary directory):',
+      ...plannedStorageCommandLines(storageRequests(options)).map((l) => `  ${l}`),
     );
   }
   console.log(lines.join('\n'));
@@ -250,6 +263,7 @@ async function main(): Promise<number> {
     console.log(['exact command lines of the nodes:', ...report.commandLines.map((l) => `  ${l}`), ''].join('\n'));
     console.log(formatFailover(report));
   });
+  await runSection('storage', () => comparison((o) => runStorageBench({ ...o, requests: storageRequests(options) }), formatStorageReport));
 
   console.log(`\nload average at the end: ${loadText()}`);
   if (failures.length > 0) {
