@@ -10,24 +10,13 @@ import assert from "node:assert/strict";
 import type { ConfState, Entry, HardState, Snapshot, SnapshotMeta, WritableStorage } from "../raft/index.js";
 import { MemoryKeyspaceBacking, type KeyspaceBacking } from "../sequencer/backing.js";
 import { snapshotState } from "../sequencer/codec.js";
-import { StateMachine, type ChangeSet } from "../sequencer/state-machine.js";
+import { StateMachine } from "../sequencer/state-machine.js";
 import { realScheduler, type MemoryScheduler } from "../transport/memory.js";
 
-/** A group's state as of its last durable checkpoint. */
-export interface GroupCheckpointState {
-  readonly appliedIndex: number;
-  readonly appliedTerm: number;
-  readonly conf: ConfState;
-}
-
-/** One group's part of a checkpoint. */
-export interface KeyspaceCheckpointItem extends GroupCheckpointState {
-  readonly groupId: number;
-  /** StateMachine.beginCheckpoint(): what changed since the previous checkpoint (`cleared`: the group's keys go first). */
-  readonly changes: ChangeSet;
-  /** Keys with a value once the changes are written. */
-  readonly keyCount: number;
-}
+// A group's state as of its last durable checkpoint, and one group's part of a
+// checkpoint: defined with the store that writes them (types only, erased at run time).
+export type { GroupCheckpointState, KeyspaceCheckpointItem } from "../storage/keyspace.js";
+import type { GroupCheckpointState, KeyspaceCheckpointItem } from "../storage/keyspace.js";
 
 export interface HostKeyspace {
   /** The group's last durable checkpoint; undefined when it has none. */
