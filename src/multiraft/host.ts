@@ -113,13 +113,16 @@ export const realHostScheduler: HostScheduler = {
 /**
  * With a keyspace: at most this long between a change and the checkpoint that
  * writes it (when none is in flight). Larger checkpoints rewrite fewer B-tree
- * pages per key (random keys: measured 84K INCR/s at 1 s and 200,000 keys,
- * 105K at 5 s and 500,000, on 1.8M keys); a restart replays at most this much
- * of the log.
+ * pages per key but hold more keys in memory, and a restart replays at most
+ * this much of the log. Measured with a keyspace growing to 3M random keys
+ * (npm run bench -- --only storage, INCR/s overall / anonymous memory against
+ * redis-server / restart after kill -9): 1 s and 200,000 keys 44K / 1.00x /
+ * 1.1 s; 2 s and 300,000 55K / 1.23x / 1.5 s; 5 s and 500,000 76K / 1.80x /
+ * 2.1 s.
  */
-export const DEFAULT_CHECKPOINT_INTERVAL_MS = 5000;
+export const DEFAULT_CHECKPOINT_INTERVAL_MS = 2000;
 /** With a keyspace: checkpoint once the groups hold this many changed keys in memory (values, tombstones, token tables). */
-export const DEFAULT_CHECKPOINT_KEYS_MAX = 500_000;
+export const DEFAULT_CHECKPOINT_KEYS_MAX = 300_000;
 /** Milliseconds between attempts to write a turn or a checkpoint again while the disk is full. */
 export const DISK_FULL_RETRY_MS = 1000;
 /** Upper bound of one peer frame (all groups' messages to one peer in one turn); more frames past it. */
