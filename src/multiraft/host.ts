@@ -22,7 +22,11 @@
 //
 // A failed storage commit stops the host (fail-stop): what is durable is
 // unknown, so every waiting write is answered "outcome unknown" and nothing
-// more is sent. Restarting the node recovers from what storage holds.
+// more is sent. Restarting the node recovers from what storage holds. The
+// exception is a full disk (a retryable PersistError: nothing was written and
+// the store kept it): the host refuses new writes (`diskFull`), keeps serving
+// what needs no write, and retries the same commit or checkpoint every
+// DISK_FULL_RETRY_MS until it succeeds.
 //
 // With a keyspace (`keyspace` option, storage/keyspace.ts), each group's state
 // machine reads through to it and keeps in memory only what changed since the
@@ -31,7 +35,7 @@
 // memory), the host checkpoints every group's changes in one keyspace write,
 // never awaited by a turn (at most one in flight); once it is durable each
 // group forgets what it wrote and cuts its log behind it. A failed checkpoint
-// stops the host like a failed commit.
+// stops the host like a failed commit (a full disk is retried, as above).
 
 import assert from "node:assert/strict";
 import {
