@@ -60,17 +60,16 @@ export const RAFT_DATA_GROUP_ID = 1;
 export type ServerStartOptions = ClusterOpenOptions;
 
 /**
- * Opens the node's Raft log store, then the engine: a cluster member with
+ * Opens the node's storage (its log and keyspace), then the engine: a cluster member with
  * --cluster or when the data directory holds a member's state (a restart
  * needs only --data), else a node alone.
  */
 async function openEngine(config: Config, options: ServerStartOptions): Promise<EngineHandle> {
   const storage = await openNodeStorage(config);
-  const raftStore = storage.log;
   try {
-    const member = raftStore.getMeta(META_BOOTSTRAP) !== undefined;
+    const member = storage.log.getMeta(META_BOOTSTRAP) !== undefined;
     if (config.cluster !== null || member) {
-      if (!member && (raftStore.getMeta(RAFT_NODE_ID_META_KEY) !== undefined || existsSync(join(config.dataDir, LEGACY_LOCAL_FILES.dataFile)))) {
+      if (!member && (storage.log.getMeta(RAFT_NODE_ID_META_KEY) !== undefined || existsSync(join(config.dataDir, LEGACY_LOCAL_FILES.dataFile)))) {
         throw new DataDirectoryError(
           `${config.dataDir} holds the data of a node that runs alone; a cluster is bootstrapped on empty data directories (start it without --cluster, or choose another --data)`,
         );
