@@ -1,7 +1,7 @@
 // The seam between the server and replication. The server proposes ops and
 // asks for reads; a group answers each once it is safe to: a write once it is
-// durable, a read once every write it could have observed is durable. Today a
-// single-voter LocalGroup serves it; Raft groups serve the same interface.
+// durable, a read once every write it could have observed is durable. Raft
+// groups serve it (a node alone: one group whose only voter is the node).
 
 import type { ErrorKey } from '../errors.js';
 import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
