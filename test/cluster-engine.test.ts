@@ -105,8 +105,15 @@ describe('cluster: three members in one process', () => {
   });
 
   it('CLUSTER SLOTS covers every slot with each group\'s leader first; the asker then gets MOVED', async () => {
-    const leaders = await settled();
     const c = client(members[0]?.port as number, true);
+    const myId = String(await c.call('CLUSTER', 'MYID'));
+    // Leaders spread over the members (the balancer moves them once a second): wait until one leads elsewhere.
+    const deadline = Date.now() + 15_000;
+    let leaders = await settled();
+    while ([1, 2, 3, 4].every((g) => leaders.get(g) === myId) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      leaders = await settled();
+    }
     const slots = (await c.call('CLUSTER', 'SLOTS')) as [number, number, [string, number, string]][];
     let next = 0;
     for (const [start, end, master] of slots) {
@@ -117,7 +124,6 @@ describe('cluster: three members in one process', () => {
     }
     assert.equal(next, 16384);
     // This connection is cluster-aware now: a key led elsewhere is redirected.
-    const myId = String(await c.call('CLUSTER', 'MYID'));
     const elsewhere = [1, 2, 3, 4].find((g) => leaders.get(g) !== myId);
     assert.ok(elsewhere !== undefined, 'some group is led by another member');
     const key = keyOfGroup(elsewhere);
