@@ -4,7 +4,9 @@
 // a time uses a data directory (LMDB itself would let several share it).
 
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { open, type RootDatabase } from 'lmdb';
 import { DataDirectoryError } from './store.js';
 
 /** LMDB's magic number, in each of the two meta pages at the start of the file. */
@@ -176,5 +178,55 @@ export function checkDataDir(dir: string): void {
     throw new DataDirectoryError(
       `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,
     );
+  }
+}
+
+/**
+ * Opens the LMDB store `files` of `dataDir` for this process alone: creates
+ * the directory, takes the pid lock (`what` names the data in messages),
+ * checks that an existing file is LMDB before the native library reads it,
+ * opens it with binary keys and values (overlappingSync off, so a commit
+ * includes its fsync unless `fsync` is 'never'), and hands it to `make`,
+ * which reads it back. An error reading it that is not a DataDirectoryError
+ * is reported as a file that may be corrupt (LMDB keeps no checksums: a
+ * damaged page shows up as an error reading it). On any failure the file is
+ * closed and the lock released.
+ */
+export function openLmdbStore<T>(
+  dataDir: string,
+  files: StoreFiles,
+  what: string,
+  fsync: FsyncMode,
+  make: (root: RootDatabase<Buffer, Buffer>, dataPath: string, lockPath: string) => T,
+): T {
+  const dir = resolve(dataDir);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
+  }
+  const dataPath = join(dir, files.dataFile);
+  const lockPath = join(dir, files.lockFile);
+  acquirePidLock(lockPath, what);
+  const opened: { root: RootDatabase<Buffer, Buffer> | null } = { root: null };
+  try {
+    if (existsSync(dataPath)) verifyLmdbHeader(dataPath);
+    let root: RootDatabase<Buffer, Buffer>;
+    try {
+      root = open<Buffer, Buffer>({ path: dataPath, overlappingSync: false, noSync: fsync === 'never', keyEncoding: 'binary', encoding: 'binary' });
+    } catch (e) {
+      throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
+    }
+    opened.root = root;
+    try {
+      return make(root, dataPath, lockPath);
+    } catch (e) {
+      if (e instanceof DataDirectoryError) throw e;
+      throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}; the file may be corrupt; refusing to start`);
+    }
+  } catch (e) {
+    if (opened.root !== null) void opened.root.close();
+    releasePidLock(lockPath);
+    throw e;
   }
 }

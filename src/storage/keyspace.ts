@@ -11,16 +11,15 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { statfsSync, statSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
-import { open, type RootDatabase, type Transaction } from 'lmdb';
+import type { RootDatabase, Transaction } from 'lmdb';
 import type { ConfState, NodeId } from '../raft/types.js';
 import { scanHash, type BackingScanItem, type KeyspaceBacking } from '../sequencer/backing.js';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeSnapshot, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import type { TokenTable } from '../sequencer/sequence.js';
 import type { ChangeSet, StoredValue } from '../sequencer/state-machine.js';
-import { acquirePidLock, KEYSPACE_FILES, releasePidLock, verifyLmdbHeader, type FsyncMode } from './files.js';
+import { KEYSPACE_FILES, openLmdbStore, releasePidLock, type FsyncMode } from './files.js';
 import { DataDirectoryError, PersistError } from './store.js';
 
 /** The LMDB file holding every group's keyspace, in the data directory. */
@@ -340,43 +339,11 @@ export class KeyspaceStore {
    * Key records are checked when read.
    */
   static open(dataDir: string, options: KeyspaceStoreOptions): KeyspaceStore {
-    const dir = resolve(dataDir);
-    try {
-      mkdirSync(dir, { recursive: true });
-    } catch (e) {
-      throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
-    }
-    const dataPath = join(dir, KEYSPACE_DATA_FILE);
-    const lockPath = join(dir, KEYSPACE_LOCK_FILE);
-    acquirePidLock(lockPath, 'the keyspace data file');
-    let root: RootDatabase<Buffer, Buffer> | null = null;
-    try {
-      if (existsSync(dataPath)) verifyLmdbHeader(dataPath);
-      try {
-        // overlappingSync off: a commit includes its fsync (unless noSync).
-        root = open<Buffer, Buffer>({
-          path: dataPath,
-          overlappingSync: false,
-          noSync: options.fsync === 'never',
-          keyEncoding: 'binary',
-          encoding: 'binary',
-        });
-      } catch (e) {
-        throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
-      }
+    return openLmdbStore(dataDir, KEYSPACE_FILES, 'the keyspace data file', options.fsync, (root, dataPath, lockPath) => {
       const store = new KeyspaceStore(dataPath, root, lockPath);
-      try {
-        store.recover(dataPath);
-      } catch (e) {
-        if (e instanceof DataDirectoryError) throw e;
-        throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}; the file may be corrupt; refusing to start`);
-      }
+      store.recover(dataPath);
       return store;
-    } catch (e) {
-      if (root !== null) void root.close();
-      releasePidLock(lockPath);
-      throw e;
-    }
+    });
   }
 
   private recover(dataPath: string): void {

@@ -15,13 +15,11 @@
 // followed by one that assumed it succeeded.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { open, type RootDatabase } from 'lmdb';
+import type { RootDatabase } from 'lmdb';
 import { MemoryStorage } from '../raft/storage.js';
 import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
-import { acquirePidLock, RAFT_FILES, releasePidLock, verifyLmdbHeader, type FsyncMode } from './files.js';
+import { openLmdbStore, RAFT_FILES, releasePidLock, type FsyncMode } from './files.js';
 import { DataDirectoryError, PersistError } from './store.js';
 
 /** The LMDB file holding every Raft group of the node, in the data directory. */
@@ -543,44 +541,11 @@ export class RaftLogStore {
       Number.isSafeInteger(chunkBytes) && chunkBytes > 0 && chunkBytes <= SNAPSHOT_CHUNK_BYTES_MAX,
       `snapshotChunkBytes must be an integer in 1..${SNAPSHOT_CHUNK_BYTES_MAX}`,
     );
-    const dir = resolve(dataDir);
-    try {
-      mkdirSync(dir, { recursive: true });
-    } catch (e) {
-      throw new DataDirectoryError(`cannot create data directory ${dir}: ${(e as Error).message}`);
-    }
-    const dataPath = join(dir, RAFT_DATA_FILE);
-    const lockPath = join(dir, RAFT_LOCK_FILE);
-    acquirePidLock(lockPath, 'the Raft data file');
-    let root: RootDatabase<Buffer, Buffer> | null = null;
-    try {
-      if (existsSync(dataPath)) verifyLmdbHeader(dataPath);
-      try {
-        // overlappingSync off: a synchronous commit includes its fsync (unless noSync).
-        root = open<Buffer, Buffer>({
-          path: dataPath,
-          overlappingSync: false,
-          noSync: options.fsync === 'never',
-          keyEncoding: 'binary',
-          encoding: 'binary',
-        });
-      } catch (e) {
-        throw new DataDirectoryError(`cannot open ${dataPath}: ${(e as Error).message}; the file may be corrupt`);
-      }
+    return openLmdbStore(dataDir, RAFT_FILES, 'the Raft data file', options.fsync, (root, dataPath, lockPath) => {
       const store = new RaftLogStore(dataPath, root, lockPath, chunkBytes, options.commitOffThread === true);
-      try {
-        store.recover(dataPath);
-      } catch (e) {
-        if (e instanceof DataDirectoryError) throw e;
-        // LMDB keeps no checksums: a damaged page shows up as an error reading it (MDB_CORRUPTED, MDB_PAGE_NOTFOUND).
-        throw new DataDirectoryError(`cannot read ${dataPath}: ${(e as Error).message}; the file may be corrupt; refusing to start`);
-      }
+      store.recover(dataPath);
       return store;
-    } catch (e) {
-      if (root !== null) void root.close();
-      releasePidLock(lockPath);
-      throw e;
-    }
+    });
   }
 
   /** Reads the whole environment back into the mirrors; writes the format marker into a new one. */
