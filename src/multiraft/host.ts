@@ -300,7 +300,7 @@ export class MultiRaftHost {
       groupId,
       node,
       storage,
-      sm: keyspace === null ? new StateMachine() : new StateMachine(keyspace.backing(groupId)),
+      sm: new StateMachine(keyspace === null ? undefined : keyspace.backing(groupId), { recordChanges: false }),
       ...(keyspace === null ? {} : { keyspace: { store: keyspace, logStorage } }),
       limits: this.limits,
       scheduleTurn: this.scheduleTurn,

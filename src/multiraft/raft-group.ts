@@ -247,6 +247,7 @@ export class RaftGroup implements Group {
     this.node = deps.node;
     this.storage = deps.storage;
     this.sm = deps.sm;
+    assert.ok(!this.sm.recordsChanges, "a replica's state machine must not record its changes (nothing would take them)");
     this.limits = deps.limits;
     this.scheduleTurn = deps.scheduleTurn;
     this.storageWritten = deps.storageWritten;
@@ -265,7 +266,6 @@ export class RaftGroup implements Group {
       this.applied = this.startFromKeyspace(this.keyspace.store, this.keyspace.logStorage);
       this.snapshotIndex = this.keyspace.logStorage.snapshot().meta.index;
     }
-    this.sm.takeChanges();
     assert.equal(this.node.status().applied, this.applied, "node and state machine start at different indexes");
     const initial = deps.storage.initialState().hardState;
     this.durableTerm = initial.term;
@@ -530,7 +530,6 @@ export class RaftGroup implements Group {
     this.node.advance();
     if (rd.snapshot !== null) this.installSnapshot(rd);
     for (const e of rd.committedEntries) if (e.index > this.applied) this.applyEntry(e);
-    if (this.sm.hasChanges()) this.sm.takeChanges();
     for (const rs of rd.readStates) {
       const w = this.reads.get(rs.requestId);
       if (w === undefined) continue; // timed out meanwhile
@@ -732,7 +731,6 @@ export class RaftGroup implements Group {
     const snap = rd.snapshot;
     assert.ok(snap !== null);
     restoreState(this.sm, toBuffer(snap.data));
-    this.sm.takeChanges();
     this.applied = snap.meta.index;
     this.snapshotIndex = snap.meta.index;
     this.bytesSinceSnapshot = 0;

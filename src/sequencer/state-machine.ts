@@ -128,7 +128,8 @@ export class StateMachine {
   private keyCount: number;
   /** Backed: the checkpoint taken by beginCheckpoint and not yet durable. */
   private inFlight: { readonly changes: ChangeSet; readonly clears: number } | null = null;
-  private changes: ChangeSet = emptyChanges(false);
+  /** What changed since the last takeChanges; null when the owner does not ask (see the constructor). */
+  private changes: ChangeSet | null;
   /** Sorted order of the overlay's keys for SCAN, rebuilt only after keys were added to it or removed. */
   private scanOrder: ScanOrder | null = null;
 
@@ -138,9 +139,17 @@ export class StateMachine {
    * keeps in memory only what changed since; a checkpoint (beginCheckpoint,
    * then checkpointed once it is durable in the backing) lets it forget that.
    */
-  constructor(backing?: KeyspaceBacking) {
+  constructor(backing?: KeyspaceBacking, options: { readonly recordChanges?: boolean } = {}) {
     this.backing = backing ?? null;
     this.keyCount = this.backing === null ? 0 : this.backing.count;
+    // Replicas keep no record of what changed (their log and checkpoints say
+    // it); the stores that persist a state machine's changes take them.
+    this.changes = options.recordChanges === false ? null : emptyChanges(false);
+  }
+
+  /** Whether takeChanges() reports what changed (constructed without recordChanges: false). */
+  get recordsChanges(): boolean {
+    return this.changes !== null;
   }
 
   apply(op: Op): OpResult {
@@ -186,7 +195,7 @@ export class StateMachine {
       }
       case 'flushall':
         this.clearAll();
-        this.changes = emptyChanges(true);
+        if (this.changes !== null) this.changes = emptyChanges(true);
         return OK;
       case 'seqcreate': {
         const exists = this.lookup(op.key) !== undefined;
@@ -225,7 +234,7 @@ export class StateMachine {
 
   private setTokens(key: string, table: TokenTable): void {
     this.tokenOverlay.set(key, table);
-    this.changes.tokens.set(key, table);
+    this.changes?.tokens.set(key, table);
   }
 
   private seqNext(op: Extract<Op, { type: 'seqnext' }>): OpResult {
@@ -348,7 +357,7 @@ export class StateMachine {
     if (!existed) this.keyCount++;
     if (!this.overlay.has(key)) this.scanOrder = null;
     this.overlay.set(key, value);
-    this.changes.values.set(key, value);
+    this.changes?.values.set(key, value);
   }
 
   /** Deletes a key's value; whether it had one. */
@@ -362,7 +371,7 @@ export class StateMachine {
       if (!this.overlay.has(key)) this.scanOrder = null;
       this.overlay.set(key, null);
     }
-    this.changes.values.set(key, null);
+    this.changes?.values.set(key, null);
     return true;
   }
 
@@ -370,7 +379,7 @@ export class StateMachine {
     if (this.lookupTokens(key) === undefined) return;
     if (this.backing === null) this.tokenOverlay.delete(key);
     else this.tokenOverlay.set(key, null);
-    this.changes.tokens.set(key, null);
+    this.changes?.tokens.set(key, null);
   }
 
   private clearAll(): void {
@@ -386,12 +395,13 @@ export class StateMachine {
   /** Returns and resets what changed since the last call (for persistence). */
   takeChanges(): ChangeSet {
     const taken = this.changes;
+    assert.ok(taken !== null, 'takeChanges on a state machine that does not record its changes');
     this.changes = emptyChanges(false);
     return taken;
   }
 
   hasChanges(): boolean {
-    return !isEmpty(this.changes);
+    return this.changes !== null && !isEmpty(this.changes);
   }
 
   // Checkpoints (backed mode).
@@ -473,7 +483,7 @@ export class StateMachine {
   /** Empties the keyspace (before a restore); backed, the backing stops counting until the next checkpoint. */
   clear(): void {
     this.clearAll();
-    this.changes = emptyChanges(false);
+    if (this.changes !== null) this.changes = emptyChanges(false);
   }
 
   // Reads.
