@@ -4,9 +4,14 @@
 // With --multiraft, the same for the multiraft simulation (sim/multiraft.ts):
 //   node dist/sim/cli.js --multiraft --seeds N [--from S]
 //   node dist/sim/cli.js --multiraft --seed S --trace
+// With --cluster, whole cluster members (engine, router, forwarding,
+// balancing) with clients (sim/nodes.ts):
+//   node dist/sim/cli.js --cluster --seeds N [--from S]
+//   node dist/sim/cli.js --cluster --seed S --trace
 
 import { parseArgs } from "node:util";
 import { runMultiraftSeed } from "./multiraft.js";
+import { runNodesSeed } from "./nodes.js";
 import { runSeed } from "./simulation.js";
 
 interface SeedOutcome {
@@ -17,8 +22,22 @@ interface SeedOutcome {
   readonly summary: string;
 }
 
-async function runOne(multiraft: boolean, seed: number, trace?: (line: string) => void): Promise<SeedOutcome> {
-  if (multiraft) {
+type Mode = "raft" | "multiraft" | "cluster";
+
+async function runOne(mode: Mode, seed: number, trace?: (line: string) => void): Promise<SeedOutcome> {
+  if (mode === "cluster") {
+    const res = await runNodesSeed(seed, trace);
+    const s = res.stats;
+    return {
+      ok: res.ok,
+      ...(res.error === undefined ? {} : { error: res.error }),
+      where: `at ${res.atMs.toFixed(2)} ms`,
+      summary:
+        `${s.events} events, ${s.acked} INCR and ${s.reads} GET acked, ${s.refused} refused, ${s.unknown} unknown, ${s.moved} MOVED, ` +
+        `${s.crashes} kills, ${s.pauses} pauses, slowest reply ${s.replyMsMax.toFixed(0)} ms`,
+    };
+  }
+  if (mode === "multiraft") {
     const res = await runMultiraftSeed(seed, trace);
     const s = res.stats;
     return {
@@ -47,16 +66,17 @@ async function main(): Promise<number> {
       seed: { type: "string" },
       trace: { type: "boolean", default: false },
       multiraft: { type: "boolean", default: false },
+      cluster: { type: "boolean", default: false },
     },
     strict: true,
   });
-  const multiraft = values.multiraft === true;
-  const replay = `npm run sim --${multiraft ? " --multiraft" : ""}`;
+  const mode: Mode = values.cluster === true ? "cluster" : values.multiraft === true ? "multiraft" : "raft";
+  const replay = `npm run sim --${mode === "raft" ? "" : ` --${mode}`}`;
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     if (!Number.isSafeInteger(seed)) throw new Error(`bad --seed ${values.seed}`);
     const trace = values.trace === true ? (line: string): void => console.log(line) : undefined;
-    const res = await runOne(multiraft, seed, trace);
+    const res = await runOne(mode, seed, trace);
     if (res.ok) {
       console.log(`seed ${seed} passed (${res.summary})`);
       return 0;
@@ -70,7 +90,7 @@ async function main(): Promise<number> {
   const failed: number[] = [];
   const t0 = performance.now();
   for (let s = from; s < from + count; s++) {
-    const res = await runOne(multiraft, s);
+    const res = await runOne(mode, s);
     if (!res.ok) {
       failed.push(s);
       const firstLine = (res.error ?? "").split("\n")[0];

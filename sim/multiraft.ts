@@ -32,7 +32,7 @@ import { snapshotState } from "../src/sequencer/codec.js";
 import { isSequence, type SequenceSpec } from "../src/sequencer/sequence.js";
 import type { OpResult } from "../src/sequencer/state-machine.js";
 import { MemoryHub, type MemoryScheduler, type MemoryTransport } from "../src/transport/memory.js";
-import type { MessageHandler, NodeId, PeerAddress, PeerStatus, Transport, TransportStats } from "../src/transport/types.js";
+import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from "../src/transport/types.js";
 import { Prng } from "./prng.js";
 import { EventQueue } from "./simulation.js";
 
@@ -103,13 +103,19 @@ type Category = "io" | "immediate" | "timer";
  * is held; on resume, I/O (messages, client requests) runs first, then
  * immediates, then the timers that came due, late, as Node would run them.
  */
-class NodeClock implements HostScheduler, MemoryScheduler {
+/** What a NodeClock needs of its simulation: the virtual time and a way to schedule at a time. */
+export interface VirtualTime {
+  readonly now: number;
+  at(time: number, run: () => void): void;
+}
+
+export class NodeClock implements HostScheduler, MemoryScheduler {
   alive = true;
   paused = false;
   private held: { category: Category; fn: () => void }[] = [];
 
   constructor(
-    private readonly sim: MultiraftSimulation,
+    private readonly sim: VirtualTime,
     readonly rate: number,
   ) {}
 
@@ -176,7 +182,7 @@ class NodeClock implements HostScheduler, MemoryScheduler {
 }
 
 /** The node's bus as its host sees it: incoming messages go through the node's clock (held while paused). */
-class NodeTransport implements Transport {
+export class NodeTransport implements LinkAwareTransport {
   readonly nodeId: NodeId;
   readonly messageBytesMax: number;
 
@@ -190,6 +196,9 @@ class NodeTransport implements Transport {
 
   send(to: NodeId, payload: Uint8Array): boolean {
     return this.inner.send(to, payload);
+  }
+  isConnected(peer: NodeId): boolean {
+    return this.inner.isConnected(peer);
   }
   onMessage(handler: MessageHandler): () => void {
     return this.inner.onMessage((from, payload) => this.clock.io(() => handler(from, payload)));
@@ -225,7 +234,7 @@ class SimNode {
 }
 
 /** Per key: completed operations in completion order, with the running maximum of their last values. */
-class Timeline {
+export class Timeline {
   private readonly ends: number[] = [];
   private readonly maxes: bigint[] = [];
 
@@ -255,7 +264,7 @@ class Timeline {
 }
 
 /** Per key: every acknowledged range, sorted, to find overlaps. */
-class RangeSet {
+export class RangeSet {
   private readonly firsts: bigint[] = [];
   private readonly lasts: bigint[] = [];
 

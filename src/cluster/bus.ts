@@ -39,7 +39,12 @@ export interface ForwardRequest {
   readonly id: number;
   readonly protocol: 2 | 3;
   readonly args: Buffer[];
+  /** Sent to a node that is not the leader, to pass on to the leader it reaches (the origin's link to the leader is down). */
+  readonly relay?: boolean;
 }
+
+/** Set in the protocol byte of a request to relay. */
+const RELAY_FLAG = 0x80;
 
 export type ForwardReply =
   | { readonly id: number; readonly status: typeof REPLY_EXECUTED; readonly bytes: Buffer }
@@ -51,7 +56,7 @@ export function encodeRequest(r: ForwardRequest): Buffer {
   const out = Buffer.allocUnsafe(size);
   let o = out.writeUInt8(CHANNEL_REQUEST, 0);
   o = out.writeUInt32BE(r.id, o);
-  o = out.writeUInt8(r.protocol, o);
+  o = out.writeUInt8(r.protocol | (r.relay === true ? RELAY_FLAG : 0), o);
   o = out.writeUInt32BE(r.args.length, o);
   for (const a of r.args) {
     o = out.writeUInt32BE(a.length, o);
@@ -64,7 +69,9 @@ export function decodeRequest(payload: Uint8Array): ForwardRequest {
   const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   if (b.length < 10 || b[0] !== CHANNEL_REQUEST) throw new BusDecodeError('short forward request');
   const id = b.readUInt32BE(1);
-  const protocol = b.readUInt8(5);
+  const protocolByte = b.readUInt8(5);
+  const relay = (protocolByte & RELAY_FLAG) !== 0;
+  const protocol = protocolByte & ~RELAY_FLAG;
   if (protocol !== 2 && protocol !== 3) throw new BusDecodeError(`bad protocol ${protocol}`);
   const argc = b.readUInt32BE(6);
   let o = 10;
@@ -79,7 +86,7 @@ export function decodeRequest(payload: Uint8Array): ForwardRequest {
     o += n;
   }
   if (o !== b.length) throw new BusDecodeError('trailing bytes after forward request');
-  return { id, protocol, args };
+  return { id, protocol, args, relay };
 }
 
 export function encodeReply(r: ForwardReply): Buffer {

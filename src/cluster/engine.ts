@@ -16,6 +16,7 @@
 // preferred leader when that replica is up to date and answering, so leaders
 // spread evenly and return to a node that comes back.
 
+import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Config } from '../config.js';
@@ -28,6 +29,7 @@ import { R, type Protocol, type Reply } from '../resp/encoder.js';
 import { checkDataDir } from '../storage/files.js';
 import { importRaftLmdb } from '../storage/upgrade.js';
 import { KeyspaceStore } from '../storage/keyspace.js';
+import type { HostKeyspace } from '../multiraft/keyspace.js';
 import { WalStore } from '../storage/wal-store.js';
 import { DataDirectoryError, type NodeLogStore } from '../storage/store.js';
 import type { MemoryHub } from '../transport/memory.js';
@@ -46,6 +48,7 @@ import {
 } from './bus.js';
 import { answerProbe, nextGeneration, probePeers, type ProbeRound } from './generation.js';
 import { bootstrapFromList, ClusterConfigError, clusterIdOf, findSelf, parseAddress } from './members.js';
+import { realRuntime, sleepOn, type NodeRuntime } from './runtime.js';
 import { decodeTopology, encodeTopology, type Member, type Topology } from './topology.js';
 
 /** Node metadata: this node's id. */
@@ -67,8 +70,6 @@ export const BALANCE_GRACE_MS = 3000;
 export const BALANCE_ACK_TICKS_MAX = 3;
 /** Forwarded requests waiting for their reply on one node; past it: overloaded. */
 export const FORWARDS_IN_FLIGHT_MAX = 100_000;
-/** A forwarded request's origin waits this much longer than the request timeout for the reply. */
-export const FORWARD_MARGIN_MS = 1000;
 /** How often a request waiting for its group's leader looks again. */
 export const LEADER_POLL_MS = 20;
 /** Milliseconds between Raft ticks of a cluster node. */
@@ -84,8 +85,18 @@ export interface Replica {
   readonly ordered: ArrivalOrderedGroup;
 }
 
-/** Runs a forwarded command on this node: `done` gets the encoded reply, or, when this node does not lead the key's group, the leader it knows. */
-export type ForwardExecutor = (args: Buffer[], protocol: Protocol, done: (result: { readonly bytes: Buffer } | { readonly leader: NodeId | null }) => void) => void;
+/**
+ * Runs a forwarded command on this node: `done` gets the encoded reply, or,
+ * when this node does not lead the key's group, the leader it knows. With
+ * `relay`, a node that does not lead the group passes the command on to the
+ * leader it reaches.
+ */
+export type ForwardExecutor = (
+  args: Buffer[],
+  protocol: Protocol,
+  relay: boolean,
+  done: (result: { readonly bytes: Buffer } | { readonly leader: NodeId | null }) => void,
+) => void;
 
 interface PendingForward {
   readonly groupId: number;
@@ -94,6 +105,8 @@ interface PendingForward {
   readonly done: (outcome: ForwardOutcome) => void;
   /** Past it, the sweep answers the forward as timed out. */
   readonly deadlineMs: number;
+  /** Sent to `to` to pass on to the group's leader (so `to` leading no group is no reason to give up). */
+  readonly relay: boolean;
 }
 
 export type ForwardOutcome =
@@ -108,6 +121,12 @@ export type ForwardOutcome =
 export interface ClusterOpenOptions {
   /** Tests: members talk over this in-memory hub instead of TCP. */
   readonly bus?: MemoryHub;
+  /** The simulator: this member's end of its in-memory bus (instead of TCP or `bus`). */
+  readonly transport?: LinkAwareTransport;
+  /** Clock, timers and randomness; default Node's (the simulator gives a virtual one). */
+  readonly runtime?: NodeRuntime;
+  /** Where progress lines of the start go; default stderr. */
+  readonly log?: (line: string) => void;
 }
 
 
@@ -117,9 +136,9 @@ export class ClusterEngine {
   private readonly pending = new Map<number, PendingForward>();
   private nextForwardId = 1;
   private executor: ForwardExecutor | null = null;
-  private readonly balancer: NodeJS.Timeout;
-  private readonly sweeper: NodeJS.Timeout;
-  private readonly startedAtMs = Date.now();
+  private readonly stopBalancer: () => void;
+  private readonly stopSweeper: () => void;
+  private readonly startedAtMs: number;
   private closed = false;
   /** Set when group 0's committed topology differs from this node's: the node stops serving. */
   topologyConflict: string | null = null;
@@ -134,11 +153,11 @@ export class ClusterEngine {
     private readonly transport: LinkAwareTransport,
     private readonly mux: BusMux,
     readonly host: MultiRaftHost,
+    readonly runtime: NodeRuntime,
   ) {
-    this.balancer = setInterval(() => this.balance(), BALANCE_INTERVAL_MS);
-    this.balancer.unref();
-    this.sweeper = setInterval(() => this.sweepForwards(), FORWARD_SWEEP_MS);
-    this.sweeper.unref();
+    this.startedAtMs = runtime.now();
+    this.stopBalancer = runtime.scheduler.every(BALANCE_INTERVAL_MS, () => this.balance());
+    this.stopSweeper = runtime.scheduler.every(FORWARD_SWEEP_MS, () => this.sweepForwards());
   }
 
   get myId(): string {
@@ -153,6 +172,8 @@ export class ClusterEngine {
    */
   static async open(config: Config, storage: NodeStorage, options: ClusterOpenOptions = {}): Promise<ClusterEngine> {
     const store = storage.log;
+    const runtime = options.runtime ?? realRuntime;
+    const log = options.log ?? ((line: string) => process.stderr.write(`ordo: ${line}\n`));
     const explicit = config.explicit ?? new Set<string>();
     const recorded = store.getMeta(META_BOOTSTRAP);
     let topology: Topology;
@@ -210,7 +231,9 @@ export class ClusterEngine {
     let round: ProbeRound | null = null;
     try {
       transport =
-        options.bus !== undefined
+        options.transport !== undefined
+          ? options.transport
+          : options.bus !== undefined
           ? options.bus.transport(self.id)
           : await TcpTransport.start({
               nodeId: self.id,
@@ -230,9 +253,7 @@ export class ClusterEngine {
         (from, p) => (p[0] === CHANNEL_PROBE ? answerProbe(store, mux, from, p) : round?.receive(from, p)),
       );
       openedTransport.setPeers(peers);
-      round = probePeers(store, mux, (p) => openedTransport.isConnected(p), [...peers.keys()], generation, (line) =>
-        process.stderr.write(`ordo: ${line}\n`),
-      );
+      round = probePeers(store, mux, (p) => openedTransport.isConnected(p), [...peers.keys()], generation, runtime, log);
       await round.done;
       // With peers, the event loop has work while the disk syncs (docs/storage.md).
       store.commitOffThread = topology.members.length > 1;
@@ -241,11 +262,13 @@ export class ClusterEngine {
         transport: mux.raft,
         store,
         keyspace: storage.keyspace,
-        random: Math.random,
+        random: runtime.random,
+        now: runtime.now,
+        scheduler: runtime.scheduler,
         tickIntervalMs: CLUSTER_TICK_MS,
         requestTimeoutMs: config.requestTimeoutMs,
       });
-      engine = new ClusterEngine(config, self, topology, listen, storage, openedTransport, mux, host);
+      engine = new ClusterEngine(config, self, topology, listen, storage, openedTransport, mux, host, runtime);
       const opened = engine;
       onRequest = (from, p) => opened.receiveRequest(from, p);
       onReply = (from, p) => opened.receiveReply(from, p);
@@ -266,12 +289,12 @@ export class ClusterEngine {
       meta.onLeadershipChange((isLeader) => {
         if (isLeader) this.publishTopology(meta);
       });
-      this.replicas.set(METADATA_GROUP_ID, { raft: meta, ordered: new ArrivalOrderedGroup(meta, this.config.requestTimeoutMs) });
+      this.replicas.set(METADATA_GROUP_ID, { raft: meta, ordered: new ArrivalOrderedGroup(meta, this.config.requestTimeoutMs, this.runtime.now) });
     }
     for (const g of this.topology.groups) {
       if (!g.replicas.includes(this.self.id)) continue;
       const raft = this.host.addGroup(g.id, g.replicas);
-      this.replicas.set(g.id, { raft, ordered: new ArrivalOrderedGroup(raft, this.config.requestTimeoutMs) });
+      this.replicas.set(g.id, { raft, ordered: new ArrivalOrderedGroup(raft, this.config.requestTimeoutMs, this.runtime.now) });
     }
   }
 
@@ -316,12 +339,32 @@ export class ClusterEngine {
     return this.transport.isConnected(id);
   }
 
+  /** Another member (not `target`) whose bus link is up: a command for `target` goes through it while this node's own link to `target` is down. */
+  relayFor(target: NodeId): NodeId | null {
+    for (const m of this.topology.members) {
+      if (m.id !== this.self.id && m.id !== target && this.transport.isConnected(m.id)) return m.id;
+    }
+    return null;
+  }
+
   member(id: NodeId): Member | undefined {
     return this.topology.member(id);
   }
 
-  /** Sends one command to `to` and reports what became of it (see ForwardOutcome). */
-  forward(to: NodeId, groupId: number, args: readonly Buffer[], protocol: Protocol, done: (outcome: ForwardOutcome) => void): void {
+  /**
+   * Sends one command to `to` and reports what became of it (see
+   * ForwardOutcome), at the latest at the first sweep at or past `deadlineMs`
+   * (the request's own deadline: its timeout counts from its arrival).
+   */
+  forward(
+    to: NodeId,
+    groupId: number,
+    args: readonly Buffer[],
+    protocol: Protocol,
+    deadlineMs: number,
+    done: (outcome: ForwardOutcome) => void,
+    relay = false,
+  ): void {
     if (this.closed || !this.transport.isConnected(to)) {
       done({ kind: 'notSent', error: 'noLeader' });
       return;
@@ -332,13 +375,14 @@ export class ClusterEngine {
     }
     const id = this.nextForwardId;
     this.nextForwardId = this.nextForwardId >= 0xffffffff ? 1 : this.nextForwardId + 1;
-    const payload = encodeRequest({ id, protocol, args: args as Buffer[] });
+    const payload = encodeRequest({ id, protocol, args: args as Buffer[], relay });
     if (payload.length > this.transport.messageBytesMax || !this.mux.send(to, payload)) {
       done({ kind: 'notSent', error: payload.length > this.transport.messageBytesMax ? 'forwardTooLarge' : 'overloaded' });
       return;
     }
     // No timer per request: the sweep (every FORWARD_SWEEP_MS) answers it past its deadline.
-    this.pending.set(id, { groupId, to, done, deadlineMs: Date.now() + this.config.requestTimeoutMs + FORWARD_MARGIN_MS });
+    assert.ok(!this.pending.has(id), 'forward ids wrapped onto one in flight');
+    this.pending.set(id, { groupId, to, done, deadlineMs, relay });
   }
 
   /**
@@ -347,10 +391,10 @@ export class ClusterEngine {
    * (paused, or leading no more): it is answered as timed out (it may have run).
    */
   private sweepForwards(): void {
-    const nowMs = Date.now();
+    const nowMs = this.runtime.now();
     for (const [id, p] of this.pending) {
       const leader = this.leaderOf(p.groupId);
-      if (nowMs < p.deadlineMs && this.transport.isConnected(p.to) && (leader === null || leader === p.to)) continue;
+      if (nowMs < p.deadlineMs && this.transport.isConnected(p.to) && (p.relay || leader === null || leader === p.to)) continue;
       this.pending.delete(id);
       p.done({ kind: 'timeout' });
     }
@@ -382,7 +426,7 @@ export class ClusterEngine {
       reply({ leader: null });
       return;
     }
-    this.executor(request.args, request.protocol, reply);
+    this.executor(request.args, request.protocol, request.relay === true, reply);
   }
 
   private receiveReply(_from: NodeId, payload: Uint8Array): void {
@@ -408,7 +452,7 @@ export class ClusterEngine {
   private balance(): void {
     if (this.closed) return;
     if (!this.topologyChecked) this.checkTopology();
-    if (Date.now() - this.startedAtMs < BALANCE_GRACE_MS) return;
+    if (this.runtime.now() - this.startedAtMs < BALANCE_GRACE_MS) return;
     for (const g of this.topology.groups) {
       if (g.preferredLeader === this.self.id) continue;
       const replica = this.replicas.get(g.id);
@@ -436,21 +480,21 @@ export class ClusterEngine {
   }
 
   private async handOff(): Promise<void> {
-    const deadline = Date.now() + HANDOFF_WAIT_MS;
+    const deadline = this.runtime.now() + HANDOFF_WAIT_MS;
     const leading = (): Replica[] => [...this.replicas.values()].filter((r) => r.raft.isLeader() && r.raft.node.followers().length > 0);
     const asked = new Map<Replica, number>(); // when the transfer was last asked for
-    while (Date.now() < deadline) {
+    while (this.runtime.now() < deadline) {
       const led = leading();
       if (led.length === 0) return;
       for (const r of led) {
-        if (Date.now() - (asked.get(r) ?? -Infinity) < HANDOFF_WAIT_MS / 3) continue; // give the transfer time
+        if (this.runtime.now() - (asked.get(r) ?? -Infinity) < HANDOFF_WAIT_MS / 3) continue; // give the transfer time
         const best = r.raft.node
           .followers()
           .filter((f) => f.ticksSinceAck <= BALANCE_ACK_TICKS_MAX)
           .sort((a, b) => b.match - a.match)[0];
-        if (best !== undefined && r.raft.transferLeadership(best.id)) asked.set(r, Date.now());
+        if (best !== undefined && r.raft.transferLeadership(best.id)) asked.set(r, this.runtime.now());
       }
-      await new Promise((resolve) => setTimeout(resolve, CLUSTER_TICK_MS));
+      await sleepOn(this.runtime, CLUSTER_TICK_MS);
     }
   }
 
@@ -482,8 +526,8 @@ export class ClusterEngine {
    */
   async close(): Promise<void> {
     if (this.closed) return;
-    clearInterval(this.balancer);
-    clearInterval(this.sweeper);
+    this.stopBalancer();
+    this.stopSweeper();
     await this.handOff();
     await this.host.close();
     this.closed = true;
@@ -505,7 +549,7 @@ function describe(t: Topology): string {
 /** What a node keeps on disk: its log (every group's Raft state, the metadata) and its keyspace. */
 export interface NodeStorage {
   readonly log: NodeLogStore;
-  readonly keyspace: KeyspaceStore;
+  readonly keyspace: HostKeyspace;
   /** Closes the keyspace (waiting for a checkpoint in flight), then the log. */
   close(): Promise<void>;
 }

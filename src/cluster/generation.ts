@@ -9,6 +9,10 @@
 //   records the refusal durably, so later starts refuse too, and stops with
 //   a message;
 // - otherwise the peer records the generation and answers OK.
+// Each start also draws a random nonce that its probes carry: a probe sent
+// again (its OK reply was lost, or its link reconnected) has the generation
+// the peer recorded and the same nonce, and is answered OK again; a wiped
+// directory's generation 1 comes with another nonce and is STALE.
 // The member starts its groups once peers forming a majority with it answered
 // OK (a lone member at once). Peers answer while they are starting too, so a
 // whole cluster can start together.
@@ -23,12 +27,13 @@ import type { NodeLogStore } from '../storage/store.js';
 import { DataDirectoryError } from '../storage/store.js';
 import type { NodeId } from '../transport/types.js';
 import { CHANNEL_PROBE, CHANNEL_PROBE_REPLY, PROBE_OK, PROBE_STALE, type BusMux } from './bus.js';
+import type { NodeRuntime } from './runtime.js';
 
 /** Node metadata: how many times this member has started. */
 export const META_GENERATION = 'generation';
 /** Node metadata: why this member refuses to start (set once refused). */
 export const META_REFUSED = 'refused';
-/** Node metadata prefix: the highest generation seen of each peer. */
+/** Node metadata prefix: the highest generation seen of each peer ("generation nonce"; earlier versions: "generation"). */
 export const META_SEEN_PREFIX = 'seen:';
 /** How often an unanswered probe is sent again. */
 export const PROBE_RETRY_MS = 200;
@@ -40,9 +45,20 @@ function u32(bytes: Uint8Array, offset: number): number {
 }
 
 function metaNumber(store: NodeLogStore, key: string): number {
-  const raw = store.getMeta(key);
-  return raw === undefined ? 0 : Number(Buffer.from(raw).toString('utf8'));
+  return seenOf(store, key).generation;
 }
+
+/** A generation recorded in node metadata, with the nonce of that start when recorded with one. */
+function seenOf(store: NodeLogStore, key: string): { readonly generation: number; readonly nonce: string | null } {
+  const raw = store.getMeta(key);
+  if (raw === undefined) return { generation: 0, nonce: null };
+  const [generation, nonce] = Buffer.from(raw).toString('utf8').split(' ');
+  return { generation: Number(generation), nonce: nonce ?? null };
+}
+
+/** Probe: channel byte, u32 generation, then (since nonces) 8 bytes of the start's nonce. */
+const PROBE_BYTES = 13;
+const PROBE_BYTES_WITHOUT_NONCE = 5;
 
 /** Refuses a directory refused before; otherwise starts the next generation and makes it durable. */
 export async function nextGeneration(store: NodeLogStore): Promise<number> {
@@ -56,15 +72,17 @@ export async function nextGeneration(store: NodeLogStore): Promise<number> {
 
 /** Answers a peer's PROBE from what this member has seen (recorded with its next storage commit). */
 export function answerProbe(store: NodeLogStore, mux: BusMux, from: NodeId, payload: Uint8Array): void {
-  if (payload.length !== 5) return;
+  if (payload.length !== PROBE_BYTES && payload.length !== PROBE_BYTES_WITHOUT_NONCE) return;
   const generation = u32(payload, 1);
-  const seen = metaNumber(store, META_SEEN_PREFIX + from);
-  const stale = seen >= generation;
-  if (!stale) store.putMeta(META_SEEN_PREFIX + from, Buffer.from(String(generation), 'utf8'));
+  const nonce = payload.length === PROBE_BYTES ? Buffer.from(payload.subarray(5, 13)).toString('hex') : null;
+  const seen = seenOf(store, META_SEEN_PREFIX + from);
+  const again = nonce !== null && seen.generation === generation && seen.nonce === nonce; // this start's probe, sent again
+  const stale = !again && seen.generation >= generation;
+  if (!stale && !again) store.putMeta(META_SEEN_PREFIX + from, Buffer.from(nonce === null ? String(generation) : `${generation} ${nonce}`, 'utf8'));
   const reply = Buffer.alloc(6);
   reply[0] = CHANNEL_PROBE_REPLY;
   reply[1] = stale ? PROBE_STALE : PROBE_OK;
-  reply.writeUInt32BE(seen, 2);
+  reply.writeUInt32BE(seen.generation, 2);
   mux.send(from, reply);
 }
 
@@ -83,35 +101,37 @@ export function probePeers(
   isConnected: (peer: NodeId) => boolean,
   peers: readonly NodeId[],
   generation: number,
+  runtime: NodeRuntime,
   log: (line: string) => void,
 ): ProbeRound {
   const needed = Math.floor((peers.length + 1) / 2); // peers that, with this member, make a majority
   const answered = new Set<NodeId>();
-  let timer: NodeJS.Timeout | null = null;
+  let stopTimer: (() => void) | null = null;
   let settle: { resolve: () => void; reject: (e: Error) => void } | null = null;
   const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
   const finish = (error: Error | null): void => {
-    if (timer !== null) clearInterval(timer);
-    timer = null;
+    stopTimer?.();
+    stopTimer = null;
     const s = settle;
     settle = null;
     if (s !== null) error === null ? s.resolve() : s.reject(error);
   };
-  const probe = Buffer.alloc(5);
+  const probe = Buffer.alloc(PROBE_BYTES);
   probe[0] = CHANNEL_PROBE;
   probe.writeUInt32BE(generation, 1);
-  const startedMs = Date.now();
-  let loggedMs = startedMs;
+  probe.writeUInt32BE(Math.floor(runtime.random() * 0x1_0000_0000) >>> 0, 5);
+  probe.writeUInt32BE(Math.floor(runtime.random() * 0x1_0000_0000) >>> 0, 9);
+  let loggedMs = runtime.now();
   const ask = (): void => {
     for (const p of peers) if (!answered.has(p) && isConnected(p)) mux.send(p, probe);
-    if (Date.now() - loggedMs >= PROBE_LOG_EVERY_MS) {
-      loggedMs = Date.now();
+    if (runtime.now() - loggedMs >= PROBE_LOG_EVERY_MS) {
+      loggedMs = runtime.now();
       log(`waiting for ${needed - answered.size} more member(s) to confirm this member's data directory (${answered.size} of ${peers.length} answered)`);
     }
   };
   if (answered.size >= needed) finish(null);
   else {
-    timer = setInterval(ask, PROBE_RETRY_MS);
+    stopTimer = runtime.scheduler.every(PROBE_RETRY_MS, ask);
     ask();
   }
   return {

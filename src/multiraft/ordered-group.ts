@@ -38,6 +38,8 @@ export class ArrivalOrderedGroup implements Group {
     private readonly inner: RaftGroup,
     /** A request held longer than this behind other phases is refused without reaching the group. */
     private readonly requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS,
+    /** Milliseconds clock (the host's). */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** The Raft group underneath (INFO reads its term and indexes). */
@@ -50,7 +52,7 @@ export class ArrivalOrderedGroup implements Group {
     if (this.heldHead === this.held.length && this.readsInFlight === 0) return this.startWrite(op, done);
     this.enqueue({
       isWrite: true,
-      arrivedMs: Date.now(),
+      arrivedMs: this.now(),
       start: () => this.startWrite(op, done),
       refuse: () => done({ type: 'error', error: 'overloaded' }),
     });
@@ -60,7 +62,7 @@ export class ArrivalOrderedGroup implements Group {
     if (this.heldHead === this.held.length && this.writesInFlight === 0) return this.startRead(query, done);
     this.enqueue({
       isWrite: false,
-      arrivedMs: Date.now(),
+      arrivedMs: this.now(),
       start: () => this.startRead(query, done),
       // As the group itself answers past its bound on waiting reads.
       refuse: () => done({ ok: false, error: 'overloaded' }),
@@ -99,7 +101,7 @@ export class ArrivalOrderedGroup implements Group {
     if (this.pumping) return; // the running loop sees the change
     this.pumping = true;
     try {
-      const staleBeforeMs = Date.now() - this.requestTimeoutMs;
+      const staleBeforeMs = this.now() - this.requestTimeoutMs;
       while (this.heldHead < this.held.length) {
         const head = this.held[this.heldHead] as HeldRequest;
         if (head.arrivedMs < staleBeforeMs) {

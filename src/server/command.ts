@@ -17,6 +17,8 @@ export interface ServerContext {
   /** Window counters of the whole node (in a cluster, summed over its groups' allocators), for INFO. */
   readonly windowStats: () => WindowStats;
   readonly startedAtMs: number;
+  /** Milliseconds since the Unix epoch, as data commands record it (token records); injected so a simulation replays. */
+  readonly wallClockMs: () => number;
   readonly version: string;
   readonly runId: string;
   readonly stats: ServerStats;

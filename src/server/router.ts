@@ -3,16 +3,21 @@
 // - this node leads the group: the command runs here, on that group;
 // - another node leads it: a cluster-aware connection (one that asked for
 //   CLUSTER SLOTS|SHARDS|NODES) gets `MOVED slot host:port`, any other is
-//   served by forwarding the command over the bus and relaying the reply;
+//   served by forwarding the command over the bus and relaying the reply
+//   (when this node's link to the leader is down, through another member
+//   whose link is up: one hop, the relay passes it to the leader);
 // - no leader is known (an election): the command waits, up to the request
 //   timeout, then `CLUSTERDOWN ... not applied`. Waiting commands are parked
 //   in one list that one timer looks at every LEADER_POLL_MS, not one timer
 //   each, and the list is bounded (ROUTE_WAITERS_MAX).
+// Every command is answered within the request timeout of its arrival (plus
+// one look of a sweep): parked, forwarded, relayed or run here, its deadline
+// is the one it got on arrival (docs/cluster.md, "Routing").
 // Keys of one command must share a group (else CROSSSLOT). The keyspace-wide
 // commands (DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB) act on the groups this node
 // leads, as a Redis Cluster master's act on its own slots.
 
-import type { ClusterEngine, ForwardExecutor } from '../cluster/engine.js';
+import type { ClusterEngine, ForwardExecutor, ForwardOutcome } from '../cluster/engine.js';
 import { keySlot } from '../cluster/slots.js';
 import { ERR, type ErrorKey, moved } from '../errors.js';
 import { WindowAllocator, type WindowStats } from '../multiraft/window.js';
@@ -20,12 +25,16 @@ import type { Group, GroupStats, ReadOutcome, WindowLease } from '../multiraft/g
 import { encodeReply, R, type Protocol, type Reply } from '../resp/encoder.js';
 import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
 import { keyIndexes, type CommandSpec, type CommandTable, type ServerContext } from './command.js';
+import type { NodeId } from '../transport/types.js';
 import { LEADER_POLL_MS } from '../cluster/engine.js';
+import assert from 'node:assert/strict';
 
 /** Keyless data commands: they act on every group this node leads. */
 const KEYSPACE_WIDE = new Set(['dbsize', 'keys', 'scan', 'flushall', 'flushdb']);
 /** Commands parked on one node waiting for their group's leader; past it they are answered `overloaded`. */
 export const ROUTE_WAITERS_MAX = 100_000;
+/** Commands running on this node's groups whose deadline the router watches; past it, their groups' own timeouts answer them. */
+export const ROUTE_RUNNING_MAX = 200_000;
 
 interface Waiter {
   readonly groupId: number;
@@ -34,6 +43,13 @@ interface Waiter {
   readonly retry: () => void;
   /** Answers it: overloaded (the bound), or its own error (the deadline). */
   readonly fail: (overloaded: boolean) => void;
+}
+
+/** A command running on a group of this node: answered at its deadline if the group has not answered by then. */
+interface RunningCommand {
+  readonly deadlineMs: number;
+  /** Answers it as timed out (outcome unknown for a write), unless answered already. */
+  readonly expire: () => void;
 }
 
 /** SCAN cursors in cluster mode: inner cursor × this + group id. */
@@ -105,7 +121,9 @@ export class ClusterRouter {
   readonly nodeGroup: Group;
   /** Commands waiting for their group's leader, a link to it, or a leadership move to finish. */
   private waiters: Waiter[] = [];
-  private pollTimer: NodeJS.Timeout | null = null;
+  /** Commands running on this node's groups, each to be answered by its deadline. */
+  private readonly running = new Set<RunningCommand>();
+  private stopPolling: (() => void) | null = null;
 
   constructor(
     private readonly engine: ClusterEngine,
@@ -118,7 +136,7 @@ export class ClusterRouter {
   attach(base: ServerContext): void {
     for (const [id, replica] of this.engine.replicas) {
       if (id === 0) continue;
-      const windows = new WindowAllocator(replica.ordered, { leaseWaitMs: this.engine.config.requestTimeoutMs });
+      const windows = new WindowAllocator(replica.ordered, { leaseWaitMs: this.engine.config.requestTimeoutMs, now: this.engine.runtime.now });
       replica.raft.onLeadershipChange((isLeader) => {
         if (!isLeader) windows.reset(); // another node may serve the key's values now
       });
@@ -147,7 +165,8 @@ export class ClusterRouter {
     if (KEYSPACE_WIDE.has(spec.name)) return this.nodeWide(spec, args, respond);
     const target = this.groupOfKeys(spec, args);
     if ('error' in target) return respond(R.error(ERR[target.error]));
-    this.toGroup(spec, args, target.slot, target.groupId, protocol, clusterAware, respond, Date.now() + this.engine.config.requestTimeoutMs);
+    const deadlineMs = this.engine.runtime.now() + this.engine.config.requestTimeoutMs;
+    this.toGroup(spec, args, target.slot, target.groupId, protocol, clusterAware, respond, deadlineMs);
   }
 
   private groupOfKeys(spec: CommandSpec, args: readonly Buffer[]): { readonly slot: number; readonly groupId: number } | { readonly error: ErrorKey } {
@@ -183,9 +202,14 @@ export class ClusterRouter {
     const known = this.engine.leaderOf(groupId);
     const local = this.contexts.get(groupId);
     if (known === this.engine.myId && local !== undefined) {
+      // The group's own timeouts count from when it got the command (after
+      // any wait here, behind other phases, for a window): held to the
+      // command's deadline here instead.
+      const once = this.answeredBy(deadlineMs, respond, R.error(isWrite ? ERR.outcomeUnknown : ERR.readTimeout));
       // Leadership can move (balancing, an election) between this check and
       // the proposal; such a write was certainly not applied: route it again.
-      (spec.data as NonNullable<CommandSpec['data']>)(local, args, (reply) => (isNotLeader(reply) ? retryOr('notLeader') : respond(reply)));
+      const data = spec.data as NonNullable<CommandSpec['data']>;
+      data(local, args, (reply) => (this.refusedForLostLeadership(reply) ? once.release(() => retryOr(isWrite ? 'noLeader' : 'readTimeout')) : once.respond(reply)));
       return;
     }
     // A group this node does not replicate: ask its preferred leader, which names the leader it knows.
@@ -195,7 +219,9 @@ export class ClusterRouter {
       const m = this.engine.member(leader);
       if (m !== undefined) return respond(R.error(moved(slot, m.host, m.port)));
     }
-    this.engine.forward(leader, groupId, args, protocol, (outcome) => {
+    // This node's link to the leader is down: another member that reaches it relays the command.
+    const via = this.engine.reachable(leader) ? null : this.engine.relayFor(leader);
+    const forwarded = (outcome: ForwardOutcome): void => {
       switch (outcome.kind) {
         case 'reply':
           return respond(outcome.reply);
@@ -207,17 +233,57 @@ export class ClusterRouter {
         case 'timeout':
           return respond(R.error(isWrite ? ERR.outcomeUnknown : ERR.readTimeout));
       }
-    });
+    };
+    this.engine.forward(via ?? leader, groupId, args, protocol, deadlineMs, forwarded, via !== null);
   }
 
   /** Parks a command until its group can take it (see poll), or fails it past its deadline or the bound. */
   private park(w: Waiter): void {
     if (this.waiters.length >= ROUTE_WAITERS_MAX) return w.fail(true);
     this.waiters.push(w);
-    if (this.pollTimer === null) {
-      this.pollTimer = setInterval(() => this.poll(), LEADER_POLL_MS);
-      this.pollTimer.unref();
+    this.startPolling();
+  }
+
+  private startPolling(): void {
+    this.stopPolling ??= this.engine.runtime.scheduler.every(LEADER_POLL_MS, () => this.poll());
+  }
+
+  /**
+   * A command runs on a group of this node: its reply goes through here, and
+   * if the group has not answered by `deadlineMs` the poll answers `timedOut`
+   * (the group's later reply is dropped). `release` hands the command back to
+   * routing (not applied here) without answering it.
+   */
+  private answeredBy(deadlineMs: number, respond: (reply: Reply) => void, timedOut: Reply): { respond: (reply: Reply) => void; release: (then: () => void) => void } {
+    let answered = false;
+    const entry: RunningCommand = {
+      deadlineMs,
+      expire: () => {
+        assert.ok(!answered, 'an overdue command is expired once');
+        answered = true;
+        respond(timedOut);
+      },
+    };
+    if (this.running.size >= ROUTE_RUNNING_MAX) {
+      // Past the bound the command is still answered, by its group's own timeout (a little later).
+      return { respond: (reply) => respond(reply), release: (then) => then() };
     }
+    this.running.add(entry);
+    this.startPolling();
+    const settle = (): boolean => {
+      if (answered) return false;
+      answered = true;
+      this.running.delete(entry);
+      return true;
+    };
+    return {
+      respond: (reply) => {
+        if (settle()) respond(reply);
+      },
+      release: (then) => {
+        if (settle()) then(); // routing answers it now
+      },
+    };
   }
 
   /**
@@ -226,7 +292,12 @@ export class ClusterRouter {
    * are routed again, the rest wait until their deadline.
    */
   private poll(): void {
-    const nowMs = Date.now();
+    const nowMs = this.engine.runtime.now();
+    for (const o of this.running) {
+      if (o.deadlineMs > nowMs) continue;
+      this.running.delete(o);
+      o.expire();
+    }
     const ready = new Map<number, boolean>();
     const parked = this.waiters;
     this.waiters = [];
@@ -234,21 +305,25 @@ export class ClusterRouter {
       let go = ready.get(w.groupId);
       if (go === undefined) {
         const leader = this.engine.leaderOf(w.groupId);
-        go = !this.contexts.has(w.groupId) || (leader !== null && (leader === this.engine.myId || this.engine.reachable(leader)));
+        go =
+          !this.contexts.has(w.groupId) ||
+          (leader !== null && (leader === this.engine.myId || this.engine.reachable(leader) || this.engine.relayFor(leader) !== null));
         ready.set(w.groupId, go);
       }
-      if (go) w.retry();
+      // Past its deadline a command is answered, even if it could go now (it was not sent anywhere yet).
+      if (w.deadlineMs <= nowMs) w.fail(false);
+      else if (go) w.retry();
       else if (w.deadlineMs <= nowMs + LEADER_POLL_MS) w.fail(false);
       else this.waiters.push(w);
     }
-    if (this.waiters.length === 0 && this.pollTimer !== null) {
-      clearInterval(this.pollTimer);
-      this.pollTimer = null;
+    if (this.waiters.length === 0 && this.running.size === 0 && this.stopPolling !== null) {
+      this.stopPolling();
+      this.stopPolling = null;
     }
   }
 
   /** A command another node forwarded: run it if this node leads its group, else name the leader. */
-  private readonly executeForwarded: ForwardExecutor = (args, protocol, done) => {
+  private readonly executeForwarded: ForwardExecutor = (args, protocol, relay, done) => {
     const spec = this.commands.get((args[0] as Buffer).toString('latin1').toLowerCase());
     if (spec?.data === undefined) {
       done({ bytes: encodeReply(R.error(ERR.crossSlot), protocol) });
@@ -262,14 +337,37 @@ export class ClusterRouter {
     const local = this.contexts.get(target.groupId);
     const leader = this.engine.leaderOf(target.groupId);
     if (local === undefined || leader !== this.engine.myId) {
+      if (relay && leader !== null && leader !== this.engine.myId && this.engine.reachable(leader)) return this.relay(spec, args, protocol, target.groupId, leader, done);
       done({ leader });
       return;
     }
     spec.data(local, args, (reply) =>
       // Not applied because leadership moved meanwhile: the origin sends it on.
-      done(isNotLeader(reply) ? { leader: this.engine.leaderOf(target.groupId) } : { bytes: encodeReply(reply, protocol) }),
+      done(this.refusedForLostLeadership(reply) ? { leader: this.engine.leaderOf(target.groupId) } : { bytes: encodeReply(reply, protocol) }),
     );
   };
+
+  /** The group refused the command because this node no longer leads it (certainly not applied): it is routed again. */
+  protected refusedForLostLeadership(reply: Reply): boolean {
+    return reply.kind === 'error' && reply.value === ERR.notLeader;
+  }
+
+  /** Passes a command from a node cut off from `leader` on to it (one hop: the leader never relays again) and relays the outcome back. */
+  private relay(spec: CommandSpec, args: Buffer[], protocol: Protocol, groupId: number, leader: NodeId, done: Parameters<ForwardExecutor>[3]): void {
+    const isWrite = spec.flags.includes('write');
+    const deadlineMs = this.engine.runtime.now() + this.engine.config.requestTimeoutMs; // the origin holds the command to its own deadline
+    this.engine.forward(leader, groupId, args, protocol, deadlineMs, (outcome) => {
+      switch (outcome.kind) {
+        case 'reply':
+          return done({ bytes: encodeReply(outcome.reply, protocol) });
+        case 'notHere':
+        case 'notSent':
+          return done({ leader: this.engine.leaderOf(groupId) }); // not run: the origin routes it again
+        case 'timeout':
+          return done({ bytes: encodeReply(R.error(isWrite ? ERR.outcomeUnknown : ERR.readTimeout), protocol) });
+      }
+    });
+  }
 
   /** DBSIZE, KEYS, SCAN, FLUSHALL, FLUSHDB over the groups this node leads, replies merged. */
   private nodeWide(spec: CommandSpec, args: readonly Buffer[], respond: (reply: Reply) => void): void {
@@ -317,10 +415,6 @@ export class ClusterRouter {
   }
 }
 
-/** The group refused the command because this node no longer leads it (certainly not applied). */
-function isNotLeader(reply: Reply): boolean {
-  return reply.kind === 'error' && reply.value === ERR.notLeader;
-}
 
 function mergeNodeWide(name: string, replies: readonly Reply[]): Reply {
   const failed = replies.find((r) => r.kind === 'error');

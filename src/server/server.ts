@@ -174,6 +174,7 @@ export class OrdoServer implements ConnectionHost {
       windows,
       windowStats: router === null ? () => windows.stats : () => router.windowStats(),
       startedAtMs: Date.now(),
+      wallClockMs: () => Date.now(),
       version: VERSION,
       runId: randomBytes(20).toString('hex'),
       stats: this.stats,

@@ -124,7 +124,7 @@ function seqNext(ctx: ServerContext, args: readonly Buffer[], respond: Respond):
   const key = keyOf(args[1] as Buffer);
   const reply = (first: bigint, last: bigint): Reply => (range ? R.array([R.int(first), R.int(last)]) : R.int(last));
   const viaLog = (): void =>
-    propose(ctx, { type: 'seqnext', key, count, range, token, nowMs: Date.now(), policy: tokenPolicy(ctx) }, respond);
+    propose(ctx, { type: 'seqnext', key, count, range, token, nowMs: ctx.wallClockMs(), policy: tokenPolicy(ctx) }, respond);
   allocateFromWindow(
     ctx,
     key,
@@ -137,7 +137,7 @@ function seqNext(ctx: ServerContext, args: readonly Buffer[], respond: Respond):
         type: 'token',
         key,
         token,
-        record: { first: a.first, last: a.last, count, range, atMs: Date.now() },
+        record: { first: a.first, last: a.last, count, range, atMs: ctx.wallClockMs() },
         policy: tokenPolicy(ctx),
       }, respond);
     },
