@@ -8,6 +8,7 @@ COPY test ./test
 COPY bench ./bench
 COPY sim ./sim
 COPY chaos ./chaos
+COPY testkit ./testkit
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 
 FROM node:20-bookworm-slim

@@ -21,16 +21,9 @@
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  ClusterNode,
-  freeClusterPorts,
-  keyInSlots,
-  killAllNodesNow,
-  LocalCluster,
-  RespClient,
-  RespErrorReply,
-  RespNoReply,
-} from './cluster-launcher.js';
+import { freeClusterPorts, keyInSlots, LocalCluster, waitForCatchUp, waitForStableLeaders, type ClusterNode } from '../testkit/cluster.js';
+import { ALL_CHILDREN } from '../testkit/processes.js';
+import { RespClient, RespErrorReply, RespNoReply } from '../testkit/resp.js';
 import {
   BenchServer,
   BenchSetupError,
@@ -100,7 +93,7 @@ const liveClusterDirs = new Set<string>();
 
 /** Kills every node and removes the clusters' data directories, synchronously (on a signal or exit). */
 export function removeBenchClustersNow(): void {
-  killAllNodesNow();
+  ALL_CHILDREN.killNow();
   for (const dir of liveClusterDirs) rmSync(dir, { recursive: true, force: true });
   liveClusterDirs.clear();
 }
@@ -135,7 +128,7 @@ export async function startBenchCluster(parentDir: string, groups?: number): Pro
     liveClusterDirs.delete(dir);
   };
   try {
-    await cluster.waitForStableLeaders();
+    await waitForStableLeaders(cluster);
   } catch (e) {
     const outputs = cluster.nodes.map((n) => `node ${n.port}:\n${n.output().trim()}`).join('\n');
     await stop();
@@ -157,7 +150,8 @@ export function plannedClusterCommandLines(groups?: number): string[] {
   const names = Array.from({ length: CLUSTER_NODE_COUNT }, (_, i) => i + 1);
   const list = names.map((i) => `127.0.0.1:P${i}@B${i}`).join(',');
   return names.map(
-    (i) => `node dist/src/cli.js --host 127.0.0.1 --port P${i} --data DIR/P${i} --cluster ${list}${groups === undefined ? '' : ` --groups ${groups}`} --fsync always`,
+    (i) =>
+      `node dist/src/cli.js --host 127.0.0.1 --port P${i} --data DIR/P${i} --cluster ${list}${groups === undefined ? '' : ` --groups ${groups}`} --fsync always`,
   );
 }
 
@@ -204,7 +198,11 @@ export interface ClusterThroughputReport {
 function combineConcurrent(outcomes: readonly RunOutcome[], requestsEach: readonly number[]): { outcome: RunOutcome; sumOfRates: number | null } {
   const ok: Measurement[] = [];
   for (const o of outcomes) {
-    if (o.kind !== 'ok') return { outcome: { kind: 'overrun', wallSeconds: Math.max(...outcomes.map((x) => (x.kind === 'ok' ? x.measurement.wallSeconds : x.wallSeconds))) }, sumOfRates: null };
+    if (o.kind !== 'ok')
+      return {
+        outcome: { kind: 'overrun', wallSeconds: Math.max(...outcomes.map((x) => (x.kind === 'ok' ? x.measurement.wallSeconds : x.wallSeconds))) },
+        sumOfRates: null,
+      };
     ok.push(o.measurement);
   }
   const total = requestsEach.reduce((a, b) => a + b, 0);
@@ -268,9 +266,11 @@ export async function runClusterThroughput(options: ClusterBenchOptions): Promis
     for (const line of commandLines) log(`started ${line}`);
     const first = cluster.nodes[0];
     if (first === undefined) throw new Error('no node');
-    const { state, balanced } = await cluster.waitForStableLeaders();
+    const { state, balanced } = await waitForStableLeaders(cluster);
     if (!balanced) log('the leaders did not spread evenly over the nodes; measuring anyway');
-    const layout = state.groups.map((g) => `group ${g.group}, slots ${g.start}-${g.end}: leader on node ${g.leader.port}${g.leader === first ? ' (the one-node setup\'s node)' : ''}`);
+    const layout = state.groups.map(
+      (g) => `group ${g.group}, slots ${g.start}-${g.end}: leader on node ${g.leader.port}${g.leader === first ? " (the one-node setup's node)" : ''}`,
+    );
 
     const ports = cluster.nodes.map((n) => n.port);
     const runSetup = async (setup: Setup, depth: number, n: number): Promise<RunOutcome> => {
@@ -290,7 +290,9 @@ export async function runClusterThroughput(options: ClusterBenchOptions): Promis
       const { outcome, sumOfRates } = combineConcurrent(outcomes, each);
       if (sumOfRates !== null) {
         const rates = outcomes.map((o) => (o.kind === 'ok' ? formatRate(o.measurement.requestsPerSec) : 'overrun'));
-        log(`  spread: per node ${rates.join(' + ')} = ${formatRate(sumOfRates)} req/s summed; all requests / longest run = ${outcome.kind === 'ok' ? formatRate(outcome.measurement.requestsPerSec) : '?'}`);
+        log(
+          `  spread: per node ${rates.join(' + ')} = ${formatRate(sumOfRates)} req/s summed; all requests / longest run = ${outcome.kind === 'ok' ? formatRate(outcome.measurement.requestsPerSec) : '?'}`,
+        );
       }
       return outcome;
     };
@@ -355,10 +357,11 @@ export async function runClusterThroughput(options: ClusterBenchOptions): Promis
     else checks.push(`ordo cluster: ${sum} = ${expected} INCRs acknowledged by the one-node and spread runs, ok`);
 
     const ordered: SetupResult[] = [];
-    for (const depth of PIPELINE_DEPTHS) for (const setup of setups) {
-      const r = results.get(`${setup}/${depth}`);
-      if (r !== undefined) ordered.push(r);
-    }
+    for (const depth of PIPELINE_DEPTHS)
+      for (const setup of setups) {
+        const r = results.get(`${setup}/${depth}`);
+        if (r !== undefined) ordered.push(r);
+      }
     return { requests, rounds, runTimeoutMs, results: ordered, commandLines, layout, skipped, checks };
   } finally {
     await Promise.all([redis?.stop(), bench?.stop()]);
@@ -540,10 +543,7 @@ async function timeFailover(leader: ClusterNode, via: ClusterNode, key: string):
   }
   const killedAt = performance.now();
   leader.signal('SIGKILL');
-  const [retryingClientMs, resumeMs] = await Promise.all([
-    retryingClient(client, via.port, key, killedAt, errors),
-    writesResume(via.port, key, killedAt),
-  ]);
+  const [retryingClientMs, resumeMs] = await Promise.all([retryingClient(client, via.port, key, killedAt, errors), writesResume(via.port, key, killedAt)]);
   await leader.exited;
   return { resumeMs, retryingClientMs, errors };
 }
@@ -562,7 +562,7 @@ export async function runFailoverBench(options: FailoverOptions): Promise<Failov
     const msText = (ms: number | null): string => (ms === null ? `more than ${FAILOVER_BOUND_MS} ms` : `${ms.toFixed(0)} ms`);
     for (let i = 0; i < kills; i++) {
       // Leader balancing moves leaders back to a restarted node: kill only once it is done.
-      const { state } = await cluster.waitForStableLeaders();
+      const { state } = await waitForStableLeaders(cluster);
       const g = state.groups.find((x) => x.group === group);
       if (g === undefined) throw new BenchSetupError(`no group ${group}`);
       slots = `${g.start}-${g.end}`;
@@ -579,7 +579,7 @@ export async function runFailoverBench(options: FailoverOptions): Promise<Failov
       );
       await g.leader.restart();
       await cluster.waitForLeaders();
-      await cluster.waitForCatchUp(g.leader);
+      await waitForCatchUp(cluster, g.leader);
     }
     return { group, slots, samples, commandLines };
   } finally {
@@ -623,7 +623,8 @@ export function formatFailover(report: FailoverReport): string {
   ];
   const errors = new Map<string, number>();
   for (const s of report.samples) for (const [k, v] of s.errors) errors.set(k, (errors.get(k) ?? 0) + v);
-  if (errors.size > 0) lines.push(`replies the retrying client got before its first success, all kills: ${[...errors].map(([k, v]) => `${v} x ${k}`).join(', ')}`);
+  if (errors.size > 0)
+    lines.push(`replies the retrying client got before its first success, all kills: ${[...errors].map(([k, v]) => `${v} x ${k}`).join(', ')}`);
   return lines.join('\n');
 }
 
@@ -632,7 +633,10 @@ export function plannedClusterBenchLines(requests: number, groups?: number): str
   return [
     ...plannedClusterCommandLines(groups).map((l) => `ordo node:  ${l}`),
     `one node, measured -P D:  ${commandLine('redis-benchmark', benchmarkArgs('P1', 1, requests)).replace('-P 1', '-P D')}`,
-    ...PIPELINE_DEPTHS.map((d) => `spread -P ${d}, at once on P1, P2, P3:  ${commandLine('redis-benchmark', benchmarkArgs('Pi', d, split(requests, CLUSTER_NODE_COUNT, d)[0] ?? 0, SPREAD_CLIENTS))}`),
+    ...PIPELINE_DEPTHS.map(
+      (d) =>
+        `spread -P ${d}, at once on P1, P2, P3:  ${commandLine('redis-benchmark', benchmarkArgs('Pi', d, split(requests, CLUSTER_NODE_COUNT, d)[0] ?? 0, SPREAD_CLIENTS))}`,
+    ),
     `--cluster:  ${commandLine('redis-benchmark', benchmarkArgs('P1', 1, requests, CLIENT_COUNT, ['--cluster'])).replace('-P 1', '-P D')}`,
   ];
 }

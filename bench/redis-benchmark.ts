@@ -17,9 +17,9 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { ChildGroup, CLI_PATH, freePort, waitForPort } from '../test/helpers/processes.js';
+import { ALL_CHILDREN, Child, CLI_PATH, describeExit, freePort, shellLine, waitForPort } from '../testkit/processes.js';
+import { RespClient } from '../testkit/resp.js';
 
 /** Parallel connections redis-benchmark opens (-c). */
 export const CLIENT_COUNT = 50;
@@ -41,7 +41,7 @@ const WARMUP_FRACTION = 0.05;
 const WARMUP_REQUESTS_MIN = 2_000;
 /** Bound on the consistency check (one MGET of every key). */
 const CHECK_TIMEOUT_MS = 10_000;
-/** Server output kept for error messages. */
+/** redis-benchmark's stderr kept for error messages. */
 const OUTPUT_KEPT_BYTES = 16 * 1024;
 
 /** Something the benchmark needs could not run; the message says what. */
@@ -74,10 +74,7 @@ export const SERVER_SPECS: readonly ServerSpec[] = [
     durability: 'durable',
     label: 'redis-server AOF, appendfsync always',
     command: 'redis-server',
-    args: (port, dir) => [
-      '--bind', '127.0.0.1', '--port', port, '--dir', dir,
-      '--save', '', '--appendonly', 'yes', '--appendfsync', 'always',
-    ],
+    args: (port, dir) => ['--bind', '127.0.0.1', '--port', port, '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'],
   },
   {
     product: 'ordo',
@@ -96,15 +93,15 @@ export const SERVER_SPECS: readonly ServerSpec[] = [
 ];
 
 // ---------------------------------------------------------------------------
-// Child processes and temporary directories, cleaned up even on a crash.
+// Servers and temporary directories, cleaned up even on a crash (the testkit
+// kills every child process when this one exits; the directories go here).
 
-const liveChildren = new ChildGroup();
 const liveDirs = new Set<string>();
 let exitHookInstalled = false;
 
-/** Kills every process this module started and removes its directories, synchronously. */
+/** Kills every process this benchmark started and removes its directories, synchronously. */
 export function killEverythingNow(): void {
-  liveChildren.killNow();
+  ALL_CHILDREN.killNow();
   for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
   liveDirs.clear();
 }
@@ -115,66 +112,44 @@ function installExitHook(): void {
   process.once('exit', killEverythingNow);
 }
 
-function shellQuote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
-}
-
-export function commandLine(command: string, args: readonly string[]): string {
-  return [command, ...args].map(shellQuote).join(' ');
-}
-
-function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  return code !== null ? `exit code ${code}` : `signal ${signal ?? 'unknown'}`;
-}
+export const commandLine = shellLine;
 
 function lastBytes(text: string, bytes: number): string {
   return text.length <= bytes ? text : `...${text.slice(text.length - bytes)}`;
 }
 
 export class BenchServer {
-  private outputText = '';
-  private exitText: string | null = null;
-  private readonly exitedPromise: Promise<string>;
-
   private constructor(
     readonly spec: ServerSpec,
     readonly port: number,
     readonly dataDir: string,
-    readonly commandText: string,
-    readonly proc: ChildProcess,
-  ) {
-    const keep = (d: Buffer): void => {
-      this.outputText = lastBytes(this.outputText + d.toString(), OUTPUT_KEPT_BYTES);
-    };
-    proc.stdout?.on('data', keep);
-    proc.stderr?.on('data', keep);
-    this.exitedPromise = new Promise((resolve) => {
-      proc.once('error', (e) => {
-        this.exitText ??= `could not be started: ${e.message}`;
-        resolve(this.exitText);
-      });
-      proc.once('exit', (code, signal) => {
-        this.exitText ??= describeExit(code, signal);
-        resolve(this.exitText);
-      });
-    });
-  }
+    private readonly child: Child,
+  ) {}
 
   get label(): string {
     return this.spec.label;
   }
 
+  get proc(): ChildProcess {
+    return this.child.proc;
+  }
+
+  get commandText(): string {
+    return this.child.commandLine;
+  }
+
   /** Null while running; how it ended otherwise. */
   get exitDescription(): string | null {
-    return this.exitText;
+    const exit = this.child.exit;
+    return exit === null ? null : describeExit(exit);
   }
 
   get exited(): Promise<string> {
-    return this.exitedPromise;
+    return this.child.exited.then(describeExit);
   }
 
   output(): string {
-    return this.outputText;
+    return this.child.output();
   }
 
   /** This server as a redis-benchmark target. */
@@ -182,7 +157,10 @@ export class BenchServer {
     return {
       label: this.label,
       processes: [this.proc],
-      deadServer: () => (this.exitText === null ? null : `${this.label} exited (${this.exitText}): ${this.output().trim()}`),
+      deadServer: () => {
+        const how = this.exitDescription;
+        return how === null ? null : `${this.label} exited (${how}): ${this.output().trim()}`;
+      },
     };
   }
 
@@ -198,9 +176,10 @@ export class BenchServer {
     liveDirs.add(dataDir);
     const server = BenchServer.spawnOn(spec, port, dataDir);
     try {
-      await waitForPort(port, SERVER_START_TIMEOUT_MS, () =>
-        server.exitText === null ? null : `${spec.label} ${server.exitText}: ${server.output().trim()}`,
-      );
+      await waitForPort(port, SERVER_START_TIMEOUT_MS, () => {
+        const how = server.exitDescription;
+        return how === null ? null : `${spec.label} ${how}: ${server.output().trim()}`;
+      });
     } catch (e) {
       await server.stop();
       throw new BenchSetupError(`${spec.label} did not start (${server.commandText}): ${(e as Error).message}`);
@@ -209,10 +188,7 @@ export class BenchServer {
   }
 
   private static spawnOn(spec: ServerSpec, port: number, dataDir: string): BenchServer {
-    const args = spec.args(String(port), dataDir);
-    const proc = spawn(spec.command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    liveChildren.add(proc);
-    return new BenchServer(spec, port, dataDir, commandLine(spec.command, args), proc);
+    return new BenchServer(spec, port, dataDir, new Child(spec.command, spec.args(String(port), dataDir)));
   }
 
   /**
@@ -222,7 +198,7 @@ export class BenchServer {
    * the returned server: stop that one, not this.
    */
   relaunch(): BenchServer {
-    assert(this.exitText !== null, `${this.label} is still running; halt it before relaunching`);
+    assert(this.exitDescription !== null, `${this.label} is still running; halt it before relaunching`);
     return BenchServer.spawnOn(this.spec, this.port, this.dataDir);
   }
 
@@ -231,13 +207,7 @@ export class BenchServer {
    * exited after `graceMs`. Keeps the data directory.
    */
   async halt(signal: 'SIGTERM' | 'SIGKILL', graceMs = SERVER_STOP_GRACE_MS): Promise<string> {
-    if (this.exitText === null) {
-      this.proc.kill(signal);
-      const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
-      await this.exitedPromise;
-      clearTimeout(timer);
-    }
-    return this.exitedPromise;
+    return describeExit(await this.child.stop(graceMs, signal));
   }
 
   /** SIGTERM, SIGKILL after a grace period; removes the data directory. */
@@ -254,9 +224,22 @@ export class BenchServer {
 /** `extra` goes before --csv (`--cluster`, say); `clients` is -c. */
 export function benchmarkArgs(port: string, depth: number, requests: number, clients = CLIENT_COUNT, extra: readonly string[] = []): string[] {
   return [
-    '-h', '127.0.0.1', '-p', port,
-    '-t', 'incr', '-c', String(clients), '-n', String(requests), '-r', String(KEYSPACE_SIZE),
-    '-P', String(depth), ...extra, '--csv',
+    '-h',
+    '127.0.0.1',
+    '-p',
+    port,
+    '-t',
+    'incr',
+    '-c',
+    String(clients),
+    '-n',
+    String(requests),
+    '-r',
+    String(KEYSPACE_SIZE),
+    '-P',
+    String(depth),
+    ...extra,
+    '--csv',
   ];
 }
 
@@ -267,9 +250,7 @@ export interface Measurement {
   readonly wallSeconds: number;
 }
 
-export type RunOutcome =
-  | { readonly kind: 'ok'; readonly measurement: Measurement }
-  | { readonly kind: 'overrun'; readonly wallSeconds: number };
+export type RunOutcome = { readonly kind: 'ok'; readonly measurement: Measurement } | { readonly kind: 'overrun'; readonly wallSeconds: number };
 
 function parseCsvLine(line: string): string[] {
   return line.split(',').map((cell) => cell.trim().replace(/^"(.*)"$/, '$1'));
@@ -281,7 +262,10 @@ export function parseBenchmarkCsv(stdout: string): Map<string, string> | null {
   const headerAt = lines.findIndex((l) => parseCsvLine(l)[0] === 'test');
   if (headerAt < 0) return null;
   const header = parseCsvLine(lines[headerAt] ?? '');
-  const row = lines.slice(headerAt + 1).map(parseCsvLine).find((cells) => cells[0] === 'INCR');
+  const row = lines
+    .slice(headerAt + 1)
+    .map(parseCsvLine)
+    .find((cells) => cells[0] === 'INCR');
   if (row === undefined) return null;
   const byName = new Map<string, string>();
   header.forEach((name, i) => {
@@ -330,7 +314,7 @@ export function runBenchmark(target: BenchmarkTarget, args: readonly string[], w
     }
     const started = performance.now();
     const child = spawn('redis-benchmark', [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    liveChildren.add(child);
+    ALL_CHILDREN.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -369,9 +353,7 @@ export function runBenchmark(target: BenchmarkTarget, args: readonly string[], w
       }
       // redis-benchmark counts error replies as requests: a server answering
       // errors must not look fast.
-      const errorLine = (stderr + '\n' + stdout)
-        .split(/\r?\n/)
-        .find((l) => /error/i.test(l) && !/Could not fetch server CONFIG/i.test(l));
+      const errorLine = (stderr + '\n' + stdout).split(/\r?\n/).find((l) => /error/i.test(l) && !/Could not fetch server CONFIG/i.test(l));
       if (errorLine !== undefined) {
         reject(new BenchSetupError(`${what}: ${errorLine.trim()}`));
         return;
@@ -379,7 +361,7 @@ export function runBenchmark(target: BenchmarkTarget, args: readonly string[], w
       const row = parseBenchmarkCsv(stdout);
       const rps = numberOrNull(row?.get('rps'));
       if (code !== 0 || row === null || rps === null) {
-        reject(new BenchSetupError(`${what} gave no result (${describeExit(code, signal)}): ${(stderr + stdout).trim()}`));
+        reject(new BenchSetupError(`${what} gave no result (${describeExit({ code, signal, error: null })}): ${(stderr + stdout).trim()}`));
         return;
       }
       resolve({
@@ -402,69 +384,24 @@ export function counterKey(index: number): string {
   return `counter:${String(index).padStart(12, '0')}`;
 }
 
-/** Parses one MGET reply of bulk strings and nils; null until it is complete. */
-function parseMgetReply(data: Buffer): (string | null)[] | Error | null {
-  const text = data.toString('latin1');
-  if (text.startsWith('-')) {
-    const end = text.indexOf('\r\n');
-    return end < 0 ? null : new Error(text.slice(1, end));
-  }
-  let pos = text.indexOf('\r\n');
-  if (pos < 0) return null;
-  if (!text.startsWith('*')) return new Error(`unexpected reply ${JSON.stringify(text.slice(0, 40))}`);
-  const count = Number(text.slice(1, pos));
-  pos += 2;
-  const values: (string | null)[] = [];
-  for (let i = 0; i < count; i++) {
-    const lineEnd = text.indexOf('\r\n', pos);
-    if (lineEnd < 0) return null;
-    if (text[pos] !== '$') return new Error(`unexpected element ${JSON.stringify(text.slice(pos, pos + 40))}`);
-    const length = Number(text.slice(pos + 1, lineEnd));
-    pos = lineEnd + 2;
-    if (length < 0) {
-      values.push(null);
-      continue;
-    }
-    if (text.length < pos + length + 2) return null;
-    values.push(text.slice(pos, pos + length));
-    pos += length + 2;
-  }
-  return values;
-}
-
 /** Sum of every counter the benchmark touched, read with one MGET. */
 export async function sumCounters(port: number): Promise<bigint> {
   const keys = Array.from({ length: KEYSPACE_SIZE }, (_, i) => counterKey(i));
-  const parts = [`*${keys.length + 1}\r\n$4\r\nMGET\r\n`, ...keys.map((k) => `$${k.length}\r\n${k}\r\n`)];
-  const request = Buffer.from(parts.join(''), 'latin1');
-  return new Promise<bigint>((resolve, reject) => {
-    const socket = new Socket();
-    let received = Buffer.alloc(0);
-    const fail = (why: string): void => {
-      socket.destroy();
-      reject(new BenchSetupError(`counter check on port ${port}: ${why}`));
-    };
-    const timer = setTimeout(() => fail(`no complete reply after ${CHECK_TIMEOUT_MS} ms`), CHECK_TIMEOUT_MS);
-    socket.once('error', (e) => {
-      clearTimeout(timer);
-      fail(e.message);
-    });
-    socket.on('data', (d: Buffer) => {
-      received = Buffer.concat([received, d]);
-      const reply = parseMgetReply(received);
-      if (reply === null) return;
-      clearTimeout(timer);
-      socket.destroy();
-      if (reply instanceof Error) {
-        reject(new BenchSetupError(`counter check on port ${port}: MGET answered ${reply.message}`));
-        return;
-      }
-      let sum = 0n;
-      for (const value of reply) if (value !== null) sum += BigInt(value);
-      resolve(sum);
-    });
-    socket.connect(port, '127.0.0.1', () => socket.write(request));
-  });
+  let reply;
+  try {
+    const client = await RespClient.connect(port, CHECK_TIMEOUT_MS);
+    try {
+      reply = await client.call(['MGET', ...keys], CHECK_TIMEOUT_MS);
+    } finally {
+      client.close();
+    }
+  } catch (e) {
+    throw new BenchSetupError(`counter check on port ${port}: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(reply)) throw new BenchSetupError(`counter check on port ${port}: MGET answered ${JSON.stringify(reply)}`);
+  let sum = 0n;
+  for (const value of reply) if (typeof value === 'string') sum += BigInt(value);
+  return sum;
 }
 
 // ---------------------------------------------------------------------------
@@ -523,10 +460,12 @@ interface Summary {
 export function summarize(result: TargetResult): Summary {
   const ok = result.outcomes.flatMap((o) => (o.kind === 'ok' ? [o.measurement] : []));
   const pick = (f: (m: Measurement) => number | null): number | null =>
-    median(ok.flatMap((m) => {
-      const v = f(m);
-      return v === null ? [] : [v];
-    }));
+    median(
+      ok.flatMap((m) => {
+        const v = f(m);
+        return v === null ? [] : [v];
+      }),
+    );
   return {
     requestsPerSec: pick((m) => m.requestsPerSec),
     p50Ms: pick((m) => m.p50Ms),
@@ -564,15 +503,18 @@ function pairingName(durability: Durability): string {
 export function formatReport(report: RedisBenchmarkReport): string {
   const header = ['pairing', '-P', 'ordo req/s', 'ordo p50 ms', 'ordo p99 ms', 'redis req/s', 'redis p50 ms', 'redis p99 ms', 'ordo/redis', 'target'];
   const overrunText = `over ${Math.round(report.runTimeoutMs / 1000)} s`;
-  const rateCell = (s: Summary): string =>
-    s.requestsPerSec !== null ? formatRate(s.requestsPerSec) : s.overruns > 0 ? overrunText : 'n/a';
+  const rateCell = (s: Summary): string => (s.requestsPerSec !== null ? formatRate(s.requestsPerSec) : s.overruns > 0 ? overrunText : 'n/a');
   const msCell = (v: number | null): string => (v === null ? '-' : v.toFixed(3));
   const rows = report.rows.map((row) => {
     const o = summarize(row.ordo);
     const r = summarize(row.redis);
     const ratio = o.requestsPerSec !== null && r.requestsPerSec !== null ? o.requestsPerSec / r.requestsPerSec : null;
     const target =
-      row.durability === 'durable' && ratio !== null ? (ratio >= DURABLE_RATIO_TARGET ? `>= ${DURABLE_RATIO_TARGET} met` : `< ${DURABLE_RATIO_TARGET} MISSED`) : '';
+      row.durability === 'durable' && ratio !== null
+        ? ratio >= DURABLE_RATIO_TARGET
+          ? `>= ${DURABLE_RATIO_TARGET} met`
+          : `< ${DURABLE_RATIO_TARGET} MISSED`
+        : '';
     const pairing = `${pairingName(row.durability)} (${row.durability === 'durable' ? 'fsync always' : 'no fsync'})`;
     return [
       pairing,
@@ -604,8 +546,7 @@ export function formatReport(report: RedisBenchmarkReport): string {
     for (const row of report.rows) {
       const cells = row.ordo.outcomes.map((o, i) => {
         const r = row.redis.outcomes[i];
-        const text = (x: RunOutcome | undefined): string =>
-          x === undefined ? '?' : x.kind === 'ok' ? formatRate(x.measurement.requestsPerSec) : overrunText;
+        const text = (x: RunOutcome | undefined): string => (x === undefined ? '?' : x.kind === 'ok' ? formatRate(x.measurement.requestsPerSec) : overrunText);
         const ratio = o.kind === 'ok' && r?.kind === 'ok' ? (o.measurement.requestsPerSec / r.measurement.requestsPerSec).toFixed(2) : 'n/a';
         return `${text(o)} / ${text(r)} = ${ratio}`;
       });

@@ -7,8 +7,7 @@
 
 import { pathToFileURL } from 'node:url';
 import { RequestDecoder } from '../src/resp/decoder.js';
-import { RedisParser } from '../test/helpers/resp.js';
-
+import { RedisParser } from '../testkit/resp.js';
 
 const INCR_FRAME = Buffer.from('*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n', 'latin1');
 
@@ -105,8 +104,7 @@ function formatTable(rows: readonly RespBenchRow[]): string {
     `${r.speedup.toFixed(2)}x`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)));
-  const fmt = (cells: readonly string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  const fmt = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   return [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...lines.map(fmt)].join('\n');
 }
 
@@ -123,12 +121,7 @@ export interface RespBenchOptions {
 export async function runRespBench(options: RespBenchOptions = {}): Promise<RespBenchRow[]> {
   const total = options.framesPerRound ?? 200_000;
   const rounds = options.rounds ?? 7;
-  const scenarios = [
-    wholeFrameChunks(1, total),
-    wholeFrameChunks(16, total),
-    wholeFrameChunks(1000, total),
-    cutChunks(64 * 1024, total),
-  ];
+  const scenarios = [wholeFrameChunks(1, total), wholeFrameChunks(16, total), wholeFrameChunks(1000, total), cutChunks(64 * 1024, total)];
   const rows: RespBenchRow[] = [];
   for (const scenario of scenarios) {
     const ordo = measure(runOrdo, scenario, rounds);

@@ -163,10 +163,7 @@ function printHeader(options: BenchOptions, requests: number): void {
     );
   }
   if (runs('redis-benchmark')) {
-    lines.push(
-      'command lines (PORT: a free loopback port, DIR: a fresh temporary directory):',
-      ...plannedCommandLines(requests).map((l) => `  ${l}`),
-    );
+    lines.push('command lines (PORT: a free loopback port, DIR: a fresh temporary directory):', ...plannedCommandLines(requests).map((l) => `  ${l}`));
   }
   if (runs('cluster') || runs('failover')) {
     lines.push(

@@ -16,10 +16,10 @@
 //
 // Run: node dist/bench/sequences.js
 
-import { spawn } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { pathToFileURL } from 'node:url';
-import { RawClient, removeDir, startOrdo, startRedis, type RunningProcess } from '../test/helpers/processes.js';
+import { removeDir, runProgram, startOrdo, startRedis, type RunningProcess } from '../testkit/processes.js';
+import { plainReply, request, RespClient } from '../testkit/resp.js';
 import { warmupRequestsFor } from './redis-benchmark.js';
 
 /** Parallel connections (-c). */
@@ -74,46 +74,61 @@ export interface SequenceBenchResult {
 }
 
 /** Runs redis-benchmark with `args`; parses the last "N requests per second". */
-export function runRedisBenchmark(args: readonly string[], timeoutMs = RUN_TIMEOUT_MS): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const started = process.hrtime.bigint();
-    const proc = spawn('redis-benchmark', [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    let overrun = false;
-    const timer = setTimeout(() => {
-      overrun = true;
-      proc.kill('SIGKILL');
-    }, timeoutMs);
-    const finish = (problem: string | null): void => {
-      clearTimeout(timer);
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const matches = [...out.matchAll(/([\d.]+) requests per second/g)];
-      const last = matches[matches.length - 1]?.[1];
-      const rate = last === undefined ? null : Number(last);
-      const why = problem ?? (rate === null ? `no result in its output: ${out.slice(-300).trim()}` : null);
-      resolve({ requestsPerSec: problem === null ? rate : null, problem: why, seconds });
-    };
-    proc.once('error', (e) => finish(`could not start redis-benchmark: ${e.message}`));
-    proc.once('exit', (code, signal) => {
-      if (overrun) finish(`overrun: killed after ${timeoutMs / 1000} s`);
-      else if (code !== 0) finish(`redis-benchmark exited with ${code ?? signal ?? 'unknown'}: ${out.slice(-300).trim()}`);
-      else if (/error/i.test(out)) finish(`errors from the server: ${(/.*error.*/i.exec(out)?.[0] ?? '').trim()}`);
-      else finish(null);
-    });
-  });
+export async function runRedisBenchmark(args: readonly string[], timeoutMs = RUN_TIMEOUT_MS): Promise<RunResult> {
+  let run;
+  try {
+    run = await runProgram('redis-benchmark', args, { timeoutMs });
+  } catch (e) {
+    return { requestsPerSec: null, problem: `could not start redis-benchmark: ${(e as Error).message}`, seconds: 0 };
+  }
+  const out = run.stdout + run.stderr;
+  const matches = [...out.matchAll(/([\d.]+) requests per second/g)];
+  const last = matches[matches.length - 1]?.[1];
+  const rate = last === undefined ? null : Number(last);
+  let problem: string | null = null;
+  if (run.timedOut) problem = `overrun: killed after ${timeoutMs / 1000} s`;
+  else if (run.code !== 0) problem = `redis-benchmark exited with ${run.code ?? run.signal ?? 'unknown'}: ${out.slice(-300).trim()}`;
+  else if (/error/i.test(out)) problem = `errors from the server: ${(/.*error.*/i.exec(out)?.[0] ?? '').trim()}`;
+  else if (rate === null) problem = `no result in its output: ${out.slice(-300).trim()}`;
+  return { requestsPerSec: problem === null ? rate : null, problem, seconds: run.seconds };
 }
 
 const incrArgs = (port: number, pipeline: number, requests = INCR_REQUESTS): string[] => [
-  '-h', '127.0.0.1', '-p', String(port), '-q', '-t', 'incr',
-  '-c', String(CLIENT_COUNT), '-n', String(requests), '-r', String(KEYSPACE_SIZE), '-P', String(pipeline),
+  '-h',
+  '127.0.0.1',
+  '-p',
+  String(port),
+  '-q',
+  '-t',
+  'incr',
+  '-c',
+  String(CLIENT_COUNT),
+  '-n',
+  String(requests),
+  '-r',
+  String(KEYSPACE_SIZE),
+  '-P',
+  String(pipeline),
 ];
 
 const seqnextArgs = (port: number, prefix: string, requests = SEQNEXT_REQUESTS): string[] => [
-  '-h', '127.0.0.1', '-p', String(port), '-q',
-  '-c', String(CLIENT_COUNT), '-n', String(requests), '-P', String(SEQNEXT_PIPELINE), '-r', String(KEYSPACE_SIZE),
-  'SEQNEXT', `${prefix}__rand_int__`, 'COUNT', String(SEQNEXT_COUNT),
+  '-h',
+  '127.0.0.1',
+  '-p',
+  String(port),
+  '-q',
+  '-c',
+  String(CLIENT_COUNT),
+  '-n',
+  String(requests),
+  '-P',
+  String(SEQNEXT_PIPELINE),
+  '-r',
+  String(KEYSPACE_SIZE),
+  'SEQNEXT',
+  `${prefix}__rand_int__`,
+  'COUNT',
+  String(SEQNEXT_COUNT),
 ];
 
 /** Unreported runs before measuring, as in the other benchmarks: JIT, first windows of the keys. */
@@ -123,18 +138,12 @@ const SEQNEXT_WARMUP_REQUESTS = warmupRequestsFor(SEQNEXT_REQUESTS);
 /** The key redis-benchmark makes of `prefix__rand_int__` for random number i (12 digits, zero padded). */
 const benchKey = (prefix: string, i: number): string => `${prefix}${String(i).padStart(12, '0')}`;
 
-const frame = (args: readonly string[]): string =>
-  `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
-
-/** Sends every command on one connection, pipelined; returns the replies' first lines. */
+/** Sends every command on one connection, pipelined; returns the replies' first lines (`+OK`, `-ERR ...`, `:5`). */
 async function sendAll(port: number, commands: readonly (readonly string[])[]): Promise<string[]> {
-  const c = await RawClient.connect(port);
+  const c = await RespClient.connect(port, 30_000);
   try {
-    c.send(commands.map(frame).join(''));
-    const countLines = (b: Buffer): number => b.toString('latin1').split('\r\n').length - 1;
-    // Every reply sent here is one line (+OK, -ERR, :n).
-    const bytes = await c.until((b) => countLines(b) >= commands.length, 30_000);
-    return bytes.toString('latin1').split('\r\n').slice(0, commands.length);
+    const replies = await Promise.all(commands.map((args) => c.send(args, 30_000)));
+    return replies.map((r) => `${r.kind}${r.line}`);
   } finally {
     c.close();
   }
@@ -142,16 +151,12 @@ async function sendAll(port: number, commands: readonly (readonly string[])[]): 
 
 /** The mode SEQINFO reports for a key (window, strict, counter), or what came back instead. */
 async function seqInfoMode(port: number, key: string): Promise<string> {
-  const c = await RawClient.connect(port);
-  try {
-    c.send(frame(['SEQINFO', key]));
-    const pattern = /\$4\r\nmode\r\n\$\d+\r\n(\w+)\r\n/;
-    const bytes = await c.until((b) => pattern.test(b.toString('latin1')) || b[0] === 45 /* - */, 5_000);
-    const text = bytes.toString('latin1');
-    return pattern.exec(text)?.[1] ?? JSON.stringify(text.slice(0, 100));
-  } finally {
-    c.close();
-  }
+  const reply = await request(port, ['SEQINFO', key], 5_000);
+  if (reply.kind === '-') return JSON.stringify(reply.line);
+  const fields = plainReply(reply);
+  if (!Array.isArray(fields)) return JSON.stringify(fields);
+  const mode = fields[fields.indexOf('mode') + 1];
+  return typeof mode === 'string' ? mode : JSON.stringify(fields);
 }
 
 async function createSequences(port: number, prefix: string, mode: 'strict' | 'window'): Promise<void> {

@@ -30,7 +30,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RespClient, RespErrorReply, RespNoReply, type RespReply } from './cluster-launcher.js';
+import { RespClient, RespErrorReply, RespNoReply, type PlainReply } from '../testkit/resp.js';
 import {
   BenchServer,
   BenchSetupError,
@@ -104,9 +104,21 @@ function specFor(product: Product): ServerSpec {
 /** redis-benchmark arguments of one slice of the growing run. */
 export function growingArgs(port: string, requests: number): string[] {
   return [
-    '-h', '127.0.0.1', '-p', port,
-    '-t', 'incr', '-c', String(CLIENT_COUNT), '-n', String(requests), '-r', String(GROWING_KEY_RANGE),
-    '-P', String(GROWING_PIPELINE_DEPTH), '--csv',
+    '-h',
+    '127.0.0.1',
+    '-p',
+    port,
+    '-t',
+    'incr',
+    '-c',
+    String(CLIENT_COUNT),
+    '-n',
+    String(requests),
+    '-r',
+    String(GROWING_KEY_RANGE),
+    '-P',
+    String(GROWING_PIPELINE_DEPTH),
+    '--csv',
   ];
 }
 
@@ -192,7 +204,7 @@ export function allocatedBytes(dir: string): number {
 // ---------------------------------------------------------------------------
 // Talking to a server.
 
-async function call(port: number, args: readonly string[]): Promise<RespReply> {
+async function call(port: number, args: readonly string[]): Promise<PlainReply> {
   const client = await RespClient.connect(port, COMMAND_TIMEOUT_MS);
   try {
     return await client.call(args, COMMAND_TIMEOUT_MS);
@@ -202,14 +214,15 @@ async function call(port: number, args: readonly string[]): Promise<RespReply> {
 }
 
 async function integerReply(server: BenchServer, args: readonly string[]): Promise<number> {
-  let reply: RespReply;
+  let reply: PlainReply;
   try {
     reply = await call(server.port, args);
   } catch (e) {
     throw new BenchSetupError(`${args.join(' ')} on ${server.label}: ${(e as Error).message}`);
   }
   const n = Number(reply);
-  if (typeof reply !== 'string' || !Number.isSafeInteger(n)) throw new BenchSetupError(`${args.join(' ')} on ${server.label} answered ${JSON.stringify(reply)}`);
+  if (typeof reply !== 'string' || !Number.isSafeInteger(n))
+    throw new BenchSetupError(`${args.join(' ')} on ${server.label} answered ${JSON.stringify(reply)}`);
   return n;
 }
 
@@ -313,7 +326,16 @@ async function runGrowing(server: BenchServer, sliceRequests: number, runTimeout
   const loadAtEnd = loadavg()[0] ?? 0;
   const idleWait = await waitUntilIdle(server);
   log(`${server.label}: ${idleWait.idle ? 'idle' : 'STILL BUSY'} after ${idleWait.seconds.toFixed(1)} s (${idleWait.cpuSeconds?.toFixed(1) ?? '?'} CPU s)`);
-  return { label: server.label, slices, keysAfterSlice, repeats, cpuSeconds: cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore, idleWait, loadAtStart, loadAtEnd };
+  return {
+    label: server.label,
+    slices,
+    keysAfterSlice,
+    repeats,
+    cpuSeconds: cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore,
+    idleWait,
+    loadAtStart,
+    loadAtEnd,
+  };
 }
 
 /** All requests over the sum of the tenths' durations (gaps between the redis-benchmark runs left out); null if one overran. */
@@ -386,7 +408,7 @@ async function waitForMarker(
   let listeningMs: number | null = null;
   let servingMs: number | null = null;
   let firstOtherReply: string | null = null;
-  let probeFailure: unknown = null;
+  let probeFailure: Error | null = null;
   /** Open probes, each with when its unanswered GET was sent (null while it waits to send the next). */
   const probes = new Map<RespClient, number | null>();
   const sinceSpawnMs = (): number => performance.now() - spawnedAtMs;
@@ -396,7 +418,7 @@ async function waitForMarker(
     try {
       while (!finished()) {
         probes.set(client, performance.now());
-        let reply: RespReply;
+        let reply: PlainReply;
         try {
           reply = await client.call(['GET', MARKER_KEY], RESTART_BOUND_MS);
         } catch (e) {
@@ -434,31 +456,29 @@ async function waitForMarker(
           const client = await RespClient.connect(server.port, RESTART_CONNECT_TIMEOUT_MS);
           listeningMs ??= sinceSpawnMs();
           probes.set(client, null);
-          probe(client).catch((e: unknown) => (probeFailure ??= e));
+          probe(client).catch((e: unknown) => (probeFailure ??= e instanceof Error ? e : new Error(String(e))));
         } catch (e) {
           if (!(e instanceof RespNoReply)) throw e;
         }
       }
       await sleep(RESTART_POLL_MS);
     }
-    if (probeFailure !== null) throw probeFailure;
+    // Set from a probe's callback, so the compiler cannot see it change: widen it back.
+    const failure = probeFailure as Error | null;
+    if (failure !== null) throw failure;
     return { listeningMs, servingMs, firstOtherReply };
   } finally {
     for (const client of probes.keys()) client.close();
   }
 }
 
-async function timeRestart(
-  slot: ServerSlot,
-  how: StopHow,
-  loadBeforeStop: number,
-  runTimeoutMs: number,
-  log: (line: string) => void,
-): Promise<RestartResult> {
+async function timeRestart(slot: ServerSlot, how: StopHow, loadBeforeStop: number, runTimeoutMs: number, log: (line: string) => void): Promise<RestartResult> {
   const old = slot.server;
   if (loadBeforeStop > 0) {
     const outcome = await runBenchmark(old.target, growingArgs(String(old.port), loadBeforeStop), `INCRs before the kill of ${old.label}`, runTimeoutMs);
-    log(`${old.label}: ${loadBeforeStop.toLocaleString('en-US')} more INCRs, ${outcome.kind === 'ok' ? `${formatRate(outcome.measurement.requestsPerSec)} req/s` : 'overran'}`);
+    log(
+      `${old.label}: ${loadBeforeStop.toLocaleString('en-US')} more INCRs, ${outcome.kind === 'ok' ? `${formatRate(outcome.measurement.requestsPerSec)} req/s` : 'overran'}`,
+    );
   }
   const marker = String(await integerReply(old, ['INCR', MARKER_KEY]));
   const keysBefore = await dbsize(old);
@@ -618,8 +638,12 @@ function formatGrowing(report: StorageReport): string {
     const r = redis.slices[i];
     return [
       String(i + 1),
-      keysText(ordo.keysAfterSlice[i]), rate(o), p99(o),
-      keysText(redis.keysAfterSlice[i]), rate(r), p99(r),
+      keysText(ordo.keysAfterSlice[i]),
+      rate(o),
+      p99(o),
+      keysText(redis.keysAfterSlice[i]),
+      rate(r),
+      p99(r),
       ratioText(rateOf(o), rateOf(r)),
     ];
   });
@@ -627,8 +651,12 @@ function formatGrowing(report: StorageReport): string {
   const redisAll = overallRate(redis.slices, report.sliceRequests);
   rows.push([
     'all',
-    '', ordoAll === null ? 'n/a' : formatRate(ordoAll), '',
-    '', redisAll === null ? 'n/a' : formatRate(redisAll), '',
+    '',
+    ordoAll === null ? 'n/a' : formatRate(ordoAll),
+    '',
+    '',
+    redisAll === null ? 'n/a' : formatRate(redisAll),
+    '',
     ratioText(ordoAll, redisAll),
   ]);
   const total = SLICE_COUNT * report.sliceRequests;
@@ -650,7 +678,14 @@ function formatGrowing(report: StorageReport): string {
 function formatMemory(report: StorageReport): string {
   const { ordo, redis } = report.memory;
   const header = ['server (idle, after the growing keyspace)', 'keys (DBSIZE)', 'VmRSS MiB', 'RssAnon MiB', 'RssFile MiB', 'data dir MiB'];
-  const row = (m: MemoryResult): string[] => [m.label, m.keys.toLocaleString('en-US'), mib(m.vmRssBytes), mib(m.rssAnonBytes), mib(m.rssFileBytes), mib(m.dataDirBytes)];
+  const row = (m: MemoryResult): string[] => [
+    m.label,
+    m.keys.toLocaleString('en-US'),
+    mib(m.vmRssBytes),
+    mib(m.rssAnonBytes),
+    mib(m.rssFileBytes),
+    mib(m.dataDirBytes),
+  ];
   const ratios = [
     'ordo/redis',
     ratioText(ordo.keys, redis.keys),
@@ -690,7 +725,9 @@ function formatRestarts(report: StorageReport): string {
   for (const how of ['SIGTERM', 'SIGKILL'] as const) {
     const o = report.restarts.find((r) => r.product === 'ordo' && r.how === how);
     const r = report.restarts.find((x) => x.product === 'redis' && x.how === how);
-    lines.push(`  ordo/redis, ${how === 'SIGTERM' ? 'SIGTERM' : 'kill -9'}: time to serving ${ratioText(o?.servingMs ?? null, r?.servingMs ?? null)} (above 1: ordo takes longer)`);
+    lines.push(
+      `  ordo/redis, ${how === 'SIGTERM' ? 'SIGTERM' : 'kill -9'}: time to serving ${ratioText(o?.servingMs ?? null, r?.servingMs ?? null)} (above 1: ordo takes longer)`,
+    );
   }
   for (const r of report.restarts) {
     if (r.firstOtherReply !== null) lines.push(`  ${name(r)}: first answered ${r.firstOtherReply}`);

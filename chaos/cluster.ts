@@ -1,30 +1,30 @@
-// A real ordo cluster on loopback for the fault runs: N node processes, each
-// with its own data directory, client port and bus port, and a BusProxy in
-// front of every bus port so links can be cut. Node i is started as
+// A real ordo cluster on loopback for the fault runs: N node processes (the
+// testkit's ClusterNode, each with its own data directory, client port and
+// bus port) and a BusProxy in front of every bus port so links can be cut.
+// Node i is started as
 //
 //   node dist/src/cli.js --host 127.0.0.1 --port P_i --data DIR_i
-//        --cluster 127.0.0.1:P_1@B_1,...  --bus-port R_i [--groups G]
+//        --cluster 127.0.0.1:P_1@B_1,...  --groups G --bus-port R_i
 //
 // where B_i is the proxy's port (what the other nodes dial) and R_i the port
 // node i listens on. A restart uses the same command line. Nodes can be
-// killed (SIGKILL), paused (SIGSTOP/SIGCONT), stopped gracefully and restarted.
-// Every process started here is SIGKILLed when this process exits, whatever
-// the reason.
+// killed (SIGKILL), paused (SIGSTOP/SIGCONT), stopped gracefully and
+// restarted; here they also carry the state the nemesis needs (up, paused,
+// ...) and the id the proxy routes by. Every process started here is
+// SIGKILLed when this process exits, whatever the reason.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LOOPBACK, NODE_STOP_GRACE_MS } from '../bench/cluster-launcher.js';
-import { ChildGroup, CLI_PATH, freePort } from '../test/helpers/processes.js';
-import { encodeCommand, ReplyScanner, type Reply } from './common.js';
+import { command } from '../testkit/resp.js';
+import { ClusterNode, nodeArgs, NODE_STOP_GRACE_MS, parseClusterSlots, type ClusterOptions as NodeOptions } from '../testkit/cluster.js';
+import type { RaftGroupInfo } from '../testkit/info.js';
+import { ChildGroup, freePorts, LOOPBACK } from '../testkit/processes.js';
+import { sleep } from '../testkit/wait.js';
 import { BusProxy } from './proxy.js';
 
 /** How long a starting node may take to print its ready line. */
 export const NODE_READY_TIMEOUT_MS = 30_000;
-/** Node output kept in memory for error messages (all of it goes to the log file when there is one). */
-const OUTPUT_KEPT_CHARS = 16 * 1024;
 
 // Every node process started here, killed when this process exits.
 const children = new ChildGroup();
@@ -36,23 +36,44 @@ export function killAllNow(): void {
 
 export type NodeState = 'down' | 'starting' | 'up' | 'paused' | 'stopping';
 
-export interface ChaosNode {
-  readonly index: number;
-  readonly port: number;
-  /** Bus port the others dial: the proxy's. */
-  readonly busPort: number;
-  /** Bus port the node listens on. */
-  readonly realBusPort: number;
-  readonly dataDir: string;
-  state: NodeState;
-  proc: ChildProcess | null;
-  /** Resolves when the current process exits. */
-  exited: Promise<string> | null;
+/** One node of the fault run: the process, and what the nemesis knows of it. */
+export class ChaosNode {
+  state: NodeState = 'down';
   /** The node's id (CLUSTER MYID), once known. */
-  id: string | null;
-  /** Recent output of the current process. */
-  output: string;
-  starts: number;
+  id: string | null = null;
+  starts = 0;
+  /** Bumped by every start, so that the exit of an old process does not touch the state of a new one. */
+  generation = 0;
+
+  constructor(
+    readonly index: number,
+    readonly process: ClusterNode,
+    /** Bus port the node listens on (behind the proxy). */
+    readonly realBusPort: number,
+  ) {}
+
+  get port(): number {
+    return this.process.port;
+  }
+
+  /** Bus port the others dial: the proxy's. */
+  get busPort(): number {
+    return this.process.busPort;
+  }
+
+  get dataDir(): string {
+    return this.process.dataDir;
+  }
+
+  /** A process of this node is running (up, paused, starting or stopping). */
+  get running(): boolean {
+    return this.process.running;
+  }
+
+  /** Recent output of the node, every start. */
+  get output(): string {
+    return this.process.output();
+  }
 }
 
 export interface ClusterOptions {
@@ -64,110 +85,45 @@ export interface ClusterOptions {
   logDir?: string;
 }
 
-export interface GroupState {
-  readonly group: number;
-  readonly role: string;
-  readonly term: number;
-  readonly leader: string | null;
-  readonly commit: number;
-  readonly applied: number;
-}
-
-/** Sends one command on a fresh connection; resolves with the reply, rejects on error or timeout. */
-export function request(port: number, args: readonly string[], timeoutMs: number): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const socket = new Socket();
-    const scanner = new ReplyScanner();
-    let settled = false;
-    const finish = (error: Error | null, reply?: Reply): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      if (error !== null) reject(error);
-      else if (reply !== undefined) resolve(reply);
-    };
-    const timer = setTimeout(() => finish(new Error(`no reply to ${args[0] ?? ''} within ${timeoutMs} ms`)), timeoutMs);
-    socket.on('error', (e) => finish(e));
-    socket.on('close', () => finish(new Error('connection closed before the reply')));
-    socket.on('data', (d: Buffer) => {
-      const [reply] = scanner.push(d);
-      if (reply !== undefined) finish(null, reply);
-    });
-    socket.connect(port, LOOPBACK, () => socket.write(encodeCommand(args)));
-  });
-}
-
-/** Parses the `raft_group_<g>:role=...,term=...,leader=...,commit=...,applied=...` lines of INFO. */
-export function parseRaftInfo(text: string): GroupState[] {
-  const out: GroupState[] = [];
-  for (const line of text.split(/\r?\n/)) {
-    const m = /^raft_group_(\d+):(.*)$/.exec(line.trim());
-    if (m === null) continue;
-    const fields = new Map<string, string>();
-    for (const kv of (m[2] ?? '').split(',')) {
-      const eq = kv.indexOf('=');
-      if (eq > 0) fields.set(kv.slice(0, eq), kv.slice(eq + 1));
-    }
-    const leader = fields.get('leader') ?? '-';
-    out.push({
-      group: Number(m[1]),
-      role: fields.get('role') ?? '?',
-      term: Number(fields.get('term') ?? 0),
-      leader: leader === '-' || leader === '' ? null : leader,
-      commit: Number(fields.get('commit') ?? 0),
-      applied: Number(fields.get('applied') ?? 0),
-    });
-  }
-  return out;
-}
+export type GroupState = RaftGroupInfo;
 
 export class ChaosCluster {
-  readonly nodes: ChaosNode[] = [];
   readonly proxy: BusProxy;
-  private readonly baseDir: string;
 
   private constructor(
     readonly options: ClusterOptions,
-    nodes: ChaosNode[],
-    baseDir: string,
+    readonly nodes: readonly ChaosNode[],
+    private readonly baseDir: string,
   ) {
-    this.nodes = nodes;
-    this.baseDir = baseDir;
-    this.proxy = new BusProxy(nodes.map((n) => ({ listenPort: n.busPort, targetPort: n.realBusPort })), LOOPBACK);
+    this.proxy = new BusProxy(
+      nodes.map((n) => ({ listenPort: n.busPort, targetPort: n.realBusPort })),
+      LOOPBACK,
+    );
   }
 
   /** Picks free ports, starts the proxy and every node, and learns the node ids. */
   static async start(options: ClusterOptions): Promise<ChaosCluster> {
     const baseDir = mkdtempSync(join(tmpdir(), 'ordo-chaos-'));
-    const used = new Set<number>();
-    const port = async (): Promise<number> => {
-      for (;;) {
-        const p = await freePort();
-        if (!used.has(p)) {
-          used.add(p);
-          return p;
-        }
-      }
+    const ports = await freePorts(3 * options.nodes);
+    const at = (i: number): number => ports[i] ?? 0;
+    const count = options.nodes;
+    const clientPorts = Array.from({ length: count }, (_, i) => at(i));
+    const proxyPorts = Array.from({ length: count }, (_, i) => at(count + i));
+    const realBusPorts = Array.from({ length: count }, (_, i) => at(2 * count + i));
+    const nodeOptions: NodeOptions = {
+      ports: clientPorts,
+      busPorts: proxyPorts,
+      dataDirs: clientPorts.map((_, i) => join(baseDir, `node-${i}`)),
+      groups: options.groups,
+      extraArgs: options.extraArgs ?? [],
+      nodeExtraArgs: (i) => ['--bus-port', String(at(2 * count + i))],
     };
-    const nodes: ChaosNode[] = [];
-    for (let i = 0; i < options.nodes; i++) {
-      const dataDir = join(baseDir, `node-${i}`);
+    const nodes = clientPorts.map((port, i) => {
+      const dataDir = nodeOptions.dataDirs[i] ?? '';
       mkdirSync(dataDir, { recursive: true });
-      nodes.push({
-        index: i,
-        port: await port(),
-        busPort: await port(),
-        realBusPort: await port(),
-        dataDir,
-        state: 'down',
-        proc: null,
-        exited: null,
-        id: null,
-        output: '',
-        starts: 0,
-      });
-    }
+      const member = new ClusterNode({ port, busPort: at(count + i), dataDir }, nodeArgs(nodeOptions, i), false, children);
+      return new ChaosNode(i, member, realBusPorts[i] ?? 0);
+    });
     const cluster = new ChaosCluster(options, nodes, baseDir);
     try {
       await cluster.proxy.start();
@@ -184,29 +140,9 @@ export class ChaosCluster {
     return this.baseDir;
   }
 
-  private args(node: ChaosNode): string[] {
-    const members = this.nodes.map((n) => `${LOOPBACK}:${n.port}@${n.busPort}`).join(',');
-    return [
-      CLI_PATH,
-      '--host',
-      LOOPBACK,
-      '--port',
-      String(node.port),
-      '--data',
-      node.dataDir,
-      '--cluster',
-      members,
-      '--bus-port',
-      String(node.realBusPort),
-      '--groups',
-      String(this.options.groups),
-      ...(this.options.extraArgs ?? []),
-    ];
-  }
-
   /** The command line of node i (for reports). */
   commandLine(i: number): string {
-    return ['node', ...this.args(this.node(i)).map((a) => (a === CLI_PATH ? 'dist/src/cli.js' : a))].join(' ');
+    return this.node(i).process.commandLine();
   }
 
   node(i: number): ChaosNode {
@@ -215,93 +151,61 @@ export class ChaosCluster {
     return n;
   }
 
+  private log(i: number): ((text: string) => void) | null {
+    const dir = this.options.logDir;
+    if (dir === undefined) return null;
+    const file = join(dir, `node-${i}.log`);
+    return (text) => appendFileSync(file, text);
+  }
+
   /** Starts node i (it must be down) and resolves once it prints its ready line. */
   async startNode(i: number): Promise<void> {
     const node = this.node(i);
     if (node.state !== 'down') throw new Error(`node ${i} is ${node.state}, not down`);
     node.state = 'starting';
     node.starts++;
-    node.output = '';
-    const proc = spawn(process.execPath, this.args(node), { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(proc);
-    node.proc = proc;
-    const logFile = this.options.logDir === undefined ? null : join(this.options.logDir, `node-${i}.log`);
-    if (logFile !== null) appendFileSync(logFile, `==== ${new Date().toISOString()} start #${node.starts}: ${this.commandLine(i)}\n`);
-    const readyText = `ready on ${LOOPBACK}:${node.port}`;
-    let ready = false;
-    let onReady: (() => void) | null = null;
-    const keep = (d: Buffer): void => {
-      const text = d.toString();
-      node.output = (node.output + text).slice(-OUTPUT_KEPT_CHARS);
-      if (logFile !== null) appendFileSync(logFile, text);
-      if (!ready && node.output.includes(readyText)) {
-        ready = true;
-        onReady?.();
-      }
-    };
-    proc.stdout?.on('data', keep);
-    proc.stderr?.on('data', keep);
-    node.exited = new Promise<string>((resolve) => {
-      proc.once('exit', (code, signal) => {
-        const how = code !== null ? `exit code ${code}` : `signal ${signal ?? '?'}`;
-        if (logFile !== null) appendFileSync(logFile, `==== ${new Date().toISOString()} exited: ${how}\n`);
-        if (node.proc === proc) {
-          node.proc = null;
-          node.state = 'down';
-        }
-        resolve(how);
-      });
+    const generation = ++node.generation;
+    const log = this.log(i);
+    log?.(`==== ${new Date().toISOString()} start #${node.starts}: ${this.commandLine(i)}\n`);
+    node.process.onOutputLine = log === null ? null : (_n, line) => log(`${line}\n`);
+    node.process.launch();
+    void node.process.exited.then((how) => {
+      log?.(`==== ${new Date().toISOString()} exited: ${how}\n`);
+      if (node.generation === generation) node.state = 'down';
     });
-    const exited = node.exited;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`node ${i} printed no ready line within ${NODE_READY_TIMEOUT_MS} ms:\n${node.output}`)), NODE_READY_TIMEOUT_MS);
-      onReady = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      if (ready) onReady();
-      void exited.then((how) => {
-        clearTimeout(timer);
-        if (!ready) reject(new Error(`node ${i} exited (${how}) before it was ready:\n${node.output}`));
-      });
-    });
-    if (node.proc === proc) node.state = 'up';
+    const outcome = await node.process.waitUntilReady(NODE_READY_TIMEOUT_MS);
+    if (outcome === 'timeout') {
+      await node.process.kill9();
+      throw new Error(`node ${i} printed no ready line within ${NODE_READY_TIMEOUT_MS} ms:\n${node.output}`);
+    }
+    if (outcome !== 'ready') throw new Error(`node ${i} exited (${outcome.exited}) before it was ready:\n${node.output}`);
+    if (node.generation === generation && node.running) node.state = 'up';
   }
 
   /** SIGKILL; resolves once the process is gone. */
   async kill(i: number): Promise<void> {
-    const node = this.node(i);
-    const proc = node.proc;
-    if (proc === null) return;
-    proc.kill('SIGKILL');
-    await node.exited;
+    await this.node(i).process.kill9();
   }
 
   /** SIGTERM (SIGKILL after a grace period); resolves once the process is gone, with how it ended. */
   async stop(i: number): Promise<string> {
     const node = this.node(i);
-    const proc = node.proc;
-    if (proc === null || node.exited === null) return 'not running';
-    if (node.state === 'paused') proc.kill('SIGCONT');
+    if (!node.running) return 'not running';
     node.state = 'stopping';
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), NODE_STOP_GRACE_MS);
-    const how = await node.exited;
-    clearTimeout(timer);
-    return how;
+    return node.process.stop(NODE_STOP_GRACE_MS);
   }
 
   pause(i: number): void {
     const node = this.node(i);
-    if (node.proc === null || node.state !== 'up') return;
-    node.proc.kill('SIGSTOP');
+    if (!node.running || node.state !== 'up') return;
+    node.process.signal('SIGSTOP');
     node.state = 'paused';
   }
 
   resume(i: number): void {
     const node = this.node(i);
-    if (node.proc === null || node.state !== 'paused') return;
-    node.proc.kill('SIGCONT');
+    if (!node.running || node.state !== 'paused') return;
+    node.process.signal('SIGCONT');
     node.state = 'up';
   }
 
@@ -317,9 +221,8 @@ export class ChaosCluster {
         this.nodes.map(async (n) => {
           if (n.id !== null || n.state !== 'up') return;
           try {
-            const r = await request(n.port, ['CLUSTER', 'MYID'], 2000);
-            const id = r.kind === '$' ? r.bulk : r.kind === '+' ? r.line : null;
-            if (id !== null && id.length > 0) {
+            const id = await n.process.id(2000);
+            if (id.length > 0) {
               n.id = id;
               this.proxy.learn(n.index, id);
             }
@@ -333,7 +236,7 @@ export class ChaosCluster {
         const missing = this.nodes.filter((n) => n.id === null).map((n) => n.index);
         throw new Error(`CLUSTER MYID did not answer on node(s) ${missing.join(', ')}`);
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   }
 
@@ -346,19 +249,12 @@ export class ChaosCluster {
     for (const n of this.nodes) {
       if (n.state !== 'up') continue;
       try {
-        const r = await request(n.port, ['CLUSTER', 'SLOTS'], timeoutMs);
-        if (r.kind !== '*') continue;
-        const out = new Map<number, number[]>();
-        for (const entry of r.items) {
-          const start = Number(entry.items[0]?.line);
-          const replicas = entry.items.slice(2).flatMap((node) => {
-            const port = Number(node.items[1]?.line);
-            const i = this.nodes.findIndex((m) => m.port === port);
-            return i < 0 ? [] : [i];
-          });
-          out.set(start, replicas);
-        }
-        return out;
+        const ranges = parseClusterSlots(await command(n.port, ['CLUSTER', 'SLOTS'], timeoutMs));
+        const indexOfPort = (port: number): number[] => {
+          const i = this.nodes.findIndex((m) => m.port === port);
+          return i < 0 ? [] : [i];
+        };
+        return new Map(ranges.map((r) => [r.start, r.replicaPorts.flatMap(indexOfPort)]));
       } catch {
         // try the next node
       }
@@ -376,9 +272,7 @@ export class ChaosCluster {
     const node = this.node(i);
     if (node.state !== 'up') return null;
     try {
-      const r = await request(node.port, ['INFO', 'raft'], timeoutMs);
-      if (r.kind !== '$' && r.kind !== '=') return null;
-      return parseRaftInfo(r.bulk ?? '');
+      return [...(await node.process.raftInfo(timeoutMs)).values()];
     } catch {
       return null;
     }
@@ -408,7 +302,7 @@ export class ChaosCluster {
     const how = new Map<number, string>();
     await Promise.all(
       this.nodes.map(async (n) => {
-        if (n.proc === null) return;
+        if (!n.running) return;
         if (graceful) how.set(n.index, await this.stop(n.index));
         else {
           await this.kill(n.index);

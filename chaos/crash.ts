@@ -9,9 +9,11 @@
 
 import { parseArgs } from 'node:util';
 import { Socket } from 'node:net';
-import { removeDir, startOrdo, tempDir, type RunningOrdo } from '../test/helpers/processes.js';
-import { prng, sleep } from '../test/helpers/random.js';
-import { encodeCommand, isMain, positiveInt, ReplyScanner, seedFrom, type Reply } from './common.js';
+import { removeDir, startOrdo, tempDir, type RunningOrdo } from '../testkit/processes.js';
+import { childSeed, int, prng, seedFrom, type Random } from '../testkit/random.js';
+import { encodeCommand, ReplyDecoder, RespClient, type WireReply } from '../testkit/resp.js';
+import { sleep } from '../testkit/wait.js';
+import { isMain, positiveInt } from './common.js';
 
 export const KEYS: readonly string[] = ['order:id', 'invoice:id', 'ticket:id', '{user}:id'];
 const CLIENTS = 4;
@@ -48,9 +50,6 @@ interface Grant {
   readonly cycle: number;
 }
 
-type Random = () => number;
-const int = (r: Random, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
-
 type Op = { readonly kind: 'INCR' | 'INCRBY' | 'SEQNEXT'; readonly key: string; readonly n: number };
 
 /** A raw client keeping PIPELINE_DEPTH requests in flight until its socket closes; replies come in request order. */
@@ -59,7 +58,7 @@ class Loader {
   readonly errors: string[] = [];
   readonly anomalies: string[] = [];
   private readonly inFlight: Op[] = [];
-  private readonly scanner = new ReplyScanner();
+  private readonly decoder = new ReplyDecoder();
   readonly closed: Promise<void>;
 
   constructor(
@@ -70,7 +69,15 @@ class Loader {
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.on('error', () => undefined);
     socket.on('data', (d: Buffer) => {
-      for (const reply of this.scanner.push(d)) this.onReply(reply);
+      let replies: WireReply[];
+      try {
+        replies = this.decoder.push(d);
+      } catch (e) {
+        this.anomalies.push(`cycle ${this.cycle}: unparsable reply: ${(e as Error).message}`);
+        socket.destroy();
+        return;
+      }
+      for (const reply of replies) this.onReply(reply);
       this.fill();
     });
     this.fill();
@@ -105,7 +112,7 @@ class Loader {
     if (parts.length > 0) this.socket.write(Buffer.concat(parts));
   }
 
-  private onReply(reply: Reply): void {
+  private onReply(reply: WireReply): void {
     const op = this.inFlight.shift();
     if (op === undefined) {
       this.anomalies.push(`cycle ${this.cycle}: a reply without a request: ${reply.kind}${reply.line}`);
@@ -139,34 +146,14 @@ class Loader {
   }
 }
 
-/** GET of every key (a missing key reads as 0). */
+/** GET of every key (a missing key reads as 0), pipelined on one connection. */
 async function readValues(port: number): Promise<Map<string, bigint>> {
-  const socket = new Socket();
-  const scanner = new ReplyScanner();
-  const replies: Reply[] = [];
+  const client = await RespClient.connect(port, READ_TIMEOUT_MS);
+  let replies: WireReply[];
   try {
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.connect(port, '127.0.0.1', () => resolve());
-    });
-    const done = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no answer to GET within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
-      socket.on('data', (d: Buffer) => {
-        for (const r of scanner.push(d)) replies.push(r);
-        if (replies.length >= KEYS.length) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      socket.once('close', () => {
-        clearTimeout(timer);
-        reject(new Error('closed while reading values'));
-      });
-    });
-    socket.write(Buffer.concat(KEYS.map((k) => encodeCommand(['GET', k]))));
-    await done;
+    replies = await Promise.all(KEYS.map((k) => client.send(['GET', k], READ_TIMEOUT_MS)));
   } finally {
-    socket.destroy();
+    client.close();
   }
   const values = new Map<string, bigint>();
   KEYS.forEach((key, i) => {
@@ -210,14 +197,14 @@ export async function runCrash(options: CrashOptions): Promise<CrashResult> {
   let errorReplies = 0;
   let restartMsMax = 0;
   let ordo: RunningOrdo | null = null;
-  const maxAcked = (): Map<string, bigint> => {
+  const ackedMax = (): Map<string, bigint> => {
     const max = new Map<string, bigint>();
     for (const g of grants) if (g.last > (max.get(g.key) ?? 0n)) max.set(g.key, g.last);
     return max;
   };
   const checkCovered = async (port: number, when: string): Promise<void> => {
     const values = await readValues(port);
-    for (const [key, max] of maxAcked()) {
+    for (const [key, max] of ackedMax()) {
       const now = values.get(key) ?? 0n;
       if (now < max) anomalies.push(`${when}: ${key} is ${now}, but ${max} was acknowledged`);
     }
@@ -234,7 +221,7 @@ export async function runCrash(options: CrashOptions): Promise<CrashResult> {
       const restartMs = Date.now() - t0;
       if (cycle > 0) restartMsMax = Math.max(restartMsMax, restartMs);
       await checkCovered(ordo.port, `cycle ${cycle}, after restart`);
-      const loaders = await Promise.all(Array.from({ length: CLIENTS }, () => Loader.connect(ordo?.port ?? 0, prng(Math.floor(random() * 2 ** 32)), cycle)));
+      const loaders = await Promise.all(Array.from({ length: CLIENTS }, () => Loader.connect(ordo?.port ?? 0, prng(childSeed(random)), cycle)));
       await sleep(int(random, KILL_AFTER_MS_MIN, KILL_AFTER_MS_MAX));
       ordo.kill('SIGKILL');
       await ordo.exited;

@@ -8,12 +8,14 @@
 
 import { parseArgs } from 'node:util';
 import { Socket } from 'node:net';
-import { removeDir, startOrdo } from '../test/helpers/processes.js';
-import { prng } from '../test/helpers/random.js';
-import { encodeCommand, isMain, pingProbe, positiveInt, ReplyScanner, rssKb, seedFrom } from './common.js';
+import { removeDir, startOrdo } from '../testkit/processes.js';
+import { childSeed, int, pick, prng, seedFrom, type Random } from '../testkit/random.js';
+import { encodeCommand, ReplyDecoder, type WireReply } from '../testkit/resp.js';
+import { sleep } from '../testkit/wait.js';
+import { isMain, pingProbe, positiveInt, rssKb } from './common.js';
 
 /** The server's resident memory must stay below this for the whole run. */
-export const RSS_MAX_BYTES = 512 * 1024 * 1024;
+export const RSS_BYTES_MAX = 512 * 1024 * 1024;
 export const RSS_SAMPLE_INTERVAL_MS = 500;
 export const PING_INTERVAL_MS = 1000;
 export const PING_TIMEOUT_MS = 2000;
@@ -44,19 +46,10 @@ export interface FuzzResult {
   readonly stalled: number;
   readonly repliesByKind: Readonly<Record<string, number>>;
   readonly pingsOk: number;
-  readonly rssMaxBytes: number;
+  readonly rssBytesMax: number;
   readonly elapsedMs: number;
   readonly failures: readonly string[];
   readonly replay: string;
-}
-
-type Random = () => number;
-
-const int = (r: Random, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
-function pick<T>(r: Random, xs: readonly T[]): T {
-  const x = xs[Math.floor(r() * xs.length)];
-  if (x === undefined) throw new Error('pick from an empty list');
-  return x;
 }
 
 function randomBytes(r: Random, n: number): Buffer {
@@ -105,7 +98,12 @@ function validCommand(r: Random): (string | Buffer)[] {
     () => ['DECRBY', key, randomNumberText(r)],
     () => ['INCRBYFLOAT', key, randomNumberText(r)],
     () => ['SET', key, r() < 0.5 ? randomNumberText(r) : randomArg(r)],
-    () => ['SET', key, randomArg(r), ...Array.from({ length: int(r, 1, 4) }, () => pick(r, ['NX', 'XX', 'GET', 'KEEPTTL', 'EX', 'PX', 'EXAT', 'PXAT', randomNumberText(r)]))],
+    () => [
+      'SET',
+      key,
+      randomArg(r),
+      ...Array.from({ length: int(r, 1, 4) }, () => pick(r, ['NX', 'XX', 'GET', 'KEEPTTL', 'EX', 'PX', 'EXAT', 'PXAT', randomNumberText(r)])),
+    ],
     () => ['SETNX', key, randomArg(r)],
     () => ['SEQNEXT', key],
     () => ['SEQNEXT', key, 'COUNT', randomNumberText(r)],
@@ -113,7 +111,11 @@ function validCommand(r: Random): (string | Buffer)[] {
     () => ['SEQNEXT', key, 'COUNT', String(int(r, 1, 1000)), 'TOKEN', `tok${int(r, 0, 50)}`],
     () => ['SEQNEXT', key, ...Array.from({ length: int(r, 0, 4) }, () => randomArg(r))],
     () => ['SEQCURRENT', key],
-    () => ['SEQCREATE', key, ...Array.from({ length: int(r, 0, 4) }, () => pick(r, ['MODE', 'window', 'strict', 'STEP', 'START', 'MAX', 'WINDOW', randomNumberText(r)]))],
+    () => [
+      'SEQCREATE',
+      key,
+      ...Array.from({ length: int(r, 0, 4) }, () => pick(r, ['MODE', 'window', 'strict', 'STEP', 'START', 'MAX', 'WINDOW', randomNumberText(r)])),
+    ],
     () => ['EXISTS', key, randomKey(r)],
     () => ['DEL', key],
     () => ['MGET', key, randomKey(r), randomKey(r)],
@@ -152,7 +154,11 @@ function mutate(r: Random, frame: Buffer): Buffer {
       // Remove a CRLF (or only its CR or LF).
       const at = f.indexOf('\r\n', int(r, 0, f.length));
       if (at < 0) return f;
-      const cut = pick(r, [[0, 2], [0, 1], [1, 2]] as const);
+      const cut = pick(r, [
+        [0, 2],
+        [0, 1],
+        [1, 2],
+      ] as const);
       return Buffer.concat([f.subarray(0, at + cut[0]), f.subarray(at + cut[1])]);
     }
     case 4: {
@@ -177,8 +183,26 @@ function mutate(r: Random, frame: Buffer): Buffer {
 
 function badLength(r: Random): string {
   return pick(r, [
-    '-1', '-2', '-9999', '0', '1', String(int(r, 2, 100)), '99999999999', '9223372036854775808', '99999999999999999999999',
-    '2000000', '600000000', 'x', '1x', '', '+5', ' 3', '3 ', '0x10', '1.5', String(int(r, 100000, 50_000_000)),
+    '-1',
+    '-2',
+    '-9999',
+    '0',
+    '1',
+    String(int(r, 2, 100)),
+    '99999999999',
+    '9223372036854775808',
+    '99999999999999999999999',
+    '2000000',
+    '600000000',
+    'x',
+    '1x',
+    '',
+    '+5',
+    ' 3',
+    '3 ',
+    '0x10',
+    '1.5',
+    String(int(r, 100000, 50_000_000)),
   ]);
 }
 
@@ -232,7 +256,14 @@ interface Counters {
 }
 
 /** One fuzzing connection, reconnecting until `shouldStop()`. */
-async function connectionLoop(port: number, random: Random, counters: Counters, options: FuzzOptions, shouldStop: () => boolean, failures: string[]): Promise<void> {
+async function connectionLoop(
+  port: number,
+  random: Random,
+  counters: Counters,
+  options: FuzzOptions,
+  shouldStop: () => boolean,
+  failures: string[],
+): Promise<void> {
   let first = true;
   while (!shouldStop()) {
     if (!first) counters.reconnects++;
@@ -245,11 +276,11 @@ async function connectionLoop(port: number, random: Random, counters: Counters, 
     if (!connected) {
       socket.destroy();
       // The health check reports a server that stopped listening; back off briefly.
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
       continue;
     }
     socket.on('error', () => undefined);
-    const scanner = new ReplyScanner();
+    const decoder = new ReplyDecoder();
     let lastProgress = Date.now();
     let closed = false;
     let markerSeen = false;
@@ -267,7 +298,15 @@ async function connectionLoop(port: number, random: Random, counters: Counters, 
       });
     socket.on('data', (d: Buffer) => {
       lastProgress = Date.now();
-      for (const reply of scanner.push(d)) {
+      let replies: WireReply[];
+      try {
+        replies = decoder.push(d);
+      } catch (e) {
+        failures.push(`the server sent bytes that are not a reply: ${(e as Error).message}`);
+        socket.destroy();
+        return;
+      }
+      for (const reply of replies) {
         if (reply.kind === '$' && reply.bulk === marker) {
           markerSeen = true;
           continue;
@@ -333,14 +372,15 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
   void ordo.exited.then((c) => (exitedWith = c));
   const started = Date.now();
   const deadline = started + options.seconds * 1000;
-  let rssMaxBytes = 0;
+  let rssBytesMax = 0;
   let pingsOk = 0;
   const shouldStop = (): boolean => counters.framesSent >= options.frames || Date.now() >= deadline || exitedWith !== null || failures.length > 0;
   const sampleRss = (): void => {
     const kb = rssKb(pid);
     if (kb === null) return;
-    rssMaxBytes = Math.max(rssMaxBytes, kb * 1024);
-    if (kb * 1024 > RSS_MAX_BYTES && !failures.some((f) => f.startsWith('RSS'))) failures.push(`RSS ${Math.round(kb / 1024)} MB passed the bound of ${RSS_MAX_BYTES / 1024 / 1024} MB`);
+    rssBytesMax = Math.max(rssBytesMax, kb * 1024);
+    if (kb * 1024 > RSS_BYTES_MAX && !failures.some((f) => f.startsWith('RSS')))
+      failures.push(`RSS ${Math.round(kb / 1024)} MB passed the bound of ${RSS_BYTES_MAX / 1024 / 1024} MB`);
   };
   const rssTimer = setInterval(sampleRss, RSS_SAMPLE_INTERVAL_MS);
   let pinging = false;
@@ -353,11 +393,14 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
       else if (!shouldStop() || exitedWith !== null) failures.push(`health check at ${Date.now() - started} ms: ${why}`);
     });
   }, PING_INTERVAL_MS);
-  const progressTimer = setInterval(() => log(`fuzz: ${counters.framesSent} frames, ${counters.protocolErrors} protocol errors, RSS max ${Math.round(rssMaxBytes / 1024 / 1024)} MB`), 5000);
+  const progressTimer = setInterval(
+    () => log(`fuzz: ${counters.framesSent} frames, ${counters.protocolErrors} protocol errors, RSS max ${Math.round(rssBytesMax / 1024 / 1024)} MB`),
+    5000,
+  );
   try {
     const root = prng(options.seed);
     await Promise.all(
-      Array.from({ length: options.connections }, () => connectionLoop(ordo.port, prng(Math.floor(root() * 2 ** 32)), counters, options, shouldStop, failures)),
+      Array.from({ length: options.connections }, () => connectionLoop(ordo.port, prng(childSeed(root)), counters, options, shouldStop, failures)),
     );
     clearInterval(pingTimer);
     while (pinging) await new Promise((r) => setTimeout(r, 20));
@@ -386,7 +429,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzResult> {
     stalled: counters.stalled,
     repliesByKind: counters.repliesByKind,
     pingsOk,
-    rssMaxBytes,
+    rssBytesMax,
     elapsedMs: Date.now() - started,
     failures,
     replay,
@@ -405,7 +448,7 @@ export function formatFuzzResult(r: FuzzResult): string {
     `  reconnects:       ${r.reconnects} (abandoned waiting for a reply: ${r.abandoned}, stalled: ${r.stalled})`,
     `  replies by kind:  ${kinds}`,
     `  health checks ok: ${r.pingsOk}`,
-    `  RSS max:          ${(r.rssMaxBytes / 1024 / 1024).toFixed(1)} MB (bound ${RSS_MAX_BYTES / 1024 / 1024} MB)`,
+    `  RSS max:          ${(r.rssBytesMax / 1024 / 1024).toFixed(1)} MB (bound ${RSS_BYTES_MAX / 1024 / 1024} MB)`,
     `  seed:             ${r.seed}`,
     `  replay:           ${r.replay}`,
     ...r.failures.map((f) => `  FAILURE: ${f}`),

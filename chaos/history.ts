@@ -55,16 +55,7 @@ export interface Op {
 }
 
 export type AnomalyKind =
-  | 'duplicate'
-  | 'token-mismatch'
-  | 'realtime'
-  | 'stale-read'
-  | 'lost-ack'
-  | 'not-applied'
-  | 'recovery'
-  | 'restart'
-  | 'bad-reply'
-  | 'unexpected-error';
+  'duplicate' | 'token-mismatch' | 'realtime' | 'stale-read' | 'lost-ack' | 'not-applied' | 'recovery' | 'restart' | 'bad-reply' | 'unexpected-error';
 
 export const ANOMALY_KINDS: readonly AnomalyKind[] = [
   'duplicate',
@@ -98,14 +89,15 @@ export interface CheckOptions {
   /** Mode of a key (default strict). Window keys skip the upper bound of the accounting and the GET checks. */
   readonly modeOf?: (key: string) => KeyMode;
   /** Most anomalies reported per kind and key (the count is still exact in the summary line). */
-  readonly reportMaxPerKey?: number;
+  readonly reportPerKeyMax?: number;
 }
 
 const isWrite = (op: Op): boolean => op.kind !== 'GET';
 const cmp = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
 
 function describe(op: Op): string {
-  const what = op.kind === 'GET' ? `GET ${op.key}` : `${op.kind} ${op.key}${op.kind === 'INCR' ? '' : ` ${op.n}`}${op.token === undefined ? '' : ` TOKEN ${op.token}`}`;
+  const what =
+    op.kind === 'GET' ? `GET ${op.key}` : `${op.kind} ${op.key}${op.kind === 'INCR' ? '' : ` ${op.n}`}${op.token === undefined ? '' : ` TOKEN ${op.token}`}`;
   const answer =
     op.outcome !== 'ok'
       ? `${op.outcome}${op.error === undefined ? '' : ` (${op.error})`}`
@@ -230,7 +222,12 @@ export function checkReplies(history: readonly Op[]): Anomaly[] {
     if (isWrite(op)) {
       if (op.range === undefined) anomalies.push({ kind: 'bad-reply', key: op.key, message: `an ok write without values: ${describe(op)}`, ops: [op.id] });
       else if (op.range[1] - op.range[0] + 1n !== op.n)
-        anomalies.push({ kind: 'bad-reply', key: op.key, message: `asked for ${op.n} values, got ${op.range[1] - op.range[0] + 1n}: ${describe(op)}`, ops: [op.id] });
+        anomalies.push({
+          kind: 'bad-reply',
+          key: op.key,
+          message: `asked for ${op.n} values, got ${op.range[1] - op.range[0] + 1n}: ${describe(op)}`,
+          ops: [op.id],
+        });
     } else if (op.value === undefined) {
       anomalies.push({ kind: 'bad-reply', key: op.key, message: `an ok GET without a value: ${describe(op)}`, ops: [op.id] });
     }
@@ -239,7 +236,7 @@ export function checkReplies(history: readonly Op[]): Anomaly[] {
 }
 
 /** No value, nor any element of a range, is handed out twice on one key (token retries count once). */
-export function checkUnique(history: readonly Op[], reportMaxPerKey = 10): Anomaly[] {
+export function checkUnique(history: readonly Op[], reportPerKeyMax = 10): Anomaly[] {
   const anomalies: Anomaly[] = [];
   for (const [key, ops] of groupByKey(history)) {
     const granted = logicalWrites(ops, []).filter((l): l is Logical & { range: readonly [bigint, bigint] } => l.range !== undefined);
@@ -250,7 +247,7 @@ export function checkUnique(history: readonly Op[], reportMaxPerKey = 10): Anoma
       if (widest !== undefined && g.range[0] <= widest.range[1]) {
         const a = widest.ops.find((o) => o.outcome === 'ok') ?? widest.ops[0];
         const b = g.ops.find((o) => o.outcome === 'ok') ?? g.ops[0];
-        if (a !== undefined && b !== undefined && reported++ < reportMaxPerKey) {
+        if (a !== undefined && b !== undefined && reported++ < reportPerKeyMax) {
           anomalies.push({ kind: 'duplicate', key, message: `values handed out twice: ${describe(a)} and ${describe(b)}`, ops: [a.id, b.id] });
         }
       }
@@ -273,9 +270,9 @@ export function checkTokens(history: readonly Op[]): Anomaly[] {
  * read; a GET B reads at least that. Writes of window keys keep the first rule;
  * their GETs are not checked (a window key's GET shows one node's view).
  */
-export function checkRealtime(history: readonly Op[], options: { modeOf?: (key: string) => KeyMode; reportMaxPerKey?: number } = {}): Anomaly[] {
+export function checkRealtime(history: readonly Op[], options: { modeOf?: (key: string) => KeyMode; reportPerKeyMax?: number } = {}): Anomaly[] {
   const anomalies: Anomaly[] = [];
-  const reportMax = options.reportMaxPerKey ?? 10;
+  const reportMax = options.reportPerKeyMax ?? 10;
   for (const [key, ops] of groupByKey(history)) {
     const window = (options.modeOf?.(key) ?? 'strict') === 'window';
     interface Point {
@@ -360,7 +357,8 @@ export function accounting(history: readonly Op[], options: Pick<CheckOptions, '
     }
     // A window key's GET shows one node's view (right after a failover, the highest bound reserved): not a value handed out.
     const window = (options.modeOf?.(key) ?? 'strict') === 'window';
-    if (!window) for (const op of ops) if (op.kind === 'GET' && op.outcome === 'ok' && op.value !== undefined && op.value > highestAcked) highestAcked = op.value;
+    if (!window)
+      for (const op of ops) if (op.kind === 'GET' && op.outcome === 'ok' && op.value !== undefined && op.value > highestAcked) highestAcked = op.value;
     out.push({ key, initial, final, highestAcked, okDelta, unknownDelta, failedDelta });
   }
   return out;
@@ -413,19 +411,25 @@ export interface RecoveryProbe {
 export function checkRecovery(probes: readonly RecoveryProbe[], limitMs: number): Anomaly[] {
   const anomalies: Anomaly[] = [];
   for (const p of probes) {
-    if (p.ms === null) anomalies.push({ kind: 'recovery', message: `group ${p.group} served no write after healing${p.detail === undefined ? '' : ` (${p.detail})`}`, ops: [] });
-    else if (p.ms > limitMs) anomalies.push({ kind: 'recovery', message: `group ${p.group} took ${Math.round(p.ms)} ms after healing to serve a write (limit ${limitMs} ms)`, ops: [] });
+    if (p.ms === null)
+      anomalies.push({ kind: 'recovery', message: `group ${p.group} served no write after healing${p.detail === undefined ? '' : ` (${p.detail})`}`, ops: [] });
+    else if (p.ms > limitMs)
+      anomalies.push({
+        kind: 'recovery',
+        message: `group ${p.group} took ${Math.round(p.ms)} ms after healing to serve a write (limit ${limitMs} ms)`,
+        ops: [],
+      });
   }
   return anomalies;
 }
 
 /** Every checker over one history. */
 export function checkHistory(history: readonly Op[], options: CheckOptions): Anomaly[] {
-  const reportMaxPerKey = options.reportMaxPerKey ?? 10;
-  const realtimeOptions = options.modeOf === undefined ? { reportMaxPerKey } : { modeOf: options.modeOf, reportMaxPerKey };
+  const reportPerKeyMax = options.reportPerKeyMax ?? 10;
+  const realtimeOptions = options.modeOf === undefined ? { reportPerKeyMax } : { modeOf: options.modeOf, reportPerKeyMax };
   return [
     ...checkReplies(history),
-    ...checkUnique(history, reportMaxPerKey),
+    ...checkUnique(history, reportPerKeyMax),
     ...checkTokens(history),
     ...checkRealtime(history, realtimeOptions),
     ...checkAccounting(history, options),

@@ -111,10 +111,19 @@ export function failoversFrom(
       const before = leaderAt(samples, g, e.startMs);
       if (before === null || before.leader === null || !e.nodes.includes(before.leader)) continue;
       const end = Number.isNaN(e.endMs) ? Infinity : e.endMs;
-      const next = samples.find((s) => s.group === g && s.tMs > e.startMs && s.tMs <= end && s.leader !== null && !e.nodes.includes(s.leader) && s.term > before.term);
+      const next = samples.find(
+        (s) => s.group === g && s.tMs > e.startMs && s.tMs <= end && s.leader !== null && !e.nodes.includes(s.leader) && s.term > before.term,
+      );
       const replicas = replicasOf?.(g);
       const majorityHit = replicas === undefined ? false : e.nodes.filter((n) => replicas.includes(n)).length * 2 > replicas.length;
-      out.push({ event: e, group: g, majorityHit, oldLeader: before.leader, ms: next === undefined ? null : next.tMs - e.startMs, newLeader: next?.leader ?? null });
+      out.push({
+        event: e,
+        group: g,
+        majorityHit,
+        oldLeader: before.leader,
+        ms: next === undefined ? null : next.tMs - e.startMs,
+        newLeader: next?.leader ?? null,
+      });
     }
   }
   return out;

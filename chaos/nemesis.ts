@@ -15,7 +15,8 @@
 
 import type { ChaosCluster } from './cluster.js';
 import type { CutMode } from './proxy.js';
-import type { Random } from './workload.js';
+import { int, pick, shuffle, type Random } from '../testkit/random.js';
+import { sleep } from '../testkit/wait.js';
 
 export type NemesisFamily = 'kill' | 'pause' | 'partition' | 'restart';
 export const NEMESIS_FAMILIES: readonly NemesisFamily[] = ['kill', 'pause', 'partition', 'restart'];
@@ -30,24 +31,6 @@ export interface FaultEvent {
   readonly startMs: number;
   endMs: number;
 }
-
-const int = (r: Random, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
-const pick = <T>(r: Random, xs: readonly T[]): T => {
-  const x = xs[Math.floor(r() * xs.length)];
-  if (x === undefined) throw new Error('pick from an empty list');
-  return x;
-};
-const shuffle = <T>(r: Random, xs: readonly T[]): T[] => {
-  const out = [...xs];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    const a = out[i] as T;
-    out[i] = out[j] as T;
-    out[j] = a;
-  }
-  return out;
-};
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export interface NemesisOptions {
   readonly families: readonly NemesisFamily[];
@@ -216,7 +199,9 @@ export class Nemesis {
           const t = await this.leaderTarget();
           const others = all.filter((i) => i !== t.node);
           const outbound = r() < 0.5;
-          event = this.begin('partition', `one-way: ${outbound ? `${t.why} (node ${t.node}) -> others cut` : `others -> ${t.why} (node ${t.node}) cut`}`, [t.node]);
+          event = this.begin('partition', `one-way: ${outbound ? `${t.why} (node ${t.node}) -> others cut` : `others -> ${t.why} (node ${t.node}) cut`}`, [
+            t.node,
+          ]);
           proxy.setCuts(others.map((o) => (outbound ? ([t.node, o] as const) : ([o, t.node] as const))));
         } else if (v < 0.8 && this.n >= 5) {
           // A bridge: two sides that cannot talk, and one node that talks to both.
@@ -298,7 +283,8 @@ export function parseFamilies(text: string | undefined): NemesisFamily[] {
   const out: NemesisFamily[] = [];
   for (const part of text.split(',')) {
     const f = part.trim() as NemesisFamily;
-    if (!NEMESIS_FAMILIES.includes(f)) throw new Error(`--nemesis: unknown fault family ${JSON.stringify(part)} (known: ${NEMESIS_FAMILIES.join(', ')}, all, none)`);
+    if (!NEMESIS_FAMILIES.includes(f))
+      throw new Error(`--nemesis: unknown fault family ${JSON.stringify(part)} (known: ${NEMESIS_FAMILIES.join(', ')}, all, none)`);
     if (!out.includes(f)) out.push(f);
   }
   return out;

@@ -305,7 +305,14 @@ export class BusProxy {
   /** Cuts node i off from every other node, both ways. */
   isolate(i: number, mode: CutMode = 'blackhole'): void {
     this.setCuts(
-      this.nodes.flatMap((_, j) => (j === i ? [] : ([[i, j], [j, i]] as const))),
+      this.nodes.flatMap((_, j) =>
+        j === i
+          ? []
+          : ([
+              [i, j],
+              [j, i],
+            ] as const),
+      ),
       mode,
     );
   }

@@ -67,7 +67,10 @@ export function outages(history: readonly Op[], groupOf: (key: string) => number
   const out: Outage[] = [];
   for (let g = 1; g <= groups; g++) {
     const writes = history.filter((op) => op.kind !== 'GET' && groupOf(op.key) === g);
-    const oks = writes.filter((op) => op.outcome === 'ok').map((op) => op.completeMs).sort((a, b) => a - b);
+    const oks = writes
+      .filter((op) => op.outcome === 'ok')
+      .map((op) => op.completeMs)
+      .sort((a, b) => a - b);
     let last = fromMs;
     const consider = (next: number): void => {
       if (next - last <= OUTAGE_GAP_MS) return;
@@ -170,7 +173,9 @@ export function formatSummary(s: RunSummaryInput): string {
       (noneExpected > 0 ? `; ${noneExpected} with a majority hit (no election possible)` : ''),
   );
   for (const f of none.slice(0, 10)) {
-    lines.push(`  no new leader of g${f.group} during ${(f.event.startMs / 1000).toFixed(1)}s-${(f.event.endMs / 1000).toFixed(1)}s ${f.event.label} (${Math.round(f.event.endMs - f.event.startMs)} ms)`);
+    lines.push(
+      `  no new leader of g${f.group} during ${(f.event.startMs / 1000).toFixed(1)}s-${(f.event.endMs / 1000).toFixed(1)}s ${f.event.label} (${Math.round(f.event.endMs - f.event.startMs)} ms)`,
+    );
   }
   const fo = failovers(found, s.events).map((o) => o.endMs - o.startMs);
   lines.push(
@@ -187,7 +192,9 @@ export function formatSummary(s: RunSummaryInput): string {
     downTotal += down;
     perGroup.push(`g${g} ${pct(span - down, span)}`);
   }
-  lines.push(`availability: ${pct(okWrites, writes.length)} of writes ok; time in service ${pct(s.groups * span - downTotal, s.groups * span)} (${perGroup.join(', ')})`);
+  lines.push(
+    `availability: ${pct(okWrites, writes.length)} of writes ok; time in service ${pct(s.groups * span - downTotal, s.groups * span)} (${perGroup.join(', ')})`,
+  );
   lines.push(
     `recovery after healing at ${(s.healMs / 1000).toFixed(1)}s (limit ${s.recoveryLimitMs} ms): ${s.recovery.map((r) => `g${r.group} ${r.ms === null ? 'none' : `${Math.round(r.ms)} ms`}`).join(', ')}`,
   );
@@ -246,8 +253,8 @@ export function timelineSvg(s: RunSummaryInput): string {
     if (op.outcome === 'ok') okRow[b] = (okRow[b] ?? 0) + 1;
   }
   const perS = 1000 / BUCKET_MS;
-  const maxRate = Math.max(1, ...ok.map((v) => v * perS), ...failed.map((v) => v * perS), ...unknown.map((v) => v * perS));
-  const y = (rate: number): number => chartTop + chartH - (rate / maxRate) * chartH;
+  const rateMax = Math.max(1, ...ok.map((v) => v * perS), ...failed.map((v) => v * perS), ...unknown.map((v) => v * perS));
+  const y = (rate: number): number => chartTop + chartH - (rate / rateMax) * chartH;
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`);
   parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
@@ -260,15 +267,17 @@ export function timelineSvg(s: RunSummaryInput): string {
     const x1 = x(Number.isNaN(e.endMs) ? endMs : e.endMs);
     const color = FAMILY_COLORS[e.family];
     const row = i % faultRows;
-    parts.push(`<rect x="${x0.toFixed(1)}" y="${chartTop}" width="${Math.max(1, x1 - x0).toFixed(1)}" height="${chartH}" fill="${color}" opacity="0.12"><title>${esc(e.label)}</title></rect>`);
+    parts.push(
+      `<rect x="${x0.toFixed(1)}" y="${chartTop}" width="${Math.max(1, x1 - x0).toFixed(1)}" height="${chartH}" fill="${color}" opacity="0.12"><title>${esc(e.label)}</title></rect>`,
+    );
     parts.push(
       `<rect x="${x0.toFixed(1)}" y="${faultTop + row * faultRowH}" width="${Math.max(2, x1 - x0).toFixed(1)}" height="${faultRowH - 3}" fill="${color}" opacity="0.8"><title>${esc(
         `${(e.startMs / 1000).toFixed(1)}-${(e.endMs / 1000).toFixed(1)}s ${e.label}`,
       )}</title></rect>`,
     );
-    const maxChars = Math.floor((x1 - x0) / 6);
-    if (maxChars >= 4) {
-      const label = e.label.length > maxChars ? `${e.label.slice(0, maxChars - 1)}…` : e.label;
+    const charsMax = Math.floor((x1 - x0) / 6);
+    if (charsMax >= 4) {
+      const label = e.label.length > charsMax ? `${e.label.slice(0, charsMax - 1)}…` : e.label;
       parts.push(`<text x="${(x0 + 2).toFixed(1)}" y="${faultTop + row * faultRowH + 10}" fill="white" font-size="9">${esc(label)}</text>`);
     }
   });
@@ -276,7 +285,7 @@ export function timelineSvg(s: RunSummaryInput): string {
   parts.push(`<line x1="${left}" y1="${chartTop + chartH}" x2="${left + plotW}" y2="${chartTop + chartH}" stroke="#333"/>`);
   parts.push(`<line x1="${left}" y1="${chartTop}" x2="${left}" y2="${chartTop + chartH}" stroke="#333"/>`);
   for (let k = 0; k <= 4; k++) {
-    const rate = (maxRate * k) / 4;
+    const rate = (rateMax * k) / 4;
     parts.push(`<text x="${left - 4}" y="${(y(rate) + 4).toFixed(1)}" text-anchor="end">${Math.round(rate)}</text>`);
     parts.push(`<line x1="${left}" y1="${y(rate).toFixed(1)}" x2="${left + plotW}" y2="${y(rate).toFixed(1)}" stroke="#eee"/>`);
   }
@@ -292,7 +301,9 @@ export function timelineSvg(s: RunSummaryInput): string {
   parts.push(`<path d="${path(failed)}" fill="none" stroke="#ff7f0e" stroke-width="1"/>`);
   parts.push(`<path d="${path(unknown)}" fill="none" stroke="#d62728" stroke-width="1"/>`);
   // Heal marker.
-  parts.push(`<line x1="${x(s.healMs).toFixed(1)}" y1="${faultTop}" x2="${x(s.healMs).toFixed(1)}" y2="${stripTop + s.groups * (stripH + 4)}" stroke="#000" stroke-dasharray="4 3"/>`);
+  parts.push(
+    `<line x1="${x(s.healMs).toFixed(1)}" y1="${faultTop}" x2="${x(s.healMs).toFixed(1)}" y2="${stripTop + s.groups * (stripH + 4)}" stroke="#000" stroke-dasharray="4 3"/>`,
+  );
   parts.push(`<text x="${(x(s.healMs) + 3).toFixed(1)}" y="${chartTop + 10}">healed</text>`);
   // Per-group service strips: green = some write completed ok in the bucket, red = writes waited and none completed, grey = idle.
   for (let g = 0; g < s.groups; g++) {
@@ -334,7 +345,7 @@ export function timelineSvg(s: RunSummaryInput): string {
     ['#2ca02c', 'ok ops/s'],
     ['#ff7f0e', 'failed (not applied) ops/s'],
     ['#d62728', 'unknown ops/s'],
-    ...(Object.entries(FAMILY_COLORS) as [string, string][]).map(([f, c]): [string, string] => [c, f]),
+    ...Object.entries<string>(FAMILY_COLORS).map(([f, c]): [string, string] => [c, f]),
   ];
   let lx = left;
   for (const [c, t] of legend) {

@@ -13,14 +13,16 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { keySlot } from '../src/cluster/slots.js';
 import { slotRanges } from '../src/cluster/topology.js';
-import { prng } from '../test/helpers/random.js';
-import { ChaosCluster, killAllNow, request } from './cluster.js';
-import { isMain, positiveInt, seedFrom } from './common.js';
+import { prng, seedFrom } from '../testkit/random.js';
+import { request } from '../testkit/resp.js';
+import { sleep } from '../testkit/wait.js';
+import { ChaosCluster, killAllNow } from './cluster.js';
+import { isMain, positiveInt } from './common.js';
 import { checkHistory, checkRecovery, HistoryRecorder, opToJson, type Anomaly, type KeyMode, type Op, type RecoveryProbe } from './history.js';
 import { failoversFrom, LeaderMonitor, type LeaderSample } from './monitor.js';
 import { Nemesis, parseFamilies, type FaultEvent, type NemesisFamily } from './nemesis.js';
 import { formatSummary, reportHtml, timelineSvg, type RunSummaryInput } from './report.js';
-import { classifyError, keysForGroups, sleep, Workload } from './workload.js';
+import { classifyError, keysForGroups, Workload } from './workload.js';
 
 /** After healing, every group must serve a write within this long. */
 export const RECOVERY_LIMIT_MS = 5000;
@@ -141,7 +143,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   let monitor: LeaderMonitor | null = null;
   let keepData = false;
   try {
-    log(`chaos: cluster up: ${cluster.nodes.map((n) => `node ${n.index} 127.0.0.1:${n.port} (bus ${n.busPort} -> ${n.realBusPort}) id ${n.id ?? '?'}`).join('; ')}`);
+    log(
+      `chaos: cluster up: ${cluster.nodes.map((n) => `node ${n.index} 127.0.0.1:${n.port} (bus ${n.busPort} -> ${n.realBusPort}) id ${n.id ?? '?'}`).join('; ')}`,
+    );
     // Every group serves a write before the clients start.
     const setupStart = Date.now();
     await Promise.all(
@@ -151,7 +155,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
             await writeOnce(ports[attempt % ports.length] ?? 0, `chaos:setup:g${group}:${i}`, 6000);
             return;
           } catch (e) {
-            if (Date.now() - setupStart > SETUP_TIMEOUT_MS) throw new Error(`group ${group} served no write within ${SETUP_TIMEOUT_MS} ms of the start: ${e instanceof Error ? e.message : String(e)}`);
+            if (Date.now() - setupStart > SETUP_TIMEOUT_MS)
+              throw new Error(`group ${group} served no write within ${SETUP_TIMEOUT_MS} ms of the start: ${e instanceof Error ? e.message : String(e)}`);
             await sleep(200);
           }
         }
@@ -258,7 +263,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
             finals.set(key, v);
             return;
           } catch (e) {
-            if (Date.now() - start > FINAL_READ_TIMEOUT_MS) throw new Error(`final GET ${key} failed for ${FINAL_READ_TIMEOUT_MS} ms: ${e instanceof Error ? e.message : String(e)}`);
+            if (Date.now() - start > FINAL_READ_TIMEOUT_MS)
+              throw new Error(`final GET ${key} failed for ${FINAL_READ_TIMEOUT_MS} ms: ${e instanceof Error ? e.message : String(e)}`);
             await sleep(200);
           }
         }
@@ -274,12 +280,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     ];
     keepData = anomalies.length > 0;
     const notes: string[] = [];
-    notes.push(`proxy: ${cluster.proxy.stats.connections} bus connections, ${(cluster.proxy.stats.bytesForwarded / 1e6).toFixed(1)} MB forwarded, ${cluster.proxy.stats.resets} reset`);
+    notes.push(
+      `proxy: ${cluster.proxy.stats.connections} bus connections, ${(cluster.proxy.stats.bytesForwarded / 1e6).toFixed(1)} MB forwarded, ${cluster.proxy.stats.resets} reset`,
+    );
     notes.push(`node starts: ${cluster.nodes.map((n) => `node ${n.index} ${n.starts}x`).join(', ')}`);
     const stops = await cluster.destroy(true, keepData);
     const unclean = [...stops].filter(([, how]) => how !== 'exit code 0');
     notes.push(`graceful stop at the end: ${unclean.length === 0 ? 'every node exited 0' : unclean.map(([i, how]) => `node ${i} ${how}`).join(', ')}`);
-    if (nemesis.stopMs.length > 0) notes.push(`graceful stops (SIGTERM to exit) during the run: ${nemesis.stopMs.map((x) => `${Math.round(x)} ms`).join(', ')}`);
+    if (nemesis.stopMs.length > 0)
+      notes.push(`graceful stops (SIGTERM to exit) during the run: ${nemesis.stopMs.map((x) => `${Math.round(x)} ms`).join(', ')}`);
     if (nemesis.uncleanStops.length > 0) notes.push(`graceful stops during the run that did not exit 0: ${nemesis.uncleanStops.join('; ')}`);
     if (keepData) notes.push(`data directories kept in ${cluster.dataRoot}`);
     const input: RunSummaryInput = {
@@ -317,14 +326,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   } catch (e) {
     // A RangeError or TypeError is a bug in the suite itself: its stack says where.
     const why = e instanceof Error ? (e.constructor === Error ? e.message : (e.stack ?? e.message)) : String(e);
-    throw new Error(`chaos run (seed ${o.seed}) stopped: ${why}\nnode data kept in ${cluster.dataRoot}${o.outDir === null ? '' : `, node logs in ${o.outDir}`}\nreplay: ${replay}`, {
-      cause: e,
-    });
+    throw new Error(
+      `chaos run (seed ${o.seed}) stopped: ${why}\nnode data kept in ${cluster.dataRoot}${o.outDir === null ? '' : `, node logs in ${o.outDir}`}\nreplay: ${replay}`,
+      {
+        cause: e,
+      },
+    );
   } finally {
     if (workload !== null) await Promise.race([workload.stop(), sleep(15_000)]);
     if (monitor !== null) await monitor.stop();
     // A run that threw leaves its nodes to be killed here (a finished one stopped them already).
-    if (cluster.nodes.some((n) => n.proc !== null)) await cluster.destroy(false, true);
+    if (cluster.nodes.some((n) => n.running)) await cluster.destroy(false, true);
   }
 }
 

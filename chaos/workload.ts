@@ -13,20 +13,18 @@
 
 import { performance } from 'node:perf_hooks';
 import { Cluster, Command, Redis } from 'ioredis';
-import { LOOPBACK } from '../bench/cluster-launcher.js';
 import { keySlot } from '../src/cluster/slots.js';
 import { slotRanges } from '../src/cluster/topology.js';
 import { ERR, WRITE_NOT_APPLIED, WRITE_OUTCOME_UNKNOWN, type ErrorKey } from '../src/errors.js';
-import { prng } from '../test/helpers/random.js';
+import { LOOPBACK } from '../testkit/processes.js';
+import { childSeed, int, prng, type Random } from '../testkit/random.js';
+import { sleep } from '../testkit/wait.js';
 import { HistoryRecorder, type Anomaly, type Op, type OpKind, type Outcome } from './history.js';
 
 /** A client gives up on a request after this long: its outcome is then unknown. */
 export const COMMAND_TIMEOUT_MS = 10_000;
 /** Times a SEQNEXT TOKEN whose outcome was unknown is sent again with the same token. */
 export const TOKEN_RETRIES_MAX = 3;
-
-export type Random = () => number;
-const int = (r: Random, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
 
 /** The keys of a run: `perGroup` keys in every data group (one of them with a hash tag). */
 export function keysForGroups(groups: number, perGroup: number): { key: string; group: number }[] {
@@ -218,7 +216,7 @@ export class Workload {
 
   private subRandom(): Random {
     // Each client gets its own stream derived from the run's seeded generator.
-    return prng(Math.floor(this.o.random() * 2 ** 32));
+    return prng(childSeed(this.o.random));
   }
 
   private record(
@@ -268,8 +266,13 @@ export class Workload {
     const outcome: Outcome = plan.kind === 'GET' || unknownAttempts === 0 ? 'failed' : 'unknown';
     // An unknown op counts as one possible application; the others are hidden attempts.
     const hidden = outcome === 'unknown' ? unknownAttempts - 1 : 0;
-    const op = this.record(process, plan, invokeMs, outcome, { error: c.text, ...(hidden > 0 ? { hiddenUnknownAttempts: hidden } : {}), ...attemptErrors(seen ?? []) });
-    if (c.unexpected) this.anomalies.push({ kind: 'unexpected-error', key: plan.key, message: `#${op.id} ${process} ${plan.args.join(' ')}: ${c.text}`, ops: [op.id] });
+    const op = this.record(process, plan, invokeMs, outcome, {
+      error: c.text,
+      ...(hidden > 0 ? { hiddenUnknownAttempts: hidden } : {}),
+      ...attemptErrors(seen ?? []),
+    });
+    if (c.unexpected)
+      this.anomalies.push({ kind: 'unexpected-error', key: plan.key, message: `#${op.id} ${process} ${plan.args.join(' ')}: ${c.text}`, ops: [op.id] });
     return outcome;
   }
 
@@ -422,8 +425,6 @@ export class Workload {
 function attemptErrors(seen: readonly unknown[]): { attemptErrors?: string[] } {
   return seen.length === 0 ? {} : { attemptErrors: seen.map((e) => (e instanceof Error ? e.message : String(e))) };
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** ms since `t0` (performance clock). */
 export function clockFrom(t0: number): () => number {

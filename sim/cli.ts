@@ -9,10 +9,10 @@
 //   node dist/sim/cli.js --cluster --seeds N [--from S]
 //   node dist/sim/cli.js --cluster --seed S --trace
 
-import { parseArgs } from "node:util";
-import { runMultiraftSeed } from "./multiraft.js";
-import { runNodesSeed } from "./nodes.js";
-import { runSeed } from "./simulation.js";
+import { parseArgs } from 'node:util';
+import { runMultiraftSeed } from './multiraft.js';
+import { runNodesSeed } from './nodes.js';
+import { runSeed } from './simulation.js';
 
 interface SeedOutcome {
   readonly ok: boolean;
@@ -22,10 +22,10 @@ interface SeedOutcome {
   readonly summary: string;
 }
 
-type Mode = "raft" | "multiraft" | "cluster";
+type Mode = 'raft' | 'multiraft' | 'cluster';
 
 async function runOne(mode: Mode, seed: number, trace?: (line: string) => void): Promise<SeedOutcome> {
-  if (mode === "cluster") {
+  if (mode === 'cluster') {
     const res = await runNodesSeed(seed, trace);
     const s = res.stats;
     return {
@@ -37,7 +37,7 @@ async function runOne(mode: Mode, seed: number, trace?: (line: string) => void):
         `${s.crashes} kills, ${s.pauses} pauses, slowest reply ${s.replyMsMax.toFixed(0)} ms`,
     };
   }
-  if (mode === "multiraft") {
+  if (mode === 'multiraft') {
     const res = await runMultiraftSeed(seed, trace);
     const s = res.stats;
     return {
@@ -61,17 +61,17 @@ async function runOne(mode: Mode, seed: number, trace?: (line: string) => void):
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
-      seeds: { type: "string" },
-      from: { type: "string" },
-      seed: { type: "string" },
-      trace: { type: "boolean", default: false },
-      multiraft: { type: "boolean", default: false },
-      cluster: { type: "boolean", default: false },
+      seeds: { type: 'string' },
+      from: { type: 'string' },
+      seed: { type: 'string' },
+      trace: { type: 'boolean', default: false },
+      multiraft: { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
     },
     strict: true,
   });
-  const mode: Mode = values.cluster === true ? "cluster" : values.multiraft === true ? "multiraft" : "raft";
-  const replay = `npm run sim --${mode === "raft" ? "" : ` --${mode}`}`;
+  const mode: Mode = values.cluster === true ? 'cluster' : values.multiraft === true ? 'multiraft' : 'raft';
+  const replay = `npm run sim --${mode === 'raft' ? '' : ` --${mode}`}`;
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     if (!Number.isSafeInteger(seed)) throw new Error(`bad --seed ${values.seed}`);
@@ -84,16 +84,16 @@ async function main(): Promise<number> {
     console.log(`seed ${seed} FAILED ${res.where}: ${res.error}`);
     return 1;
   }
-  const count = Number(values.seeds ?? "100");
-  const from = Number(values.from ?? "1");
-  if (!Number.isSafeInteger(count) || !Number.isSafeInteger(from) || count < 1) throw new Error("bad --seeds/--from");
+  const count = Number(values.seeds ?? '100');
+  const from = Number(values.from ?? '1');
+  if (!Number.isSafeInteger(count) || !Number.isSafeInteger(from) || count < 1) throw new Error('bad --seeds/--from');
   const failed: number[] = [];
   const t0 = performance.now();
   for (let s = from; s < from + count; s++) {
     const res = await runOne(mode, s);
     if (!res.ok) {
       failed.push(s);
-      const firstLine = (res.error ?? "").split("\n")[0];
+      const firstLine = (res.error ?? '').split('\n')[0];
       console.log(`seed ${s} FAILED ${res.where}: ${firstLine}`);
       console.log(`  replay: ${replay} --seed ${s} --trace`);
     }

@@ -2,10 +2,10 @@
 // real RaftNode, in-memory storage made "durable" synchronously, and a message
 // queue the test controls (drop rules, explicit delivery).
 
-import { MemoryStorage } from "../src/raft/storage.js";
-import { RaftNode, RaftConfig, Role } from "../src/raft/node.js";
-import { ConfState, Entry, EntryType, Message, NodeId, ReadState } from "../src/raft/types.js";
-import { Prng } from "./prng.js";
+import { MemoryStorage } from '../src/raft/storage.js';
+import { RaftNode, RaftConfig, Role } from '../src/raft/node.js';
+import { ConfState, Entry, EntryType, Message, NodeId, ReadState } from '../src/raft/types.js';
+import { Prng } from './prng.js';
 
 export interface ClusterMember {
   readonly id: NodeId;
@@ -25,7 +25,7 @@ export interface ClusterOptions {
   readonly voters: readonly NodeId[];
   readonly learners?: readonly NodeId[];
   readonly seed?: number;
-  readonly raft?: Partial<Omit<RaftConfig, "id" | "storage" | "random">>;
+  readonly raft?: Partial<Omit<RaftConfig, 'id' | 'storage' | 'random'>>;
 }
 
 export class TestCluster {
@@ -34,7 +34,7 @@ export class TestCluster {
   /** Directed links that drop messages: "from>to". */
   private readonly blocked = new Set<string>();
   readonly prng: Prng;
-  private readonly raftOptions: Partial<Omit<RaftConfig, "id" | "storage" | "random">>;
+  private readonly raftOptions: Partial<Omit<RaftConfig, 'id' | 'storage' | 'random'>>;
   delivered = 0;
   /** When set, messages it returns true for are dropped. */
   dropIf: ((m: Message) => boolean) | null = null;
@@ -143,8 +143,8 @@ export class TestCluster {
   }
 
   /** Deliver messages and process Readies until nothing moves (bounded). */
-  stabilize(maxRounds = 10_000): void {
-    for (let round = 0; round < maxRounds; round++) {
+  stabilize(roundsMax = 10_000): void {
+    for (let round = 0; round < roundsMax; round++) {
       let moved = false;
       for (const m of this.members.values()) {
         while (this.processReady(m)) moved = true;
@@ -157,7 +157,7 @@ export class TestCluster {
       }
       if (!moved) return;
     }
-    throw new Error("cluster did not stabilize");
+    throw new Error('cluster did not stabilize');
   }
 
   private deliver(msg: Message): void {
@@ -177,13 +177,13 @@ export class TestCluster {
     }
   }
 
-  /** Tick until `pred` holds; returns the ticks used or throws after maxTicks. */
-  tickUntil(pred: () => boolean, maxTicks = 500): number {
-    for (let i = 0; i <= maxTicks; i++) {
+  /** Tick until `pred` holds; returns the ticks used or throws after ticksMax. */
+  tickUntil(pred: () => boolean, ticksMax = 500): number {
+    for (let i = 0; i <= ticksMax; i++) {
       if (pred()) return i;
       this.tick();
     }
-    throw new Error("condition not reached");
+    throw new Error('condition not reached');
   }
 
   /** Leaders among live members (highest term first). */

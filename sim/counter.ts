@@ -18,10 +18,10 @@ export function encodeOps(ops: readonly CounterOp[]): Uint8Array {
 export function decodeOps(data: Uint8Array): CounterOp[] {
   if (data.length === 0) return [];
   const raw: unknown = JSON.parse(decoder.decode(data));
-  if (!Array.isArray(raw)) throw new Error("counter payload is not a list");
+  if (!Array.isArray(raw)) throw new Error('counter payload is not a list');
   return raw.map((r: unknown) => {
-    if (!Array.isArray(r) || typeof r[0] !== "number" || typeof r[1] !== "string" || typeof r[2] !== "number") {
-      throw new Error("malformed counter op");
+    if (!Array.isArray(r) || typeof r[0] !== 'number' || typeof r[1] !== 'string' || typeof r[2] !== 'number') {
+      throw new Error('malformed counter op');
     }
     return { opId: r[0], key: r[1], delta: r[2] };
   });
@@ -57,11 +57,11 @@ export class CounterMachine {
     this.appliedIndex = index;
     if (data.length === 0) return;
     const raw: unknown = JSON.parse(decoder.decode(data));
-    if (typeof raw !== "object" || raw === null) throw new Error("bad counter snapshot");
-    const values: unknown = Reflect.get(raw, "values");
-    if (!Array.isArray(values)) throw new Error("bad counter snapshot");
+    if (typeof raw !== 'object' || raw === null) throw new Error('bad counter snapshot');
+    const values: unknown = Reflect.get(raw, 'values');
+    if (!Array.isArray(values)) throw new Error('bad counter snapshot');
     for (const kv of values) {
-      if (!Array.isArray(kv) || typeof kv[0] !== "string" || typeof kv[1] !== "number") throw new Error("bad counter snapshot");
+      if (!Array.isArray(kv) || typeof kv[0] !== 'string' || typeof kv[1] !== 'number') throw new Error('bad counter snapshot');
       this.values.set(kv[0], kv[1]);
     }
   }

@@ -1,18 +1,23 @@
 // Seeded simulation of the multiraft layer on virtual time: several nodes,
-// each a real MultiRaftHost driving several Raft groups, with one simulated
-// disk (MemoryRaftLogStore: a crash loses what was not committed) and one
+// each a real MultiRaftHost driving several Raft groups over the node's real
+// log (WalStore, segment files and all) on a simulated disk (SimDisk,
+// src/storage/sim-disk.ts: a crash loses every unsynced write, may leave a
+// torn piece of the last one, and loses directory changes not synced), and one
 // in-memory transport per node, all on one MemoryHub (partitions, one-way
-// cuts, loss, delay). The hosts' loop turns, ticks, disk commits and message
+// cuts, loss, delay). A restart reopens the log from what the disk kept, so
+// the real recovery (torn tails cut, the rest replayed) runs after every
+// crash. The hosts' loop turns, ticks, disk operations and message
 // deliveries are events of one virtual clock; promise continuations run
 // between events, as Node runs them between callbacks.
 //
 // Clients increment strict keys (INCR: a proposal per request) and take ranges
 // from window keys (SEQNEXT COUNT n: the leader's WindowAllocator, served from
 // memory under the leader lease). Faults: partitions, an isolated leader that
-// still believes it leads, crashes and restarts, process pauses (SIGSTOP: the
-// node's timers, disk completions, messages and client requests are held and
-// run late, requests first), slow disks, loss bursts, slow clocks (within the
-// lease's drift bound) and leader transfers.
+// still believes it leads, crashes (some while a log fdatasync is in flight)
+// and restarts, process pauses (SIGSTOP: the node's timers, disk completions,
+// messages and client requests are held and run late, requests first), slow
+// disks, full disks, loss bursts, slow clocks (within the lease's drift bound)
+// and leader transfers.
 //
 // Checked, per key: no value handed out twice; real-time order (an operation
 // that completed before another was invoked got smaller values); no
@@ -22,19 +27,22 @@
 // at the end. Liveness: once faults heal, every client gets an acknowledgement.
 // A failing seed prints itself and replays exactly.
 
-import { WRITE_NOT_APPLIED, type ErrorKey } from "../src/errors.js";
-import type { WindowLease } from "../src/multiraft/group.js";
-import { MemoryRaftLogStore, MultiRaftHost, type HostScheduler } from "../src/multiraft/host.js";
-import type { RaftGroup } from "../src/multiraft/raft-group.js";
-import { WindowAllocator, type Allocation } from "../src/multiraft/window.js";
-import { Role } from "../src/raft/index.js";
-import { snapshotState } from "../src/sequencer/codec.js";
-import { isSequence, type SequenceSpec } from "../src/sequencer/sequence.js";
-import type { OpResult } from "../src/sequencer/state-machine.js";
-import { MemoryHub, type MemoryScheduler, type MemoryTransport } from "../src/transport/memory.js";
-import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from "../src/transport/types.js";
-import { Prng } from "./prng.js";
-import { EventQueue } from "./simulation.js";
+import { WRITE_NOT_APPLIED, type ErrorKey } from '../src/errors.js';
+import type { WindowLease } from '../src/multiraft/group.js';
+import { MultiRaftHost, type HostScheduler } from '../src/multiraft/host.js';
+import type { RaftGroup } from '../src/multiraft/raft-group.js';
+import { WindowAllocator, type Allocation } from '../src/multiraft/window.js';
+import { Role } from '../src/raft/index.js';
+import { snapshotState } from '../src/sequencer/codec.js';
+import { isSequence, type SequenceSpec } from '../src/sequencer/sequence.js';
+import type { OpResult } from '../src/sequencer/state-machine.js';
+import { SEGMENT_BYTES_MIN } from '../src/storage/segments.js';
+import { SimDisk, type SimCrashReport, type SimDiskOp } from '../src/storage/sim-disk.js';
+import { WalStore } from '../src/storage/wal-store.js';
+import { MemoryHub, type MemoryScheduler, type MemoryTransport } from '../src/transport/memory.js';
+import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from '../src/transport/types.js';
+import { Prng } from './prng.js';
+import { EventQueue } from './simulation.js';
 
 /** Virtual milliseconds between host ticks (a node with a slow clock: times SLOW_CLOCK_RATE). */
 export const MR_TICK_MS = 10;
@@ -56,11 +64,15 @@ export const DEFAULT_MR_FAULT_MS = 6000;
 const LIVENESS_MS = 3000;
 /** After the liveness check clients stop; the groups get this long to converge. */
 const SETTLE_MS = 1500;
+/** Segment sizes drawn per seed: small ones rotate, checkpoint and delete segments often. */
+const SEGMENT_BYTES_CHOICES = [SEGMENT_BYTES_MIN * 8, 64 * 1024, 1024 * 1024];
+/** A crash waiting for the node's next fdatasync happens anyway after this long (virtual ms). */
+const CRASH_DURING_SYNC_WAIT_MS = 100;
 /** Clients, each with one request at a time; a fifth of the requests go to a random node rather than the known leader. */
 const CLIENTS = 10;
 const RANDOM_TARGET_CHANCE = 0.2;
-const STRICT_KEYS = ["s1", "s2", "s3", "s4"];
-const WINDOW_KEYS = ["w1", "w2", "w3", "w4"];
+const STRICT_KEYS = ['s1', 's2', 's3', 's4'];
+const WINDOW_KEYS = ['w1', 'w2', 'w3', 'w4'];
 
 export interface MultiraftSimOptions {
   readonly seed: number;
@@ -83,6 +95,12 @@ export interface MultiraftSimStats {
   crashes: number;
   pauses: number;
   transfers: number;
+  /** Crashes that left a piece (torn, whole or garbage) of an unsynced write on the disk. */
+  tornWrites: number;
+  /** Torn tails the log's recovery found and cut on restart. */
+  tornTailsCut: number;
+  /** Times a node's disk filled up. */
+  diskFull: number;
 }
 
 export interface MultiraftSimResult {
@@ -95,7 +113,7 @@ export interface MultiraftSimResult {
 
 class SimFailure extends Error {}
 
-type Category = "io" | "immediate" | "timer";
+type Category = 'io' | 'immediate' | 'timer';
 
 /**
  * One node's view of time: its timers (scaled by its clock rate), its clock,
@@ -122,13 +140,13 @@ export class NodeClock implements HostScheduler, MemoryScheduler {
   readonly now = (): number => this.sim.now / this.rate;
 
   endOfTurn(fn: () => void): void {
-    this.sim.at(this.sim.now, () => this.run("immediate", fn));
+    this.sim.at(this.sim.now, () => this.run('immediate', fn));
   }
 
   after(ms: number, fn: () => void): () => void {
     let cancelled = false;
     this.sim.at(this.sim.now + ms * this.rate, () => {
-      if (!cancelled) this.run("timer", fn);
+      if (!cancelled) this.run('timer', fn);
     });
     return () => {
       cancelled = true;
@@ -143,7 +161,7 @@ export class NodeClock implements HostScheduler, MemoryScheduler {
       this.sim.at(this.sim.now + ms * this.rate, due);
     };
     const due = (): void => {
-      if (!cancelled) this.run("timer", fire);
+      if (!cancelled) this.run('timer', fire);
     };
     this.sim.at(this.sim.now + ms * this.rate, due);
     return () => {
@@ -153,7 +171,7 @@ export class NodeClock implements HostScheduler, MemoryScheduler {
 
   /** Something arriving from outside (a message, a client request). */
   io(fn: () => void): void {
-    this.run("io", fn);
+    this.run('io', fn);
   }
 
   private run(category: Category, fn: () => void): void {
@@ -170,7 +188,7 @@ export class NodeClock implements HostScheduler, MemoryScheduler {
     this.paused = false;
     const held = this.held;
     this.held = [];
-    for (const category of ["io", "immediate", "timer"] as const) {
+    for (const category of ['io', 'immediate', 'timer'] as const) {
       for (const h of held) if (h.category === category) this.sim.at(this.sim.now, () => this.run(category, h.fn));
     }
   }
@@ -226,11 +244,28 @@ interface Running {
 
 class SimNode {
   running: Running | null = null;
-  diskLatencyMaxMs = 1;
+  /** The clock of the node's current (or last) process: its disk completes operations on it. */
+  clock: NodeClock | null = null;
+  diskLatencyMsMax = 1;
+  /** Set: crash (and restart) while the next fdatasync of the node's disk is in flight. */
+  crashDuringSync: (() => void) | null = null;
+  readonly disk: SimDisk;
+  /** The data directory on the node's disk (the log is in DIR/wal/). */
+  readonly dataDir: string;
   constructor(
     readonly id: NodeId,
-    readonly store: MemoryRaftLogStore,
-  ) {}
+    random: () => number,
+    delayMs: (op: SimDiskOp) => number,
+  ) {
+    this.dataDir = `/${id}`;
+    this.disk = new SimDisk({
+      random,
+      scheduler: { after: (ms, fn) => void this.clock?.after(ms, fn) },
+      delayMs,
+    });
+    this.disk.mkdirSync(this.dataDir);
+    this.disk.syncDirSync('/');
+  }
 }
 
 /** Per key: completed operations in completion order, with the running maximum of their last values. */
@@ -246,7 +281,7 @@ export class Timeline {
   }
 
   /** Largest value handed out by an operation that completed strictly before `time`, or null. */
-  maxBefore(time: number): bigint | null {
+  beforeMax(time: number): bigint | null {
     let lo = 0;
     let hi = this.ends.length;
     while (lo < hi) {
@@ -287,9 +322,9 @@ export class RangeSet {
 }
 
 type Reply =
-  | { readonly kind: "ok"; readonly first: bigint; readonly last: bigint }
-  | { readonly kind: "refused"; readonly leader: NodeId | null; readonly error: string }
-  | { readonly kind: "unknown"; readonly error: string };
+  | { readonly kind: 'ok'; readonly first: bigint; readonly last: bigint }
+  | { readonly kind: 'refused'; readonly leader: NodeId | null; readonly error: string }
+  | { readonly kind: 'unknown'; readonly error: string };
 
 interface ClientOp {
   readonly id: number;
@@ -321,13 +356,14 @@ export class MultiraftSimulation {
   private readonly snapshotEntries: number;
   private readonly baseDelayMs: number;
   private readonly baseLossRate: number;
+  private readonly segmentBytes: number;
   private nextOpId = 1;
   private faultsActive = false;
   private clientsRunning = true;
   private healMs = -1;
   private readonly faultEndMs: number;
   private readonly created = new Set<string>();
-  private asyncError: unknown = null;
+  private asyncError: Error | null = null;
   readonly stats: MultiraftSimStats = {
     events: 0,
     strictAcked: 0,
@@ -341,6 +377,9 @@ export class MultiraftSimulation {
     crashes: 0,
     pauses: 0,
     transfers: 0,
+    tornWrites: 0,
+    tornTailsCut: 0,
+    diskFull: 0,
   };
 
   // Checker state.
@@ -360,6 +399,7 @@ export class MultiraftSimulation {
     this.snapshotEntries = this.rng.pick([30, 200, 100000]);
     this.baseDelayMs = this.rng.pick([0.5, 2, 5]);
     this.baseLossRate = this.rng.pick([0, 0, 0.01, 0.05]);
+    this.segmentBytes = this.rng.pick(SEGMENT_BYTES_CHOICES);
     this.faultEndMs = SETUP_MS + (opts.faultMs ?? DEFAULT_MR_FAULT_MS);
     const hubRng = this.rng.fork();
     this.hub = new MemoryHub({ random: () => hubRng.float(), scheduler: this.hubScheduler() });
@@ -367,11 +407,23 @@ export class MultiraftSimulation {
     for (let g = 1; g <= groupCount; g++) this.groupIds.push(g);
     this.log(
       `config nodes=${nodeCount} groups=${groupCount} window=${this.windowSize} heartbeat=${this.heartbeatIntervalTicks} ` +
-        `snapshotEntries=${this.snapshotEntries} delay=${this.baseDelayMs}ms loss=${this.baseLossRate}`,
+        `snapshotEntries=${this.snapshotEntries} delay=${this.baseDelayMs}ms loss=${this.baseLossRate} segmentBytes=${this.segmentBytes}`,
     );
     for (const id of this.nodeIds) {
-      const latencyMs = (): number => this.rng.float() * this.node(id).diskLatencyMaxMs;
-      this.nodes.set(id, new SimNode(id, new MemoryRaftLogStore(latencyMs, this.diskTimers(id))));
+      // An fdatasync takes up to diskLatencyMsMax; other operations complete at the next event.
+      const delayMs = (op: SimDiskOp): number => {
+        if (op !== 'sync') return 0;
+        const n = this.node(id);
+        const ms = this.rng.float() * n.diskLatencyMsMax;
+        const crash = n.crashDuringSync;
+        if (crash !== null) {
+          n.crashDuringSync = null;
+          this.at(this.now + ms * this.rng.float(), crash);
+        }
+        return ms;
+      };
+      const diskRng = this.rng.fork();
+      this.nodes.set(id, new SimNode(id, () => diskRng.float(), delayMs));
     }
     for (const id of this.nodeIds) this.start(this.node(id));
     this.setLinks();
@@ -404,17 +456,8 @@ export class MultiraftSimulation {
     };
   }
 
-  /** A node's disk completes its commits on the node's clock (held while the process is paused). */
-  private diskTimers(id: NodeId): MemoryScheduler {
-    const clock = (): NodeClock | null => this.nodes.get(id)?.running?.clock ?? null;
-    return {
-      endOfTurn: (fn) => clock()?.endOfTurn(fn),
-      after: (ms, fn) => clock()?.after(ms, fn) ?? (() => undefined),
-    };
-  }
-
   private log(line: string): void {
-    if (this.trace !== null) this.trace(`t=${this.now.toFixed(2).padStart(9, "0")} ${line}`);
+    if (this.trace !== null) this.trace(`t=${this.now.toFixed(2).padStart(9, '0')} ${line}`);
   }
 
   private fail(msg: string): never {
@@ -435,9 +478,9 @@ export class MultiraftSimulation {
       this.clientsRunning = false;
     });
     const onRejection = (reason: unknown): void => {
-      if (this.asyncError === null) this.asyncError = reason;
+      if (this.asyncError === null) this.asyncError = reason instanceof Error ? reason : new Error(String(reason));
     };
-    process.on("unhandledRejection", onRejection);
+    process.on('unhandledRejection', onRejection);
     try {
       for (;;) {
         const e = this.q.pop();
@@ -458,7 +501,7 @@ export class MultiraftSimulation {
       this.log(`FAILURE ${msg}`);
       return { seed: this.opts.seed, ok: false, error: msg, atMs: this.now, stats: this.stats };
     } finally {
-      process.off("unhandledRejection", onRejection);
+      process.off('unhandledRejection', onRejection);
       for (const n of this.nodes.values()) this.stop(n);
     }
   }
@@ -474,6 +517,18 @@ export class MultiraftSimulation {
   private start(n: SimNode): void {
     const rate = this.rng.chance(0.3) ? SLOW_CLOCK_RATE : 1;
     const clock = new NodeClock(this, rate);
+    // The disk completes operations on this process's clock (held while it is paused, dropped once it is killed).
+    n.clock = clock;
+    const store = WalStore.open(n.dataDir, {
+      fsync: 'always',
+      commitOffThread: true, // as a node with peers does: the write and its fdatasync complete on the virtual clock
+      segmentBytes: this.segmentBytes,
+      fs: n.disk,
+      log: (line) => {
+        if (/cut a torn tail/.test(line)) this.stats.tornTailsCut++;
+        this.log(`${n.id} ${line}`);
+      },
+    });
     const inner = this.hub.transport(n.id);
     const peers = new Map<NodeId, PeerAddress>();
     for (const id of this.nodeIds) if (id !== n.id) peers.set(id, { host: id, port: 0 });
@@ -482,7 +537,7 @@ export class MultiraftSimulation {
     const host = new MultiRaftHost({
       nodeId: n.id,
       transport: new NodeTransport(inner, clock),
-      store: n.store,
+      store,
       random: () => hostRng.float(),
       tickIntervalMs: MR_TICK_MS,
       raft: { heartbeatIntervalTicks: this.heartbeatIntervalTicks },
@@ -498,7 +553,7 @@ export class MultiraftSimulation {
       const group = host.addGroup(g, this.nodeIds);
       const allocator = new WindowAllocator(group, { now: clock.now, leaseWaitMs: REQUEST_TIMEOUT_MS });
       group.onLeadershipChange((isLeader, term) => {
-        this.log(`${n.id} g${g} ${isLeader ? "LEADS" : "stops leading"} term ${term}`);
+        this.log(`${n.id} g${g} ${isLeader ? 'LEADS' : 'stops leading'} term ${term}`);
         if (!isLeader) allocator.reset(); // as the server does: another node may serve the keys now
       });
       windows.set(g, allocator);
@@ -506,18 +561,32 @@ export class MultiraftSimulation {
     if (rate !== 1) this.log(`${n.id} starts with a slow clock (x${rate})`);
   }
 
-  /** Kill -9: the process stops at once; unflushed writes are lost; connections drop. */
+  /**
+   * Kill -9 and a power cut: the process stops at once (its log store is
+   * dropped, never closed); the disk loses what was not synced; connections
+   * drop. The next start reopens the log from what the disk kept.
+   */
   private stop(n: SimNode): void {
     const r = n.running;
     if (r === null) return;
     n.running = null;
     r.clock.kill();
     r.host.halt();
-    n.store.crash();
+    this.logCrash(n, n.disk.crash());
     void r.transport.close();
   }
 
+  private logCrash(n: SimNode, report: SimCrashReport): void {
+    if (report.torn.some((t) => t.kind !== 'lost')) this.stats.tornWrites++;
+    const torn = report.torn.map((t) => `${t.path}@${t.offset}: ${t.kind} ${t.keptBytes} B`).join(', ');
+    this.log(
+      `${n.id} disk: ${report.filesRolledBack} files lost unsynced writes, ` +
+        `${report.nameChangesLost} directory changes lost, ${report.nameChangesKept} kept${torn === '' ? '' : `; left of the last writes: ${torn}`}`,
+    );
+  }
+
   private crash(n: SimNode): void {
+    n.crashDuringSync = null;
     if (n.running === null) return;
     this.stats.crashes++;
     this.log(`FAULT crash ${n.id}`);
@@ -542,13 +611,13 @@ export class MultiraftSimulation {
   private groupOf(key: string): number {
     let h = 0;
     for (let i = 0; i < key.length; i++) h = (h * 31 + key.charCodeAt(i)) >>> 0;
-    return (this.groupIds[h % this.groupIds.length] as number);
+    return this.groupIds[h % this.groupIds.length] as number;
   }
 
   // ------------------------------------------------------------ window keys
 
   private windowSpec(key: string): SequenceSpec {
-    return { id: `sim-${key}`, mode: "window", start: 1n, step: 1n, max: 9223372036854775807n, windowSize: this.windowSize };
+    return { id: `sim-${key}`, mode: 'window', start: 1n, step: 1n, max: 9223372036854775807n, windowSize: this.windowSize };
   }
 
   /** Creates the window sequences through whichever replica leads their group; retried until done. */
@@ -557,8 +626,8 @@ export class MultiraftSimulation {
       if (this.created.has(key)) continue;
       const leader = this.replicas(this.groupOf(key)).find((r) => r.group.isLeader());
       if (leader === undefined) continue;
-      leader.group.propose({ type: "seqcreate", key, spec: this.windowSpec(key), replace: false }, (r) => {
-        if (r.type === "ok" || (r.type === "error" && r.error === "seqExists")) {
+      leader.group.propose({ type: 'seqcreate', key, spec: this.windowSpec(key), replace: false }, (r) => {
+        if (r.type === 'ok' || (r.type === 'error' && r.error === 'seqExists')) {
           if (!this.created.has(key)) this.log(`window sequence ${key} created`);
           this.created.add(key);
         }
@@ -611,7 +680,7 @@ export class MultiraftSimulation {
       if (group.isLeader() && this.newerLeaderExists(groupId, group)) this.stats.staleLeaderRequests++;
       const reply = (rep: Reply): void => this.replyToClient(r, c, op, rep);
       if (op.window) this.allocate(r, group, op, 0, reply);
-      else group.propose({ type: "incrby", key: op.key, delta: 1n }, (result) => reply(this.strictReply(group, result)));
+      else group.propose({ type: 'incrby', key: op.key, delta: 1n }, (result) => reply(this.strictReply(group, result)));
     });
   }
 
@@ -621,34 +690,34 @@ export class MultiraftSimulation {
   }
 
   private strictReply(group: RaftGroup, result: OpResult): Reply {
-    if (result.type === "int") return { kind: "ok", first: result.value, last: result.value };
-    if (result.type === "error") return this.errorReply(group, result.error);
+    if (result.type === 'int') return { kind: 'ok', first: result.value, last: result.value };
+    if (result.type === 'error') return this.errorReply(group, result.error);
     throw new Error(`INCR answered ${result.type}`);
   }
 
   private errorReply(group: RaftGroup, error: ErrorKey): Reply {
-    if (WRITE_NOT_APPLIED.has(error)) return { kind: "refused", leader: group.leaderId(), error };
-    return { kind: "unknown", error };
+    if (WRITE_NOT_APPLIED.has(error)) return { kind: 'refused', leader: group.leaderId(), error };
+    return { kind: 'unknown', error };
   }
 
   /** SEQNEXT key COUNT n on a window key, as the server runs it (retrying a window dropped under it). */
   private allocate(r: Running, group: RaftGroup, op: ClientOp, attempt: number, reply: (rep: Reply) => void): void {
     const value = group.peek(op.key);
-    if (!isSequence(value) || value.mode !== "window") {
+    if (!isSequence(value) || value.mode !== 'window') {
       // Not created yet, or not applied on this replica yet: nothing allocated.
-      reply({ kind: "refused", leader: group.leaderId(), error: "noSequence" });
+      reply({ kind: 'refused', leader: group.leaderId(), error: 'noSequence' });
       return;
     }
     const windows = r.windows.get(this.groupOf(op.key));
-    if (windows === undefined) throw new Error("no window allocator");
+    if (windows === undefined) throw new Error('no window allocator');
     windows.allocate(op.key, value, op.count, (a: Allocation) => {
-      if (a.ok) return reply({ kind: "ok", first: a.first, last: a.last });
-      if (a.error === "retry") {
+      if (a.ok) return reply({ kind: 'ok', first: a.first, last: a.last });
+      if (a.error === 'retry') {
         if (attempt < 2) this.allocate(r, group, op, attempt + 1, reply);
-        else reply({ kind: "refused", leader: group.leaderId(), error: "seqGone" });
+        else reply({ kind: 'refused', leader: group.leaderId(), error: 'seqGone' });
         return;
       }
-      if (a.error === "windowLease") this.stats.leaseTimeouts++;
+      if (a.error === 'windowLease') this.stats.leaseTimeouts++;
       reply(this.errorReply(group, a.error));
     });
   }
@@ -660,19 +729,19 @@ export class MultiraftSimulation {
       c.current = null;
       const groupId = this.groupOf(op.key);
       switch (rep.kind) {
-        case "ok":
+        case 'ok':
           this.recordAck(c, op, rep.first, rep.last);
           c.leaderGuess.set(groupId, op.target);
           this.at(this.now + this.rng.float() * 5, () => this.clientIssue(c));
           return;
-        case "refused":
+        case 'refused':
           this.stats.refused++;
-          this.log(`client${c.id} op${op.id} refused by ${op.target}: ${rep.error} (leader ${rep.leader ?? "unknown"})`);
+          this.log(`client${c.id} op${op.id} refused by ${op.target}: ${rep.error} (leader ${rep.leader ?? 'unknown'})`);
           if (rep.leader !== null && rep.leader !== op.target) c.leaderGuess.set(groupId, rep.leader);
           else c.leaderGuess.delete(groupId);
           this.at(this.now + 1 + this.rng.float() * 10, () => this.clientIssue(c));
           return;
-        case "unknown":
+        case 'unknown':
           this.stats.unknown++;
           this.log(`client${c.id} op${op.id} outcome unknown from ${op.target}: ${rep.error}`);
           c.leaderGuess.delete(groupId);
@@ -704,7 +773,7 @@ export class MultiraftSimulation {
       t = new Timeline();
       this.timelines.set(key, t);
     }
-    const before = t.maxBefore(op.startMs);
+    const before = t.beforeMax(op.startMs);
     if (before !== null && first <= before) {
       this.fail(`${key}: ${first} (op${op.id}, started at ${op.startMs.toFixed(2)}) is not above ${before}, handed out before it started`);
     }
@@ -743,13 +812,13 @@ export class MultiraftSimulation {
   }
 
   private injectFault(): void {
-    const kind = this.rng.int(0, 12);
+    const kind = this.rng.int(0, 13);
     switch (kind) {
       case 0: {
         this.hub.healAll();
         const side = this.nodeIds.filter(() => this.rng.chance(0.5));
         for (const a of side) for (const b of this.nodeIds) if (!side.includes(b)) this.hub.partition(a, b);
-        this.log(`FAULT partition [${side.join(",")}] | rest`);
+        this.log(`FAULT partition [${side.join(',')}] | rest`);
         break;
       }
       case 1:
@@ -772,15 +841,30 @@ export class MultiraftSimulation {
       }
       case 4:
         this.hub.healAll();
-        this.log("FAULT heal network");
+        this.log('FAULT heal network');
         break;
       case 5: {
         const l = this.leaderOf(this.rng.pick(this.groupIds));
         const n = l !== null && this.rng.chance(0.5) ? l : this.node(this.rng.pick(this.nodeIds));
-        this.crash(n);
         const downMs = this.rng.chance(0.3) ? this.rng.float() * 50 : 50 + this.rng.float() * 500;
-        this.at(this.now + downMs, () => {
-          if (this.faultsActive) this.restart(n);
+        const crashAndRestart = (): void => {
+          if (!this.faultsActive) return; // healed meanwhile
+          this.crash(n);
+          this.at(this.now + downMs, () => {
+            if (this.faultsActive) this.restart(n);
+          });
+        };
+        if (n.running === null || this.rng.chance(0.5)) {
+          crashAndRestart();
+          break;
+        }
+        // While a turn's frame is written but not yet synced (a torn tail to cut on restart), or soon anyway.
+        this.log(`FAULT ${n.id} will crash during its next log fdatasync`);
+        n.crashDuringSync = crashAndRestart;
+        this.at(this.now + CRASH_DURING_SYNC_WAIT_MS, () => {
+          if (n.crashDuringSync !== crashAndRestart) return;
+          n.crashDuringSync = null;
+          crashAndRestart();
         });
         break;
       }
@@ -804,8 +888,8 @@ export class MultiraftSimulation {
       }
       case 8: {
         const n = this.node(this.rng.pick(this.nodeIds));
-        n.diskLatencyMaxMs = this.rng.pick([1, 5, 30]);
-        this.log(`FAULT disk of ${n.id}: commits take up to ${n.diskLatencyMaxMs} ms`);
+        n.diskLatencyMsMax = this.rng.pick([1, 5, 30]);
+        this.log(`FAULT disk of ${n.id}: commits take up to ${n.diskLatencyMsMax} ms`);
         break;
       }
       case 9: {
@@ -820,9 +904,25 @@ export class MultiraftSimulation {
         }
         break;
       }
+      case 13: {
+        // The disk fills up for a while: the log's preallocated segment takes frames, but a new segment or a
+        // snapshot file finds no room; the host refuses writes (MISCONF) and retries until space returns.
+        const n = this.node(this.rng.pick(this.nodeIds));
+        if (n.disk.full) break;
+        n.disk.full = true;
+        this.stats.diskFull++;
+        const fullMs = 100 + this.rng.float() * 900;
+        this.log(`FAULT disk of ${n.id} full for ${fullMs.toFixed(0)} ms`);
+        this.at(this.now + fullMs, () => {
+          if (!n.disk.full) return;
+          n.disk.full = false;
+          this.log(`${n.id} disk has room again`);
+        });
+        break;
+      }
       case 10: {
         for (const a of this.nodeIds) for (const b of this.nodeIds) if (a !== b) this.hub.setLossRate(a, b, 0.3);
-        this.log("FAULT loss burst");
+        this.log('FAULT loss burst');
         this.at(this.now + 20 + this.rng.float() * 100, () => {
           for (const a of this.nodeIds) for (const b of this.nodeIds) if (a !== b) this.hub.setLossRate(a, b, this.baseLossRate);
         });
@@ -858,7 +958,9 @@ export class MultiraftSimulation {
     this.hub.healAll();
     this.setLinks();
     for (const n of this.nodes.values()) {
-      n.diskLatencyMaxMs = 1;
+      n.diskLatencyMsMax = 1;
+      n.crashDuringSync = null;
+      n.disk.full = false;
       if (n.running === null) this.restart(n);
       else n.running.clock.resume();
     }
@@ -889,7 +991,7 @@ export class MultiraftSimulation {
         // A paused process runs nothing; what it would decide once it runs again is checked then.
         if (node.running?.clock.paused !== false) continue;
         const lease: WindowLease = group.windowLease();
-        if (lease !== "serve") continue;
+        if (lease !== 'serve') continue;
         if (serving !== null) this.fail(`group ${g}: ${serving} and ${node.id} may both serve window values`);
         serving = node.id;
       }
@@ -900,7 +1002,7 @@ export class MultiraftSimulation {
     for (const c of this.clients) {
       if (!this.ackedAfterHeal.has(c.id)) this.fail(`client${c.id} got no acknowledgement within ${LIVENESS_MS} ms after faults healed`);
     }
-    this.log("LIVENESS ok");
+    this.log('LIVENESS ok');
   }
 
   private checkFinal(): void {
@@ -925,7 +1027,7 @@ export class MultiraftSimulation {
       const rep = this.replicas(this.groupOf(key))[0];
       const value = rep?.group.peek(key);
       let stored: bigint | null = null;
-      if (typeof value === "bigint") stored = value;
+      if (typeof value === 'bigint') stored = value;
       else if (isSequence(value)) stored = value.reservedHigh;
       if (stored === null || stored < max) this.fail(`${key}: final state ${stored} below ${max} handed out`);
     }

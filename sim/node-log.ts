@@ -4,11 +4,11 @@
 // Like the groups' writes, metadata written since the last turn is durable
 // only once that turn's commit completes; crash() loses it.
 
-import { MemoryRaftLogStore } from "../src/multiraft/host.js";
-import type { ConfState } from "../src/raft/types.js";
-import type { WritableStorage } from "../src/raft/storage.js";
-import type { NodeLogStore } from "../src/storage/store.js";
-import type { MemoryScheduler } from "../src/transport/memory.js";
+import { MemoryRaftLogStore } from '../src/multiraft/host.js';
+import type { ConfState } from '../src/raft/types.js';
+import type { WritableStorage } from '../src/raft/storage.js';
+import type { NodeLogStore } from '../src/storage/store.js';
+import type { MemoryScheduler } from '../src/transport/memory.js';
 
 export class MemoryNodeLog extends MemoryRaftLogStore implements NodeLogStore {
   commitOffThread = false;

@@ -22,25 +22,25 @@
 // - once faults heal, every client gets acknowledgements again.
 // A failing seed prints itself and replays exactly (npm run sim -- --nodes).
 
-import { ClusterEngine, CLUSTER_TICK_MS, FORWARD_SWEEP_MS, type NodeStorage } from "../src/cluster/engine.js";
-import { memberId } from "../src/cluster/members.js";
-import type { NodeRuntime } from "../src/cluster/runtime.js";
-import { keySlot } from "../src/cluster/slots.js";
-import { DEFAULT_CONFIG, type Config } from "../src/config.js";
-import { ERR, WRITE_NOT_APPLIED, WRITE_OUTCOME_UNKNOWN, type ErrorKey } from "../src/errors.js";
-import { MemoryKeyspace } from "../src/multiraft/keyspace.js";
-import { WindowAllocator } from "../src/multiraft/window.js";
-import type { Reply } from "../src/resp/encoder.js";
-import { isSequence } from "../src/sequencer/sequence.js";
-import type { CommandTable, ServerContext } from "../src/server/command.js";
-import { ClusterRouter } from "../src/server/router.js";
-import { buildCommandTable } from "../src/server/server.js";
-import { MemoryHub, type MemoryScheduler, type MemoryTransport } from "../src/transport/memory.js";
-import type { NodeId } from "../src/transport/types.js";
-import { NodeClock, NodeTransport, Timeline } from "./multiraft.js";
-import { MemoryNodeLog } from "./node-log.js";
-import { Prng } from "./prng.js";
-import { EventQueue } from "./simulation.js";
+import { ClusterEngine, CLUSTER_TICK_MS, FORWARD_SWEEP_MS, type NodeStorage } from '../src/cluster/engine.js';
+import { memberId } from '../src/cluster/members.js';
+import type { NodeRuntime } from '../src/cluster/runtime.js';
+import { keySlot } from '../src/cluster/slots.js';
+import { DEFAULT_CONFIG, type Config } from '../src/config.js';
+import { ERR, WRITE_NOT_APPLIED, WRITE_OUTCOME_UNKNOWN, type ErrorKey } from '../src/errors.js';
+import { MemoryKeyspace } from '../src/multiraft/keyspace.js';
+import { WindowAllocator } from '../src/multiraft/window.js';
+import type { Reply } from '../src/resp/encoder.js';
+import { isSequence } from '../src/sequencer/sequence.js';
+import type { CommandTable, ServerContext } from '../src/server/command.js';
+import { ClusterRouter } from '../src/server/router.js';
+import { buildCommandTable } from '../src/server/server.js';
+import { MemoryHub, type MemoryScheduler, type MemoryTransport } from '../src/transport/memory.js';
+import type { NodeId } from '../src/transport/types.js';
+import { NodeClock, NodeTransport, Timeline } from './multiraft.js';
+import { MemoryNodeLog } from './node-log.js';
+import { Prng } from './prng.js';
+import { EventQueue } from './simulation.js';
 
 /** Members' request timeout (`--request-timeout-ms`), in their own milliseconds. */
 const REQUEST_TIMEOUT_MS = 1000;
@@ -64,9 +64,9 @@ const SETTLE_MS = 2000;
 const CLIENTS = 8;
 /** A client waits this long after a "not applied" reply before its next request. */
 const CLIENT_BACKOFF_MS = 30;
-const STRICT_KEYS = ["s1", "s2", "s3", "s4", "s5", "s6"];
+const STRICT_KEYS = ['s1', 's2', 's3', 's4', 's5', 's6'];
 /** Served from windows (`--window-keys w*`). */
-const WINDOW_KEYS = ["w1", "w2", "w3"];
+const WINDOW_KEYS = ['w1', 'w2', 'w3'];
 /** Milliseconds since the epoch at virtual time 0 (what token records would hold). */
 const EPOCH_MS = 1_800_000_000_000;
 
@@ -109,7 +109,7 @@ interface Running {
 
 class SimMember {
   running: Running | null = null;
-  diskLatencyMaxMs = 1;
+  diskLatencyMsMax = 1;
   /** Virtual times [from, to] when the process ran nothing (paused or down). */
   readonly stalls: [number, number][] = [];
   downSinceMs = -1;
@@ -129,7 +129,7 @@ class SimMember {
   }
 }
 
-type Command = "incr" | "get";
+type Command = 'incr' | 'get';
 
 interface ClientOp {
   readonly id: number;
@@ -173,7 +173,7 @@ export class NodesSimulation {
   private faultsActive = false;
   private clientsRunning = true;
   private healMs = -1;
-  private asyncError: unknown = null;
+  private asyncError: Error | null = null;
   private readonly histories = new Map<string, KeyHistory>();
   private readonly ackedAfterHeal = new Set<number>();
   readonly stats: NodesSimStats = { events: 0, acked: 0, reads: 0, refused: 0, unknown: 0, moved: 0, crashes: 0, pauses: 0, replyMsMax: 0 };
@@ -187,7 +187,7 @@ export class NodesSimulation {
     this.faultEndMs = SETUP_MS + (opts.faultMs ?? DEFAULT_NODES_FAULT_MS);
     const hubRng = this.rng.fork();
     this.hub = new MemoryHub({ random: () => hubRng.float(), scheduler: this.timers() });
-    const list = Array.from({ length: memberCount }, (_, i) => `10.0.0.${i + 1}:6379`).join(",");
+    const list = Array.from({ length: memberCount }, (_, i) => `10.0.0.${i + 1}:6379`).join(',');
     for (let i = 1; i <= memberCount; i++) {
       const config: Config = {
         ...DEFAULT_CONFIG,
@@ -196,11 +196,11 @@ export class NodesSimulation {
         cluster: list,
         groups: this.groupCount,
         requestTimeoutMs: REQUEST_TIMEOUT_MS,
-        windowKeys: ["w*"],
+        windowKeys: ['w*'],
         windowSize: BigInt(this.rng.pick([2, 5, 20])),
         explicit: new Set<string>(),
       };
-      const latencyMs = (): number => this.rng.float() * member.diskLatencyMaxMs;
+      const latencyMs = (): number => this.rng.float() * member.diskLatencyMsMax;
       const memberTimers = this.memberTimers(() => member);
       const member: SimMember = new SimMember(
         memberId(config.host, config.port),
@@ -253,7 +253,7 @@ export class NodesSimulation {
   }
 
   private log(line: string): void {
-    if (this.trace !== null) this.trace(`t=${this.now.toFixed(2).padStart(9, "0")} ${line}`);
+    if (this.trace !== null) this.trace(`t=${this.now.toFixed(2).padStart(9, '0')} ${line}`);
   }
 
   private fail(msg: string): never {
@@ -274,9 +274,9 @@ export class NodesSimulation {
       this.clientsRunning = false;
     });
     const onRejection = (reason: unknown): void => {
-      if (this.asyncError === null) this.asyncError = reason;
+      if (this.asyncError === null) this.asyncError = reason instanceof Error ? reason : new Error(String(reason));
     };
-    process.on("unhandledRejection", onRejection);
+    process.on('unhandledRejection', onRejection);
     try {
       for (;;) {
         const e = this.q.pop();
@@ -296,7 +296,7 @@ export class NodesSimulation {
       this.log(`FAILURE ${msg}`);
       return { seed: this.opts.seed, ok: false, error: msg, atMs: this.now, stats: this.stats };
     } finally {
-      process.off("unhandledRejection", onRejection);
+      process.off('unhandledRejection', onRejection);
       for (const m of this.members) this.kill(m);
     }
   }
@@ -325,9 +325,9 @@ export class NodesSimulation {
         running.engine = engine;
         running.router = this.serve(m, engine, runtime);
         for (const [groupId, replica] of engine.replicas) {
-          replica.raft.onLeadershipChange((isLeader, term) => this.log(`${m.name} g${groupId} ${isLeader ? "LEADS" : "stops leading"} term ${term}`));
+          replica.raft.onLeadershipChange((isLeader, term) => this.log(`${m.name} g${groupId} ${isLeader ? 'LEADS' : 'stops leading'} term ${term}`));
         }
-        this.log(`${m.name} serves${rate !== 1 ? ` (slow clock x${rate})` : ""}`);
+        this.log(`${m.name} serves${rate !== 1 ? ` (slow clock x${rate})` : ''}`);
       },
       (e: unknown) => {
         if (m.running !== running) return;
@@ -346,7 +346,7 @@ export class NodesSimulation {
       windowStats: () => router.windowStats(),
       startedAtMs: runtime.wallClockMs(),
       wallClockMs: runtime.wallClockMs,
-      version: "sim",
+      version: 'sim',
       runId: m.name,
       stats: { connectionsReceived: 0, commandsProcessed: 0, rejectedConnections: 0, protocolErrors: 0, errorReplies: 0 },
       connections: new Set(),
@@ -414,7 +414,7 @@ export class NodesSimulation {
     if (!this.clientsRunning) return;
     const read = this.rng.chance(0.2);
     const key = read ? this.rng.pick(STRICT_KEYS) : this.rng.pick(this.rng.chance(0.7) ? STRICT_KEYS : WINDOW_KEYS);
-    const op: ClientOp = { id: this.nextOpId++, command: read ? "get" : "incr", key, startMs: this.now };
+    const op: ClientOp = { id: this.nextOpId++, command: read ? 'get' : 'incr', key, startMs: this.now };
     c.current = op;
     const slot = keySlot(Buffer.from(key));
     const target = (c.clusterAware ? c.slots.get(slot) : undefined) ?? this.rng.pick(this.members);
@@ -422,12 +422,12 @@ export class NodesSimulation {
     this.at(this.now + CLIENT_TIMEOUT_MS, () => {
       if (c.current !== op) return;
       this.log(`client${c.id} op${op.id} no reply (outcome unknown)`);
-      this.settle(c, op, { kind: "unknown" });
+      this.settle(c, op, { kind: 'unknown' });
     });
   }
 
   private send(c: SimClient, op: ClientOp, target: SimMember): void {
-    this.log(`client${c.id} op${op.id} ${op.command.toUpperCase()} ${op.key} -> ${target.name}${c.clusterAware ? " (cluster-aware)" : ""}`);
+    this.log(`client${c.id} op${op.id} ${op.command.toUpperCase()} ${op.key} -> ${target.name}${c.clusterAware ? ' (cluster-aware)' : ''}`);
     this.at(this.now + this.netDelay(), () => {
       const r = target.running;
       if (r === null) return; // connection refused: the client times out
@@ -445,7 +445,8 @@ export class NodesSimulation {
           if (target.running === r && target.ranThroughout(arrivedMs, this.now)) {
             const tookMs = r.clock.now() - arrivedLocalMs;
             this.stats.replyMsMax = Math.max(this.stats.replyMsMax, tookMs);
-            if (tookMs > REPLY_BOUND_MS) this.fail(`op${op.id} ${op.command} ${op.key} answered by ${target.name} after ${tookMs.toFixed(1)} ms, past the bound ${REPLY_BOUND_MS} ms`);
+            if (tookMs > REPLY_BOUND_MS)
+              this.fail(`op${op.id} ${op.command} ${op.key} answered by ${target.name} after ${tookMs.toFixed(1)} ms, past the bound ${REPLY_BOUND_MS} ms`);
           }
           this.at(this.now + this.netDelay(), () => {
             if (c.current === op) this.receive(c, op, target, reply);
@@ -457,13 +458,14 @@ export class NodesSimulation {
 
   private receive(c: SimClient, op: ClientOp, from: SimMember, reply: Reply): void {
     const r = simpleReply(reply);
-    if (r.kind === "integer" || r.kind === "null") return this.settle(c, op, r.kind === "integer" ? { kind: "value", value: r.value } : { kind: "value", value: 0n });
-    if (r.kind !== "error") this.fail(`op${op.id}: unexpected reply ${JSON.stringify(r)}`);
+    if (r.kind === 'integer' || r.kind === 'null')
+      return this.settle(c, op, r.kind === 'integer' ? { kind: 'value', value: r.value } : { kind: 'value', value: 0n });
+    if (r.kind !== 'error') this.fail(`op${op.id}: unexpected reply ${JSON.stringify(r)}`);
     const text = r.value;
-    if (text.startsWith("MOVED ")) {
+    if (text.startsWith('MOVED ')) {
       if (!c.clusterAware) this.fail(`op${op.id}: MOVED to a plain client`);
-      const [, slotText, address] = text.split(" ");
-      const to = this.byAddress.get(address ?? "");
+      const [, slotText, address] = text.split(' ');
+      const to = this.byAddress.get(address ?? '');
       if (to === undefined) this.fail(`op${op.id}: MOVED to unknown ${address}`);
       this.stats.moved++;
       c.slots.set(Number(slotText), to);
@@ -471,27 +473,29 @@ export class NodesSimulation {
       return this.send(c, op, to);
     }
     const key = errorKeyOf(text);
-    if (key === "notLeader") this.fail(`op${op.id}: "${text}" reached a client: routing retries a write refused for lost leadership`);
-    if (key !== null && WRITE_OUTCOME_UNKNOWN.has(key)) return this.settle(c, op, { kind: "unknown" });
-    if (key !== null && (WRITE_NOT_APPLIED.has(key) || key === "readTimeout")) return this.settle(c, op, { kind: "refused", text });
+    if (key === 'notLeader') this.fail(`op${op.id}: "${text}" reached a client: routing retries a write refused for lost leadership`);
+    if (key !== null && WRITE_OUTCOME_UNKNOWN.has(key)) return this.settle(c, op, { kind: 'unknown' });
+    if (key !== null && (WRITE_NOT_APPLIED.has(key) || key === 'readTimeout')) return this.settle(c, op, { kind: 'refused', text });
     this.fail(`op${op.id} ${op.command} ${op.key}: unexpected error "${text}" from ${from.name}`);
   }
 
-  private settle(c: SimClient, op: ClientOp, outcome: { kind: "value"; value: bigint } | { kind: "unknown" } | { kind: "refused"; text: string }): void {
+  private settle(c: SimClient, op: ClientOp, outcome: { kind: 'value'; value: bigint } | { kind: 'unknown' } | { kind: 'refused'; text: string }): void {
     c.current = null;
     const h = this.history(op.key);
-    if (outcome.kind === "value") {
-      if (op.command === "get") {
+    if (outcome.kind === 'value') {
+      if (op.command === 'get') {
         this.stats.reads++;
-        const before = h.timeline.maxBefore(op.startMs);
-        if (before !== null && outcome.value < before) this.fail(`${op.key}: GET (op${op.id}) read ${outcome.value}, below ${before} acknowledged before it was sent`);
+        const before = h.timeline.beforeMax(op.startMs);
+        if (before !== null && outcome.value < before)
+          this.fail(`${op.key}: GET (op${op.id}) read ${outcome.value}, below ${before} acknowledged before it was sent`);
       } else {
         this.stats.acked++;
         h.acked++;
         if (h.values.has(outcome.value)) this.fail(`${op.key}: ${outcome.value} handed out twice (op${op.id})`);
         h.values.add(outcome.value);
-        const before = h.timeline.maxBefore(op.startMs);
-        if (before !== null && outcome.value <= before) this.fail(`${op.key}: ${outcome.value} (op${op.id}) is not above ${before}, handed out before it was sent`);
+        const before = h.timeline.beforeMax(op.startMs);
+        if (before !== null && outcome.value <= before)
+          this.fail(`${op.key}: ${outcome.value} (op${op.id}) is not above ${before}, handed out before it was sent`);
         h.timeline.add(this.now, outcome.value);
       }
       if (this.healMs >= 0 && op.startMs >= this.healMs) this.ackedAfterHeal.add(c.id);
@@ -499,9 +503,9 @@ export class NodesSimulation {
       this.issue(c);
       return;
     }
-    if (outcome.kind === "unknown") {
+    if (outcome.kind === 'unknown') {
       this.stats.unknown++;
-      if (op.command === "incr") h.unknown++;
+      if (op.command === 'incr') h.unknown++;
       this.log(`client${c.id} op${op.id} outcome unknown`);
     } else {
       this.stats.refused++;
@@ -549,7 +553,7 @@ export class NodesSimulation {
         this.hub.healAll();
         const side = this.members.filter(() => this.rng.chance(0.5));
         for (const a of side) for (const b of this.members) if (!side.includes(b)) this.hub.partition(a.id, b.id);
-        this.log(`FAULT partition [${side.map((m) => m.name).join(",")}] | rest`);
+        this.log(`FAULT partition [${side.map((m) => m.name).join(',')}] | rest`);
         break;
       }
       case 1: {
@@ -569,7 +573,7 @@ export class NodesSimulation {
       }
       case 3:
         this.hub.healAll();
-        this.log("FAULT heal network");
+        this.log('FAULT heal network');
         break;
       case 4:
       case 5: {
@@ -592,13 +596,13 @@ export class NodesSimulation {
       }
       case 7: {
         const m = this.rng.pick(this.members);
-        m.diskLatencyMaxMs = this.rng.pick([1, 10, 40]);
-        this.log(`FAULT disk of ${m.name}: commits take up to ${m.diskLatencyMaxMs} ms`);
+        m.diskLatencyMsMax = this.rng.pick([1, 10, 40]);
+        this.log(`FAULT disk of ${m.name}: commits take up to ${m.diskLatencyMsMax} ms`);
         break;
       }
       default: {
         for (const a of this.members) for (const b of this.members) if (a !== b) this.hub.setLossRate(a.id, b.id, 0.2);
-        this.log("FAULT loss burst");
+        this.log('FAULT loss burst');
         this.at(this.now + 50 + this.rng.float() * 200, () => {
           for (const a of this.members) for (const b of this.members) if (a !== b) this.hub.setLossRate(a.id, b.id, 0);
         });
@@ -613,7 +617,7 @@ export class NodesSimulation {
     this.hub.healAll();
     this.setLinks();
     for (const m of this.members) {
-      m.diskLatencyMaxMs = 1;
+      m.diskLatencyMsMax = 1;
       if (m.running === null) this.restart(m);
       else if (m.running.clock.paused) this.resume(m, m.running, this.now);
     }
@@ -626,7 +630,7 @@ export class NodesSimulation {
     for (const c of this.clients) {
       if (!this.ackedAfterHeal.has(c.id)) this.fail(`client${c.id} got no acknowledgement within ${LIVENESS_MS} ms after faults healed`);
     }
-    this.log("LIVENESS ok");
+    this.log('LIVENESS ok');
   }
 
   private checkFinal(): void {
@@ -644,40 +648,42 @@ export class NodesSimulation {
         const raft = m?.running?.engine?.replicas.get(group.id)?.raft;
         if (raft === undefined) this.fail(`${key}: replica ${m?.name ?? id} of group ${group.id} is not running at the end`);
         const v = raft.peek(key);
-        value = typeof v === "bigint" ? v : isSequence(v) ? v.reservedHigh : 0n;
+        value = typeof v === 'bigint' ? v : isSequence(v) ? v.reservedHigh : 0n;
         stored.add(String(value));
       }
-      if (stored.size !== 1) this.fail(`${key}: replicas disagree at the end: ${[...stored].join(", ")}`);
+      if (stored.size !== 1) this.fail(`${key}: replicas disagree at the end: ${[...stored].join(', ')}`);
       const max = h.timeline.max;
       if (value === null || (max !== null && value < max)) this.fail(`${key}: final value ${value} below ${max}, acknowledged`);
       if (STRICT_KEYS.includes(key) && value !== null && value > BigInt(h.acked + h.unknown)) {
-        this.fail(`${key}: final value ${value}, but only ${h.acked} INCRs were acknowledged and ${h.unknown} had an unknown outcome: a write answered "not applied" was applied`);
+        this.fail(
+          `${key}: final value ${value}, but only ${h.acked} INCRs were acknowledged and ${h.unknown} had an unknown outcome: a write answered "not applied" was applied`,
+        );
       }
     }
   }
 }
 
 /** Replies as a client reads them: relayed (encoded) replies decoded for the kinds INCR and GET have. */
-function simpleReply(reply: Reply): { kind: "integer"; value: bigint } | { kind: "error"; value: string } | { kind: "null" } | { kind: "other"; text: string } {
-  if (reply.kind === "integer") return { kind: "integer", value: BigInt(reply.value) };
-  if (reply.kind === "error") return { kind: "error", value: reply.value };
-  if (reply.kind === "null") return { kind: "null" };
-  if (reply.kind === "bulk") return { kind: "integer", value: BigInt(reply.value.toString("latin1")) };
-  if (reply.kind !== "encoded") return { kind: "other", text: reply.kind };
-  const text = reply.bytes.toString("latin1");
-  const body = text.slice(1, text.indexOf("\r\n"));
+function simpleReply(reply: Reply): { kind: 'integer'; value: bigint } | { kind: 'error'; value: string } | { kind: 'null' } | { kind: 'other'; text: string } {
+  if (reply.kind === 'integer') return { kind: 'integer', value: BigInt(reply.value) };
+  if (reply.kind === 'error') return { kind: 'error', value: reply.value };
+  if (reply.kind === 'null') return { kind: 'null' };
+  if (reply.kind === 'bulk') return { kind: 'integer', value: BigInt(reply.value.toString('latin1')) };
+  if (reply.kind !== 'encoded') return { kind: 'other', text: reply.kind };
+  const text = reply.bytes.toString('latin1');
+  const body = text.slice(1, text.indexOf('\r\n'));
   switch (text[0]) {
-    case ":":
-      return { kind: "integer", value: BigInt(body) };
-    case "-":
-      return { kind: "error", value: body };
-    case "$":
-      if (body === "-1") return { kind: "null" };
-      return { kind: "integer", value: BigInt(text.slice(text.indexOf("\r\n") + 2, text.length - 2)) };
-    case "_":
-      return { kind: "null" };
+    case ':':
+      return { kind: 'integer', value: BigInt(body) };
+    case '-':
+      return { kind: 'error', value: body };
+    case '$':
+      if (body === '-1') return { kind: 'null' };
+      return { kind: 'integer', value: BigInt(text.slice(text.indexOf('\r\n') + 2, text.length - 2)) };
+    case '_':
+      return { kind: 'null' };
     default:
-      return { kind: "other", text };
+      return { kind: 'other', text };
   }
 }
 

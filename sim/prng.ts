@@ -48,7 +48,7 @@ export class Prng {
   }
 
   pick<T>(items: readonly T[]): T {
-    if (items.length === 0) throw new Error("pick from empty list");
+    if (items.length === 0) throw new Error('pick from empty list');
     return items[Math.floor(this.float() * items.length)] as T;
   }
 

@@ -3,11 +3,11 @@
 // disks, membership changes, leader transfers and snapshots, with a client
 // workload incrementing counters. Every invariant is checked after every event.
 
-import { RaftNode, Ready, Role } from "../src/raft/node.js";
-import { MemoryStorage } from "../src/raft/storage.js";
-import { ConfState, Entry, EntryType, Message, NodeId } from "../src/raft/types.js";
-import { CounterMachine, CounterOp, encodeOps } from "./counter.js";
-import { Prng } from "./prng.js";
+import { RaftNode, Ready, Role } from '../src/raft/node.js';
+import { MemoryStorage } from '../src/raft/storage.js';
+import { ConfState, Entry, EntryType, Message, NodeId } from '../src/raft/types.js';
+import { CounterMachine, CounterOp, encodeOps } from './counter.js';
+import { Prng } from './prng.js';
 
 /** Virtual time units per Raft tick. */
 export const TICK_UNITS = 10;
@@ -31,7 +31,7 @@ export const DEFAULT_FAULT_TICKS = 2000;
 const SETTLE_TICKS = 100;
 /** A client gives up on a request (outcome unknown) after this many ticks. */
 const CLIENT_TIMEOUT_TICKS = 20;
-const KEYS = ["a", "b", "c"];
+const KEYS = ['a', 'b', 'c'];
 
 export interface SimOptions {
   readonly seed: number;
@@ -139,12 +139,15 @@ class SimNode {
   flushScheduled = false;
   readonly pending = new Map<number, PendingOp>();
   readonly reads = new Map<number, PendingRead>();
-  diskLatencyMaxUnits = 3;
+  diskLatencyUnitsMax = 3;
   removed = false;
   checkedCommit = 0;
   tickUnits = TICK_UNITS;
 
-  constructor(readonly id: NodeId, conf: ConfState) {
+  constructor(
+    readonly id: NodeId,
+    conf: ConfState,
+  ) {
     this.durable = new MemoryStorage(conf);
   }
 }
@@ -159,17 +162,17 @@ interface ClientOp {
 /** Values seen by operations that completed, in completion order, with running maxima. */
 class Timeline {
   private readonly endTimes: number[] = [];
-  private readonly maxValues: number[] = [];
+  private readonly valuesMax: number[] = [];
 
   add(endTime: number, value: number): void {
-    const n = this.maxValues.length;
-    const prev = n > 0 ? (this.maxValues[n - 1] as number) : -Infinity;
+    const n = this.valuesMax.length;
+    const prev = n > 0 ? (this.valuesMax[n - 1] as number) : -Infinity;
     this.endTimes.push(endTime);
-    this.maxValues.push(Math.max(prev, value));
+    this.valuesMax.push(Math.max(prev, value));
   }
 
   /** Largest value among operations that completed strictly before `time` (-Infinity if none). */
-  maxBefore(time: number): number {
+  beforeMax(time: number): number {
     let lo = 0;
     let hi = this.endTimes.length;
     while (lo < hi) {
@@ -177,7 +180,7 @@ class Timeline {
       if ((this.endTimes[mid] as number) < time) lo = mid + 1;
       else hi = mid;
     }
-    return lo === 0 ? -Infinity : (this.maxValues[lo - 1] as number);
+    return lo === 0 ? -Infinity : (this.valuesMax[lo - 1] as number);
   }
 }
 
@@ -220,14 +223,14 @@ export class Simulation {
   private readonly blocked = new Set<string>();
   private lossRate: number;
   private dupRate: number;
-  private delayMaxUnits: number;
+  private delayUnitsMax: number;
   private faultsActive = true;
   private readonly faultEndTime: number;
   private healTime = -1;
 
   // Raft knobs drawn per seed.
-  private readonly maxAppendBytes: number;
-  private readonly maxInflightAppends: number;
+  private readonly appendBytesMax: number;
+  private readonly inflightAppendsMax: number;
   private readonly snapshotChunkBytes: number;
   private readonly snapshotEveryEntries: number;
   private readonly heartbeatIntervalTicks: number;
@@ -236,7 +239,7 @@ export class Simulation {
   private readonly leaderOfTerm = new Map<number, NodeId>();
   /** Globally committed log: index → entry as first seen committed. */
   private readonly committed: (Entry | undefined)[] = [];
-  private maxCommit = 0;
+  private commitMax = 0;
   private readonly acked = new Map<number, { key: string; value: number; start: number; end: number }>();
   private readonly ackedValues = new Map<string, Set<number>>();
   /** Per key: values of acknowledged increments, and of completed reads. */
@@ -257,9 +260,9 @@ export class Simulation {
     for (let i = 0; i < voterCount; i++) voters.push(this.newNodeId());
     this.lossRate = this.rng.pick([0, 0.01, 0.05, 0.1]);
     this.dupRate = this.rng.pick([0, 0.02, 0.05]);
-    this.delayMaxUnits = this.rng.pick([4, 15, 40]);
-    this.maxAppendBytes = this.rng.pick([300, 1000, 4096]);
-    this.maxInflightAppends = this.rng.pick([1, 3, 8]);
+    this.delayUnitsMax = this.rng.pick([4, 15, 40]);
+    this.appendBytesMax = this.rng.pick([300, 1000, 4096]);
+    this.inflightAppendsMax = this.rng.pick([1, 3, 8]);
     this.snapshotChunkBytes = this.rng.pick([16, 64, 1024]);
     this.snapshotEveryEntries = this.rng.pick([15, 40, 100000]);
     this.heartbeatIntervalTicks = this.rng.pick([1, 2]);
@@ -267,9 +270,9 @@ export class Simulation {
     const faultTicks = opts.faultTicks ?? DEFAULT_FAULT_TICKS;
     this.faultEndTime = faultTicks * TICK_UNITS;
     this.log(
-      `config voters=${voters.join(",")} loss=${this.lossRate} dup=${this.dupRate} delayMax=${this.delayMaxUnits} ` +
-        `appendBytes=${this.maxAppendBytes} inflight=${this.maxInflightAppends} chunk=${this.snapshotChunkBytes} ` +
-        `snapshotEvery=${this.snapshotEveryEntries} heartbeat=${this.heartbeatIntervalTicks} reads=${this.leaseReads ? "lease" : "readIndex"}`,
+      `config voters=${voters.join(',')} loss=${this.lossRate} dup=${this.dupRate} delayMax=${this.delayUnitsMax} ` +
+        `appendBytes=${this.appendBytesMax} inflight=${this.inflightAppendsMax} chunk=${this.snapshotChunkBytes} ` +
+        `snapshotEvery=${this.snapshotEveryEntries} heartbeat=${this.heartbeatIntervalTicks} reads=${this.leaseReads ? 'lease' : 'readIndex'}`,
     );
     const conf: ConfState = { voters, learners: [] };
     for (const id of voters) {
@@ -290,7 +293,7 @@ export class Simulation {
   }
 
   private log(line: string): void {
-    if (this.trace !== null) this.trace(`t=${String(this.now).padStart(6, "0")} ${line}`);
+    if (this.trace !== null) this.trace(`t=${String(this.now).padStart(6, '0')} ${line}`);
   }
 
   private at(time: number, run: () => void): void {
@@ -338,8 +341,8 @@ export class Simulation {
       random: () => rng.float(),
       electionTimeoutTicks: SIM_ELECTION_TIMEOUT_TICKS,
       heartbeatIntervalTicks: this.heartbeatIntervalTicks,
-      maxAppendBytes: this.maxAppendBytes,
-      maxInflightAppends: this.maxInflightAppends,
+      appendBytesMax: this.appendBytesMax,
+      inflightAppendsMax: this.inflightAppendsMax,
       snapshotChunkBytes: this.snapshotChunkBytes,
     });
     const snap = n.durable.snapshot();
@@ -398,7 +401,7 @@ export class Simulation {
       }
       n.writing = true;
       const inc = n.incarnation;
-      const latency = this.rng.int(0, n.diskLatencyMaxUnits);
+      const latency = this.rng.int(0, n.diskLatencyUnitsMax);
       this.at(this.now + latency, () => {
         if (n.incarnation !== inc || n.raft === null) return; // crashed: the write never happened
         if (rd.snapshot !== null) n.durable.applySnapshot(rd.snapshot);
@@ -479,12 +482,12 @@ export class Simulation {
 
   private send(from: SimNode, m: Message): void {
     this.checkPersistenceContract(from, m);
-    if (m.type === "snapshot" && m.offset === 0) this.stats.snapshotsSent++;
+    if (m.type === 'snapshot' && m.offset === 0) this.stats.snapshotsSent++;
     if (this.blocked.has(`${m.from}>${m.to}`)) return;
     if (this.faultsActive && this.rng.chance(this.lossRate)) return;
     const copies = this.faultsActive && this.rng.chance(this.dupRate) ? 2 : 1;
     for (let c = 0; c < copies; c++) {
-      const delay = 1 + this.rng.int(0, this.delayMaxUnits) + (this.rng.chance(0.02) ? this.rng.int(0, 100) : 0);
+      const delay = 1 + this.rng.int(0, this.delayUnitsMax) + (this.rng.chance(0.02) ? this.rng.int(0, 100) : 0);
       this.at(this.now + delay, () => this.deliver(m));
     }
   }
@@ -494,7 +497,7 @@ export class Simulation {
     const n = this.nodes.get(m.to);
     if (n === undefined || n.raft === null || n.removed) return;
     this.stats.messagesDelivered++;
-    if (this.trace !== null && m.type !== "heartbeat" && m.type !== "heartbeatResp") {
+    if (this.trace !== null && m.type !== 'heartbeat' && m.type !== 'heartbeatResp') {
       this.log(`${m.from}->${m.to} ${describe(m)}`);
     }
     n.raft.step(m);
@@ -504,16 +507,17 @@ export class Simulation {
   /** Messages that claim durable state may only leave once that state is durable. */
   private checkPersistenceContract(n: SimNode, m: Message): void {
     const hs = n.durable.hardState();
-    if (m.type === "appendResp" && !m.reject && m.index > 0) {
+    if (m.type === 'appendResp' && !m.reject && m.index > 0) {
       // Either the acked entries are durable, or a later term's leader (durably) overwrote
       // them after the ack was generated, which Raft allows for an in-memory ack too.
       if (n.durable.lastIndex() < m.index && hs.term <= m.term) this.fail(`${n.id} acked ${m.index} but only ${n.durable.lastIndex()} is durable`);
-    } else if (m.type === "voteResp" && !m.reject) {
+    } else if (m.type === 'voteResp' && !m.reject) {
       // Durable term above m.term also suffices: this node can no longer vote again in m.term.
       if (hs.term < m.term || (hs.term === m.term && hs.vote !== m.to)) this.fail(`${n.id} granted a vote in term ${m.term} before it was durable`);
-    } else if (m.type === "vote") {
-      if (hs.term < m.term || (hs.term === m.term && hs.vote !== m.from)) this.fail(`${n.id} asked for votes in term ${m.term} before voting for itself durably`);
-    } else if (m.type === "snapshotResp" && m.offset >= m.totalBytes && m.index > 0) {
+    } else if (m.type === 'vote') {
+      if (hs.term < m.term || (hs.term === m.term && hs.vote !== m.from))
+        this.fail(`${n.id} asked for votes in term ${m.term} before voting for itself durably`);
+    } else if (m.type === 'snapshotResp' && m.offset >= m.totalBytes && m.index > 0) {
       if (n.durable.snapshot().meta.index < m.index && n.durable.lastIndex() < m.index) {
         this.fail(`${n.id} acked snapshot ${m.index} before it was durable`);
       }
@@ -539,8 +543,8 @@ export class Simulation {
     }
     const cur: ClientOp = { op, isRead, startTime: this.now, target };
     c.current = cur;
-    this.log(`client${c.id} op${op.opId} ${isRead ? "read" : "incr"} ${op.key}${isRead ? "" : ` +${op.delta}`} -> ${target}`);
-    const delay = 1 + this.rng.int(0, this.delayMaxUnits);
+    this.log(`client${c.id} op${op.opId} ${isRead ? 'read' : 'incr'} ${op.key}${isRead ? '' : ` +${op.delta}`} -> ${target}`);
+    const delay = 1 + this.rng.int(0, this.delayUnitsMax);
     this.at(this.now + delay, () => (isRead ? this.nodeReceiveRead(target, c.id, op) : this.nodeReceiveRequest(target, c.id, op)));
     this.at(this.now + CLIENT_TIMEOUT_TICKS * TICK_UNITS, () => {
       if (c.current !== cur) return;
@@ -576,8 +580,8 @@ export class Simulation {
       this.replyToClient(n, clientId, op.opId, { ok: false, leader: n.raft.leader });
       return;
     }
-    const res = n.raft.read(op.opId, this.leaseReads ? "lease" : "safe");
-    if (res !== "ok") {
+    const res = n.raft.read(op.opId, this.leaseReads ? 'lease' : 'safe');
+    if (res !== 'ok') {
       this.replyToClient(n, clientId, op.opId, { ok: false, leader: n.raft.leader });
       return;
     }
@@ -604,7 +608,7 @@ export class Simulation {
 
   private replyToClient(from: SimNode, clientId: number, opId: number, r: { ok: true; value: number } | { ok: false; leader: NodeId | null }): void {
     const c = this.clients[clientId] as SimClient;
-    const delay = 1 + this.rng.int(0, this.delayMaxUnits);
+    const delay = 1 + this.rng.int(0, this.delayUnitsMax);
     this.at(this.now + delay, () => {
       const cur = c.current;
       if (cur === null || cur.op.opId !== opId) return;
@@ -616,7 +620,7 @@ export class Simulation {
         this.at(this.now + this.rng.int(0, 20), () => this.clientIssue(c));
       } else {
         // Not proposed at all: a clean failure; retry where the node pointed.
-        this.log(`client${c.id} op${opId} refused by ${from.id} (leader hint ${r.leader ?? "none"})`);
+        this.log(`client${c.id} op${opId} refused by ${from.id} (leader hint ${r.leader ?? 'none'})`);
         c.leaderGuess = r.leader;
         this.at(this.now + this.rng.int(1, 15), () => this.clientIssue(c));
       }
@@ -637,7 +641,7 @@ export class Simulation {
     // Real-time order: every increment or read that completed before this one started saw a smaller value.
     const incr = this.timeline(this.incrTimeline, key);
     const reads = this.timeline(this.readTimeline, key);
-    const before = Math.max(incr.maxBefore(cur.startTime), reads.maxBefore(cur.startTime));
+    const before = Math.max(incr.beforeMax(cur.startTime), reads.beforeMax(cur.startTime));
     if (before >= value) this.fail(`${key}=${value} (op${cur.op.opId}) is not above ${before} seen before it started`);
     incr.add(this.now, value);
     this.acked.set(cur.op.opId, { key, value, start: cur.startTime, end: this.now });
@@ -660,7 +664,7 @@ export class Simulation {
     this.log(`client${c.id} op${cur.op.opId} READ ${key}=${value}`);
     const incr = this.timeline(this.incrTimeline, key);
     const reads = this.timeline(this.readTimeline, key);
-    const before = Math.max(incr.maxBefore(cur.startTime), reads.maxBefore(cur.startTime));
+    const before = Math.max(incr.beforeMax(cur.startTime), reads.beforeMax(cur.startTime));
     if (value < before) this.fail(`stale read: ${key}=${value} (op${cur.op.opId}) below ${before} seen before it started`);
     reads.add(this.now, value);
   }
@@ -695,7 +699,7 @@ export class Simulation {
         this.blocked.clear();
         const side = all.filter(() => this.rng.chance(0.5)).map((n) => n.id);
         for (const a of all) for (const b of all) if (side.includes(a.id) !== side.includes(b.id)) this.blocked.add(`${a.id}>${b.id}`);
-        this.log(`FAULT partition [${side.join(",")}] | rest`);
+        this.log(`FAULT partition [${side.join(',')}] | rest`);
         break;
       }
       case 1: {
@@ -712,10 +716,11 @@ export class Simulation {
         const l = this.currentLeader();
         if (l === null) break;
         this.blocked.clear();
-        for (const b of all) if (b !== l) {
-          this.blocked.add(`${l.id}>${b.id}`);
-          this.blocked.add(`${b.id}>${l.id}`);
-        }
+        for (const b of all)
+          if (b !== l) {
+            this.blocked.add(`${l.id}>${b.id}`);
+            this.blocked.add(`${b.id}>${l.id}`);
+          }
         this.log(`FAULT isolate leader ${l.id}`);
         break;
       }
@@ -762,8 +767,8 @@ export class Simulation {
       }
       case 6: {
         const n = this.rng.pick(all);
-        n.diskLatencyMaxUnits = this.rng.pick([3, 30, 150]);
-        this.log(`FAULT disk of ${n.id} max latency ${n.diskLatencyMaxUnits}`);
+        n.diskLatencyUnitsMax = this.rng.pick([3, 30, 150]);
+        this.log(`FAULT disk of ${n.id} max latency ${n.diskLatencyUnitsMax}`);
         break;
       }
       case 7: {
@@ -806,18 +811,18 @@ export class Simulation {
     const learner = conf.learners[0];
     if (learner !== undefined) {
       what = `promote ${learner}`;
-      res = raft.proposeConfChange({ op: "promote", nodeId: learner });
+      res = raft.proposeConfChange({ op: 'promote', nodeId: learner });
     } else if (conf.voters.length < 5 && (conf.voters.length < 4 || this.rng.chance(0.5))) {
       const id = this.newNodeId();
       const fresh = new SimNode(id, { voters: [], learners: [] });
       this.nodes.set(id, fresh);
       this.startNode(fresh);
       what = `add learner ${id}`;
-      res = raft.proposeConfChange({ op: "addLearner", nodeId: id });
+      res = raft.proposeConfChange({ op: 'addLearner', nodeId: id });
     } else {
       const victim = this.rng.chance(0.3) ? l.id : this.rng.pick(conf.voters);
       what = `remove ${victim}`;
-      res = raft.proposeConfChange({ op: "remove", nodeId: victim });
+      res = raft.proposeConfChange({ op: 'remove', nodeId: victim });
       if (res.ok) {
         const index = res.index;
         const term = res.term;
@@ -852,7 +857,7 @@ export class Simulation {
     this.healTime = this.now;
     this.blocked.clear();
     for (const n of this.nodes.values()) {
-      n.diskLatencyMaxUnits = 3;
+      n.diskLatencyUnitsMax = 3;
       if (n.raft === null && !n.removed) this.restart(n);
     }
     this.log(`HEAL all faults; liveness bound ${LIVENESS_TICKS} ticks`);
@@ -893,10 +898,10 @@ export class Simulation {
     if (e === undefined) this.fail(`${n.id} committed ${i} but has no entry`);
     const ref = this.committed[i];
     if (ref === undefined) {
-      if (i > this.maxCommit + 1) this.fail(`${n.id} committed ${i} but ${this.maxCommit + 1} was never seen committed`);
+      if (i > this.commitMax + 1) this.fail(`${n.id} committed ${i} but ${this.commitMax + 1} was never seen committed`);
       this.committed[i] = e;
-      this.maxCommit = Math.max(this.maxCommit, i);
-      this.stats.committed = this.maxCommit;
+      this.commitMax = Math.max(this.commitMax, i);
+      this.stats.committed = this.commitMax;
     } else if (ref.term !== e.term || !sameBytes(ref.data, e.data)) {
       this.fail(`committed entry ${i} changed: was term ${ref.term}, ${n.id} has term ${e.term}`);
     }
@@ -904,7 +909,7 @@ export class Simulation {
 
   private checkLeaderCompleteness(n: SimNode, r: RaftNode): void {
     const first = r.log.firstIndex();
-    for (let i = Math.max(1, first - 1); i <= this.maxCommit; i++) {
+    for (let i = Math.max(1, first - 1); i <= this.commitMax; i++) {
       const ref = this.committed[i];
       const t = r.log.term(i);
       if (ref === undefined) continue;
@@ -971,7 +976,7 @@ export class Simulation {
   private checkFinal(): void {
     this.checkLogMatching();
     const l = this.currentLeader();
-    if (l === null) this.fail("no leader at the end");
+    if (l === null) this.fail('no leader at the end');
     const lr = l.raft as RaftNode;
     const conf = lr.status().conf;
     // Every member caught up and applied the same prefix.
@@ -985,7 +990,7 @@ export class Simulation {
     // Replay the committed history: every acknowledged increment is in it, with the value the client got.
     const ref = new CounterMachine();
     const values = new Map<number, number>();
-    for (let i = 1; i <= this.maxCommit; i++) {
+    for (let i = 1; i <= this.commitMax; i++) {
       const e = this.committed[i];
       if (e === undefined) this.fail(`committed history has a hole at ${i}`);
       if (e.type !== EntryType.Normal) {
@@ -1016,21 +1021,19 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 function describe(m: Message): string {
   switch (m.type) {
-    case "append":
+    case 'append':
       return `append t${m.term} prev=${m.index}/${m.logTerm} n=${m.entries.length} commit=${m.commit}`;
-    case "appendResp":
-      return m.reject
-        ? `appendResp t${m.term} REJECT ${m.index} hint=${m.hintIndex}/${m.hintTerm}`
-        : `appendResp t${m.term} ack=${m.index}`;
-    case "vote":
-    case "preVote":
-      return `${m.type} t${m.term} last=${m.index}/${m.logTerm}${m.transfer ? " transfer" : ""}`;
-    case "voteResp":
-    case "preVoteResp":
-      return `${m.type} t${m.term} ${m.reject ? "REJECT" : "GRANT"}`;
-    case "snapshot":
+    case 'appendResp':
+      return m.reject ? `appendResp t${m.term} REJECT ${m.index} hint=${m.hintIndex}/${m.hintTerm}` : `appendResp t${m.term} ack=${m.index}`;
+    case 'vote':
+    case 'preVote':
+      return `${m.type} t${m.term} last=${m.index}/${m.logTerm}${m.transfer ? ' transfer' : ''}`;
+    case 'voteResp':
+    case 'preVoteResp':
+      return `${m.type} t${m.term} ${m.reject ? 'REJECT' : 'GRANT'}`;
+    case 'snapshot':
       return `snapshot t${m.term} index=${m.snapshotMeta?.index} bytes ${m.offset}+${m.chunk?.length}/${m.totalBytes}`;
-    case "snapshotResp":
+    case 'snapshotResp':
       return `snapshotResp t${m.term} index=${m.index} next=${m.offset}/${m.totalBytes}`;
     default:
       return `${m.type} t${m.term}`;

@@ -60,9 +60,7 @@ async function main(): Promise<number> {
     throw e;
   }
   const fsyncNote = config.fsync === 'never' ? ' (fsync never: acknowledged writes are NOT durable)' : '';
-  process.stdout.write(
-    `ordo ${VERSION} ready on ${config.host}:${server.port}, data in ${config.dataDir}${fsyncNote}\n`,
-  );
+  process.stdout.write(`ordo ${VERSION} ready on ${config.host}:${server.port}, data in ${config.dataDir}${fsyncNote}\n`);
   started = true;
   if (stopSignal === null) await new Promise<void>((resolve) => (wake = resolve));
   process.stdout.write(`ordo: ${stopSignal ?? 'signal'}, finishing in-flight writes and stopping\n`);

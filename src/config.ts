@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import type { SequenceMode } from './sequencer/sequence.js';
 import type { FsyncMode } from './storage/files.js';
 import { SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX } from './storage/segments.js';
+import { OrdoError } from './ordo-error.js';
 
 export interface Config {
   host: string;
@@ -23,7 +24,7 @@ export interface Config {
   /** Most arguments in one command. */
   multibulkLengthMax: number;
   /** Most connected clients; one more is told so and closed. */
-  maxClients: number;
+  clientsMax: number;
   /** Commands a connection may have waiting for replies before ordo stops reading from it. */
   pipelineDepthMax: number;
   /** Reply bytes queued for a client past which ordo stops reading its requests. */
@@ -72,7 +73,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = {
   queryBufferBytesMax: 64 * MiB,
   bulkBytesMax: 512 * MiB,
   multibulkLengthMax: 1024 * 1024,
-  maxClients: 10000,
+  clientsMax: 10000,
   pipelineDepthMax: 100_000,
   outputBufferSoftBytes: 4 * MiB,
   outputBufferHardBytes: 256 * MiB,
@@ -90,7 +91,9 @@ export const DEFAULT_CONFIG: Readonly<Config> = {
   requestTimeoutMs: 5000,
 };
 
-export class ConfigError extends Error {}
+export class ConfigError extends OrdoError {
+  override readonly code = 'ORDO_ERR_CONFIG';
+}
 
 /** Option name (flag and config-file key) → how to set it. */
 const OPTIONS: Record<string, (c: Config, v: string) => void> = {
@@ -112,7 +115,7 @@ const OPTIONS: Record<string, (c: Config, v: string) => void> = {
   'query-buffer-max': (c, v) => (c.queryBufferBytesMax = parseBytes(v, 'query-buffer-max')),
   'bulk-max': (c, v) => (c.bulkBytesMax = parseBytes(v, 'bulk-max')),
   'multibulk-max': (c, v) => (c.multibulkLengthMax = parseIntIn(v, 'multibulk-max', 1, 2 ** 31 - 1)),
-  'max-clients': (c, v) => (c.maxClients = parseIntIn(v, 'max-clients', 1, 1_000_000)),
+  'max-clients': (c, v) => (c.clientsMax = parseIntIn(v, 'max-clients', 1, 1_000_000)),
   'pipeline-max': (c, v) => (c.pipelineDepthMax = parseIntIn(v, 'pipeline-max', 1, 10_000_000)),
   'output-buffer-soft': (c, v) => (c.outputBufferSoftBytes = parseBytes(v, 'output-buffer-soft')),
   'output-buffer-hard': (c, v) => (c.outputBufferHardBytes = parseBytes(v, 'output-buffer-hard')),
@@ -121,7 +124,11 @@ const OPTIONS: Record<string, (c: Config, v: string) => void> = {
     if (v !== 'strict' && v !== 'window') throw new ConfigError(`--default-mode must be strict or window, not ${JSON.stringify(v)}`);
     c.defaultMode = v;
   },
-  'window-keys': (c, v) => (c.windowKeys = v.split(',').map((p) => p.trim()).filter((p) => p !== '')),
+  'window-keys': (c, v) =>
+    (c.windowKeys = v
+      .split(',')
+      .map((p) => p.trim())
+      .filter((p) => p !== '')),
   'window-size': (c, v) => (c.windowSize = BigInt(parseIntIn(v, 'window-size', 1, 1_000_000_000))),
   'token-retention-ms': (c, v) => (c.tokenRetentionMs = parseIntIn(v, 'token-retention-ms', 1, 7 * 86_400_000)),
   'tokens-per-key-max': (c, v) => (c.tokensPerKeyMax = parseIntIn(v, 'tokens-per-key-max', 1, 10_000_000)),

@@ -14,13 +14,12 @@ export const ERR = {
   intOutOfRange: 'ERR value is out of range, value must between -2147483648 and 2147483647',
   noAuth: 'NOAUTH Authentication required.',
   wrongPass: 'WRONGPASS invalid username-password pair or user is disabled.',
-  authNotConfigured:
-    'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+  authNotConfigured: 'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
   noProto: 'NOPROTO unsupported protocol version',
-  invalidExpire: 'ERR invalid expire time in \'set\' command',
+  invalidExpire: "ERR invalid expire time in 'set' command",
   notSupportedExpiry: 'ERR key expiry is not supported by ordo yet',
   invalidCursor: 'ERR invalid cursor',
-  maxClients: 'ERR max number of clients reached',
+  tooManyClients: 'ERR max number of clients reached',
   clientNameSpaces: 'ERR Client names cannot contain spaces, newlines or special characters.',
   persistFailed: 'ERR write failed to reach disk, not applied',
   persistUnknown: 'TIMEOUT write outcome unknown: disk flush failed',
@@ -33,15 +32,13 @@ export const ERR = {
   readTimeout: "TRYAGAIN read timed out waiting for the group's leader",
   hostFailed: 'ERR replication stopped on this node after a storage failure, write not applied',
   diskFull: 'MISCONF the disk of this node is full (no space left on device): writes are refused until space is freed, write not applied',
-  windowLease:
-    "TRYAGAIN no leader of the key's group holds its lease to serve window values yet (election or failover in progress), nothing allocated",
+  windowLease: "TRYAGAIN no leader of the key's group holds its lease to serve window values yet (election or failover in progress), nothing allocated",
   helloNoAuth:
     'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time',
   helloProtoNotInteger: 'ERR Protocol version is not an integer or out of range',
   seqExists: 'ERR key already exists; SEQCREATE ... REPLACE recreates it',
   seqMax: 'ERR sequence would pass its MAX; nothing was allocated',
-  seqBackwards:
-    'ERR a sequence only moves forward: DECR, DECRBY, SET, INCRBYFLOAT and INCRBY with a negative increment are refused',
+  seqBackwards: 'ERR a sequence only moves forward: DECR, DECRBY, SET, INCRBYFLOAT and INCRBY with a negative increment are refused',
   seqGone: 'TRYAGAIN the sequence was deleted or recreated while a window was reserved',
   tokenMismatch: 'ERR TOKEN was already used on this key with a different COUNT',
   tokenLength: 'ERR TOKEN must be 1 to 1024 bytes',
@@ -57,6 +54,11 @@ export const ERR = {
   topologyConflict: 'CLUSTERDOWN this node disagrees with the committed cluster topology, not applied',
   configSetUnsupported: 'ERR CONFIG SET is not supported by ordo: restart the node with the option changed',
   noSuchClient: 'ERR No such client',
+  clientIdNotPositive: 'ERR client-id should be greater than 0',
+  invalidClientId: 'ERR Invalid client ID',
+  getKeysInvalidCommand: 'ERR Invalid command specified',
+  getKeysInvalidArity: 'ERR Invalid number of arguments specified for command',
+  getKeysNoKeys: 'ERR The command has no key arguments',
   timeoutNotInteger: 'ERR timeout is not an integer or out of range',
 } as const;
 
@@ -128,4 +130,13 @@ export function helloOptionSyntax(option: string): string {
 
 export function unrecognizedOption(option: string): string {
   return noNewlines(`ERR Unrecognized option '${option}'`);
+}
+
+/** CLIENT SETINFO: a library name or version with a space or a control character. */
+export function clientInfoSpaces(attribute: string): string {
+  return noNewlines(`ERR ${attribute} cannot contain spaces, newlines or special characters.`);
+}
+
+export function unknownClientType(type: string): string {
+  return noNewlines(`ERR Unknown client type '${type}'`);
 }

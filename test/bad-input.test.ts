@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { RawClient, removeDir, startOrdo, type RunningOrdo } from './helpers/processes.js';
+import { RawClient, removeDir, sleep, startOrdo, type RunningOrdo } from '../testkit/index.js';
 
 const encode = (...args: (string | Buffer)[]): Buffer => {
   const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
@@ -19,8 +19,6 @@ const encode = (...args: (string | Buffer)[]): Buffer => {
   }
   return Buffer.concat(parts);
 };
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function rssKb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -104,18 +102,25 @@ describe('bad input (default limits)', () => {
     const noLineEnd = fc.uint8Array({ maxLength: 40 }).map((u) => Buffer.from(u.filter((c) => c !== 0x0d && c !== 0x0a)));
     // [bytes to send, the error expected]
     const badFrame: fc.Arbitrary<[Buffer, RegExp]> = fc.oneof(
-      fc.tuple(nonDigit, noLineEnd).map(([c, rest]): [Buffer, RegExp] => [
-        Buffer.concat([Buffer.from([0x2a, c]), rest, Buffer.from('\r\n')]),
-        /-ERR Protocol error: invalid multibulk length\r\n$/,
-      ]),
-      fc.integer({ min: 0x21, max: 0x7e }).filter((c) => c !== 0x24).map((c): [Buffer, RegExp] => [
-        Buffer.from(`*2\r\n$3\r\nGET\r\n${String.fromCharCode(c)}xyz\r\n`, 'latin1'),
-        new RegExp(`-ERR Protocol error: expected '\\$', got '${String.fromCharCode(c).replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&')}'\\r\\n$`),
-      ]),
-      fc.tuple(nonDigit, noLineEnd).map(([c, rest]): [Buffer, RegExp] => [
-        Buffer.concat([Buffer.from('*1\r\n$'), Buffer.from([c]), rest, Buffer.from('\r\n')]),
-        /-ERR Protocol error: invalid bulk length\r\n$/,
-      ]),
+      fc
+        .tuple(nonDigit, noLineEnd)
+        .map(([c, rest]): [Buffer, RegExp] => [
+          Buffer.concat([Buffer.from([0x2a, c]), rest, Buffer.from('\r\n')]),
+          /-ERR Protocol error: invalid multibulk length\r\n$/,
+        ]),
+      fc
+        .integer({ min: 0x21, max: 0x7e })
+        .filter((c) => c !== 0x24)
+        .map((c): [Buffer, RegExp] => [
+          Buffer.from(`*2\r\n$3\r\nGET\r\n${String.fromCharCode(c)}xyz\r\n`, 'latin1'),
+          new RegExp(`-ERR Protocol error: expected '\\$', got '${String.fromCharCode(c).replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&')}'\\r\\n$`),
+        ]),
+      fc
+        .tuple(nonDigit, noLineEnd)
+        .map(([c, rest]): [Buffer, RegExp] => [
+          Buffer.concat([Buffer.from('*1\r\n$'), Buffer.from([c]), rest, Buffer.from('\r\n')]),
+          /-ERR Protocol error: invalid bulk length\r\n$/,
+        ]),
       fc.constantFrom<[Buffer, RegExp]>(
         [Buffer.from('SET k "unbalanced\r\n'), /-ERR Protocol error: unbalanced quotes in request\r\n$/],
         [Buffer.from("SET k 'x'y\r\n"), /-ERR Protocol error: unbalanced quotes in request\r\n$/],
@@ -139,7 +144,10 @@ describe('bad input (default limits)', () => {
     const steadyCounts = steady.map((s) => s.count);
     await Promise.all(steady.map((s) => s.stop()));
     for (const s of steady) assert.equal(s.failure, null);
-    assert.ok(steadyCounts.every((n) => n > 0), `steady clients made progress: ${steadyCounts.join(', ')}`);
+    assert.ok(
+      steadyCounts.every((n) => n > 0),
+      `steady clients made progress: ${steadyCounts.join(', ')}`,
+    );
   });
 
   it('random bytes never crash the server; a protocol error always ends the connection', async () => {
@@ -147,7 +155,12 @@ describe('bad input (default limits)', () => {
     const garbage = fc.oneof(
       fc.uint8Array({ minLength: 1, maxLength: 3000 }).map((u) => Buffer.from(u)),
       // Mostly well-formed RESP with a few bytes flipped.
-      fc.tuple(fc.array(fc.constantFrom('SET', 'GET', 'INCR', 'PING', 'ECHO', 'x', '12', ''), { minLength: 1, maxLength: 6 }), fc.array(fc.nat(), { maxLength: 4 }), fc.uint8Array({ minLength: 4, maxLength: 4 }))
+      fc
+        .tuple(
+          fc.array(fc.constantFrom('SET', 'GET', 'INCR', 'PING', 'ECHO', 'x', '12', ''), { minLength: 1, maxLength: 6 }),
+          fc.array(fc.nat(), { maxLength: 4 }),
+          fc.uint8Array({ minLength: 4, maxLength: 4 }),
+        )
         .map(([args, positions, bytes]) => {
           const frame = Buffer.concat([encode(...args), encode(...args)]);
           positions.forEach((p, i) => (frame[p % frame.length] = bytes[i] ?? 0));

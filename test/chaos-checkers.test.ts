@@ -25,7 +25,7 @@ import type { FaultEvent } from '../chaos/nemesis.js';
 import { failovers as failoversDuring, formatSummary, outages, percentile, type RunSummaryInput, statsByRow, timelineSvg } from '../chaos/report.js';
 import { classifyError, interpret, keysForGroups, planOp, type Plan } from '../chaos/workload.js';
 import { ERR } from '../src/errors.js';
-import { prng } from './helpers/random.js';
+import { prng } from '../testkit/random.js';
 
 type Spec = {
   p?: string;
@@ -292,7 +292,7 @@ describe('chaos checkers: each anomaly is found', () => {
   it('not-applied: a write that answered "not applied" shows in the final value', () => {
     const ops = history([
       { kind: 'INCR', at: [0, 1], reply: 1 },
-      { kind: 'INCRBY', n: 7, at: [2, 3], outcome: 'failed', error: "TRYAGAIN leadership changed before the write committed, write not applied" },
+      { kind: 'INCRBY', n: 7, at: [2, 3], outcome: 'failed', error: 'TRYAGAIN leadership changed before the write committed, write not applied' },
       { kind: 'INCR', at: [4, 5], reply: 9 },
     ]);
     const found = checkAccounting(ops, { finals: finals({ k: 9 }) });
@@ -323,8 +323,28 @@ describe('chaos checkers: each anomaly is found', () => {
   });
 
   it('recovery: a group that served no write, or too late', () => {
-    assert.deepEqual(checkRecovery([{ group: 1, ms: 120 }, { group: 2, ms: 4999 }], 5000), []);
-    assert.deepEqual(kinds(checkRecovery([{ group: 1, ms: 5001 }, { group: 2, ms: null }], 5000)), ['recovery', 'recovery']);
+    assert.deepEqual(
+      checkRecovery(
+        [
+          { group: 1, ms: 120 },
+          { group: 2, ms: 4999 },
+        ],
+        5000,
+      ),
+      [],
+    );
+    assert.deepEqual(
+      kinds(
+        checkRecovery(
+          [
+            { group: 1, ms: 5001 },
+            { group: 2, ms: null },
+          ],
+          5000,
+        ),
+      ),
+      ['recovery', 'recovery'],
+    );
   });
 
   it('checkHistory reports every kind and countByKind counts them', () => {
@@ -356,7 +376,10 @@ describe('chaos report: failovers, outages, percentiles', () => {
     assert.equal(found.length, 1, 'group 2 was not hit');
     assert.deepEqual([found[0]?.group, found[0]?.oldLeader, found[0]?.ms, found[0]?.newLeader], [1, 0, 1300, 2]);
     // The same leader coming back, or no new leader before the fault ended, is no failover.
-    const back: LeaderSample[] = [{ tMs: 0, group: 1, leader: 0, term: 1 }, { tMs: 6000, group: 1, leader: 0, term: 2 }];
+    const back: LeaderSample[] = [
+      { tMs: 0, group: 1, leader: 0, term: 1 },
+      { tMs: 6000, group: 1, leader: 0, term: 2 },
+    ];
     assert.equal(failoversFrom(back, [event(1000, 5000, [0])], 1)[0]?.ms, null);
     assert.equal(leaderAt(samples, 1, 2000)?.leader, null);
     assert.equal(leaderAt(samples, 1, 2300)?.leader, 2);
@@ -445,7 +468,7 @@ describe('chaos workload: what an answer means', () => {
     assert.deepEqual([wrappedClosed.cls, wrappedClosed.unexpected], ['unknown', false]);
   });
 
-  it('an error reply outside the registry\'s write sets is unknown and unexpected', () => {
+  it("an error reply outside the registry's write sets is unknown and unexpected", () => {
     const c = classifyError(reply('ERR something nobody promised'), 'INCRBY');
     assert.deepEqual([c.cls, c.unexpected], ['unknown', true]);
     assert.equal(classifyError(reply(ERR.readTimeout), 'GET').unexpected, false);

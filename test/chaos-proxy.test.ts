@@ -10,23 +10,15 @@ import { encodeFrame, FrameType } from '../src/transport/frame.js';
 import { encodeHello, NONCE_BYTES } from '../src/transport/handshake.js';
 import { TcpTransport } from '../src/transport/tcp.js';
 import type { PeerAddress } from '../src/transport/types.js';
-import { freePort } from './helpers/processes.js';
+import { freePort } from '../testkit/processes.js';
+import { sleep, waitFor } from '../testkit/wait.js';
 
 interface Node {
   readonly t: TcpTransport;
   readonly received: { from: string; text: string }[];
 }
 
-const FAST = { reconnectBaseMs: 10, reconnectMaxMs: 100, closeTimeoutMs: 200, handshakeTimeoutMs: 1000 } as const;
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const FAST = { reconnectBaseMs: 10, reconnectDelayMsMax: 100, closeTimeoutMs: 200, handshakeTimeoutMs: 1000 } as const;
 
 /** Nodes with ids a, b, c, ... each behind its own proxy listener; every node dials the others' proxy ports. */
 async function cluster(ctx: TestContext, count: number): Promise<{ nodes: Node[]; proxy: BusProxy }> {

@@ -54,7 +54,11 @@ describe('chaos (short runs against a real 3-node cluster)', () => {
     await shortRun(t, seed, ['kill', 'restart']);
   });
 
-  it('SIGSTOP of leaders and majorities and bus partitions (isolation, splits, one-way cuts, flapping): nothing lost, nothing handed out twice', { timeout: 150_000 }, async (t) => {
-    await shortRun(t, seed + 1, ['pause', 'partition']);
-  });
+  it(
+    'SIGSTOP of leaders and majorities and bus partitions (isolation, splits, one-way cuts, flapping): nothing lost, nothing handed out twice',
+    { timeout: 150_000 },
+    async (t) => {
+      await shortRun(t, seed + 1, ['pause', 'partition']);
+    },
+  );
 });

@@ -2,15 +2,15 @@
 // RESP3) and redis-cli, doing what their users do and seeing what they see.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { Redis, ReplyError } from 'ioredis';
 import { createClient, ErrorReply } from 'redis';
-import { removeDir, startOrdo, tempDir, type RunningOrdo } from './helpers/processes.js';
+import { encodeCommand } from '../testkit/resp.js';
+import { removeDir, runProgram, startOrdo, tempDir, type ProgramRun, type RunningOrdo } from '../testkit/processes.js';
 
 const PASSWORD = 's3cret-pass';
 /** ioredis declares its ReplyError class untyped; this is what it is. */
-const IoReplyError: abstract new (...args: never[]) => Error = ReplyError;
+const IoReplyError = ReplyError as abstract new (...args: never[]) => Error;
 
 let ordo: RunningOrdo | undefined;
 let securedOrdo: RunningOrdo | undefined;
@@ -109,8 +109,7 @@ describe('ioredis', () => {
     await assert.rejects(client.incrbyfloat('io:text', '1'), isReplyError('ERR value is not a valid float'));
     await client.set('io:max', '9223372036854775807');
     await assert.rejects(client.incr('io:max'), isReplyError('ERR increment or decrement would overflow'));
-    await assert.rejects(client.call('NOSUCHCOMMAND', 'a', 'b'),
-      isReplyError("ERR unknown command 'NOSUCHCOMMAND', with args beginning with: 'a' 'b' "));
+    await assert.rejects(client.call('NOSUCHCOMMAND', 'a', 'b'), isReplyError("ERR unknown command 'NOSUCHCOMMAND', with args beginning with: 'a' 'b' "));
     await assert.rejects(client.call('INCR'), isReplyError("ERR wrong number of arguments for 'incr' command"));
     await assert.rejects(client.call('SET', 'k', 'v', 'NX', 'XX'), isReplyError('ERR syntax error'));
     // The connection stays usable after errors.
@@ -142,7 +141,14 @@ describe('ioredis', () => {
     assert.equal(good.status, 'ready');
     assert.equal(await good.incr('io:secured'), 1);
 
-    const none = new Redis({ host: '127.0.0.1', port: securedPort(), lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const none = new Redis({
+      host: '127.0.0.1',
+      port: securedPort(),
+      lazyConnect: true,
+      enableReadyCheck: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
     t.after(() => none.disconnect());
     await none.connect();
     await assert.rejects(none.get('io:secured'), isReplyError('NOAUTH Authentication required.'));
@@ -203,11 +209,13 @@ describe('node-redis v5', () => {
         if (client.isOpen) await client.close();
       });
       await client.connect();
-      const errorText = (text: string) => (e: unknown): boolean => {
-        assert.ok(e instanceof ErrorReply, `expected an ErrorReply, got ${String(e)}`);
-        assert.equal(e.message, text);
-        return true;
-      };
+      const errorText =
+        (text: string) =>
+        (e: unknown): boolean => {
+          assert.ok(e instanceof ErrorReply, `expected an ErrorReply, got ${String(e)}`);
+          assert.equal(e.message, text);
+          return true;
+        };
       await client.set(`nr${resp}:text`, 'abc');
       await assert.rejects(client.incr(`nr${resp}:text`), errorText('ERR value is not an integer or out of range'));
       await assert.rejects(client.incrByFloat(`nr${resp}:f`, Infinity), errorText('ERR increment would produce NaN or Infinity'));
@@ -228,7 +236,7 @@ describe('node-redis v5', () => {
 
       const wrong = createClient({ url: `redis://:wrong@127.0.0.1:${securedPort()}`, ...respOption(resp), socket: { reconnectStrategy: false } });
       wrong.on('error', () => undefined);
-      t.after(async () => {
+      t.after(() => {
         if (wrong.isOpen) wrong.destroy();
       });
       await assert.rejects(wrong.connect(), (e: unknown) => {
@@ -239,7 +247,7 @@ describe('node-redis v5', () => {
 
       const none = createClient({ url: `redis://127.0.0.1:${securedPort()}`, ...respOption(resp), socket: { reconnectStrategy: false } });
       none.on('error', () => undefined);
-      t.after(async () => {
+      t.after(() => {
         if (none.isOpen) none.destroy();
       });
       if (resp === 3) {
@@ -253,35 +261,12 @@ describe('node-redis v5', () => {
   }
 });
 
-interface CliResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function redisCli(args: readonly string[], input?: string | Buffer): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('redis-cli', ['-h', '127.0.0.1', ...args], { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    if (input !== undefined && child.stdin !== null) {
-      // redis-cli may exit before reading everything; its output tells what happened.
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(input);
-    }
-  });
+function redisCli(args: readonly string[], input?: string | Buffer): Promise<ProgramRun> {
+  return runProgram('redis-cli', ['-h', '127.0.0.1', ...args], { timeoutMs: 10_000, ...(input === undefined ? {} : { input }) });
 }
 
 function resp(args: readonly string[]): string {
-  return `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+  return encodeCommand(args).toString('utf8');
 }
 
 describe('redis-cli', () => {

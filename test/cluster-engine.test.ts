@@ -13,8 +13,9 @@ import { DEFAULT_CONFIG, type Config } from '../src/config.js';
 import { keySlot } from '../src/cluster/slots.js';
 import { OrdoServer } from '../src/server/server.js';
 import { DataDirectoryError } from '../src/storage/store.js';
-import { keyOfGroup as keyOfGroupIn, raftLines, settledLeaders } from './helpers/cluster.js';
-import { freePort, removeDir, tempDir } from './helpers/processes.js';
+import { keyOfGroup as keyOfGroupIn, settledLeaders } from '../testkit/cluster.js';
+import { parseRaftGroups } from '../testkit/info.js';
+import { freePort, removeDir, tempDir } from '../testkit/processes.js';
 
 const GROUPS = 4;
 
@@ -61,7 +62,10 @@ describe('cluster: three members in one process', () => {
 
   /** Waits until every data group has a leader that all three members name. */
   function settled(): Promise<Map<number, string>> {
-    return settledLeaders(members.map((m) => client(m.port)), GROUPS);
+    return settledLeaders(
+      members.map((m) => client(m.port)),
+      GROUPS,
+    );
   }
 
   before(async () => {
@@ -72,7 +76,7 @@ describe('cluster: three members in one process', () => {
 
   after(async () => {
     for (const c of clients) c.disconnect();
-    await Promise.all(members.map((m) => m.server?.stop()));
+    await Promise.all(members.map((m) => m.server?.stop() ?? Promise.resolve()));
     for (const m of members) removeDir(m.dataDir);
   });
 
@@ -104,7 +108,7 @@ describe('cluster: three members in one process', () => {
     assert.deepEqual(replies, ['OK', 6, '6', 16, '16', 1, null]);
   });
 
-  it('CLUSTER SLOTS covers every slot with each group\'s leader first; the asker then gets MOVED', async () => {
+  it("CLUSTER SLOTS covers every slot with each group's leader first; the asker then gets MOVED", async () => {
     const c = client(members[0]?.port as number, true);
     const myId = String(await c.call('CLUSTER', 'MYID'));
     // Leaders spread over the members (the balancer moves them once a second): wait until one leads elsewhere.
@@ -149,7 +153,10 @@ describe('cluster: three members in one process', () => {
     const keys = Array.from({ length: 40 }, (_, i) => `scan:${i}`);
     for (const k of keys) await c0.set(k, 'v');
     const sizes = await Promise.all(members.map((m) => client(m.port).dbsize()));
-    assert.equal(sizes.reduce((a, b) => a + b, 0), keys.length);
+    assert.equal(
+      sizes.reduce((a, b) => a + b, 0),
+      keys.length,
+    );
     const listed = (await Promise.all(members.map((m) => client(m.port).keys('scan:*')))).flat();
     assert.deepEqual(listed.sort(), [...keys].sort());
     const scanned: string[] = [];
@@ -172,17 +179,18 @@ describe('cluster: three members in one process', () => {
     assert.match(info, /redis_mode:cluster/);
     assert.match(info, /cluster_enabled:1/);
     assert.match(String(await c.call('CLUSTER', 'INFO')), /cluster_state:ok/);
-    const raft = raftLines(String(await c.info('raft')));
+    const raft = parseRaftGroups(String(await c.info('raft')));
     assert.deepEqual([...raft.keys()].sort(), [0, 1, 2, 3, 4]);
-    for (const fields of raft.values()) assert.match(fields['role'] ?? '', /^(leader|follower|candidate|preCandidate)$/);
+    for (const g of raft.values()) assert.match(g.role, /^(leader|follower|candidate|preCandidate)$/);
     // Window counters add up over the groups of the node that serves the key.
     const key = keyOfGroup(3, 'win');
     assert.equal(await c.call('SEQCREATE', key, 'MODE', 'window', 'WINDOW', '100'), 'OK');
     for (let i = 1; i <= 5; i++) assert.equal(await c.call('SEQNEXT', key), i);
-    const served = await Promise.all(
-      members.map(async (m) => Number(/window_allocations:(\d+)/.exec(String(await client(m.port).info('ordo')))?.[1] ?? -1)),
+    const served = await Promise.all(members.map(async (m) => Number(/window_allocations:(\d+)/.exec(String(await client(m.port).info('ordo')))?.[1] ?? -1)));
+    assert.equal(
+      served.reduce((a, b) => a + b, 0),
+      5,
     );
-    assert.equal(served.reduce((a, b) => a + b, 0), 5);
   });
 
   it('a stopped member restarts from its data directory alone; contradicting flags are refused', async () => {
@@ -190,11 +198,18 @@ describe('cluster: three members in one process', () => {
     await m.server?.stop();
     m.server = null;
     const restartOnly: Config = { ...DEFAULT_CONFIG, dataDir: m.dataDir, explicit: new Set(['data']) };
-    const other = members.map((x) => `127.0.0.1:${x.port}@${x.busPort}`).slice(0, 2).join(',');
-    await assert.rejects(OrdoServer.start({ ...restartOnly, cluster: other, explicit: new Set(['cluster']) }), (e: unknown) =>
-      e instanceof DataDirectoryError && /bootstrapped with .* but --cluster\/--groups say/.test(e.message));
-    await assert.rejects(OrdoServer.start({ ...restartOnly, port: m.port + 1, explicit: new Set(['port']) }), (e: unknown) =>
-      e instanceof DataDirectoryError && /contradicts it/.test(e.message));
+    const other = members
+      .map((x) => `127.0.0.1:${x.port}@${x.busPort}`)
+      .slice(0, 2)
+      .join(',');
+    await assert.rejects(
+      OrdoServer.start({ ...restartOnly, cluster: other, explicit: new Set(['cluster']) }),
+      (e: unknown) => e instanceof DataDirectoryError && /bootstrapped with .* but --cluster\/--groups say/.test(e.message),
+    );
+    await assert.rejects(
+      OrdoServer.start({ ...restartOnly, port: m.port + 1, explicit: new Set(['port']) }),
+      (e: unknown) => e instanceof DataDirectoryError && /contradicts it/.test(e.message),
+    );
     m.server = await OrdoServer.start(restartOnly);
     assert.equal(m.server.port, m.port);
     await settled();
@@ -215,7 +230,10 @@ describe('cluster: three members in one process', () => {
       m.server = null;
       rmSync(m.dataDir, { recursive: true, force: true });
       cpSync(backup, m.dataDir, { recursive: true });
-      await assert.rejects(OrdoServer.start(configOf(m, list)), (e: unknown) => e instanceof DataDirectoryError && /restored from an older copy/.test(e.message));
+      await assert.rejects(
+        OrdoServer.start(configOf(m, list)),
+        (e: unknown) => e instanceof DataDirectoryError && /restored from an older copy/.test(e.message),
+      );
       // Refused for good: a later start refuses too, without asking anyone.
       await assert.rejects(OrdoServer.start(configOf(m, list)), (e: unknown) => e instanceof DataDirectoryError && /older copy/.test(e.message));
       rmSync(m.dataDir, { recursive: true, force: true });

@@ -15,9 +15,10 @@ import { DEFAULT_CONFIG, type Config } from '../src/config.js';
 import { bootstrapFromList } from '../src/cluster/members.js';
 import { OrdoServer } from '../src/server/server.js';
 import { MemoryHub } from '../src/transport/memory.js';
-import { keyOfGroup, raftLines, settledLeaders } from './helpers/cluster.js';
-import { freePort, removeDir, tempDir } from './helpers/processes.js';
-import { sleep } from './helpers/random.js';
+import { keyOfGroup, settledLeaders } from '../testkit/cluster.js';
+import { parseRaftGroups, type RaftGroupInfo } from '../testkit/info.js';
+import { freePort, removeDir, tempDir } from '../testkit/processes.js';
+import { sleep, waitFor } from '../testkit/wait.js';
 
 const GROUPS = 4;
 /** Short, so that a write that cannot be served is answered quickly. */
@@ -34,12 +35,8 @@ interface Member {
 }
 
 /** Polls `check` until it returns true, failing with `what` after RECOVERY_WAIT_MS. */
-async function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + RECOVERY_WAIT_MS;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${RECOVERY_WAIT_MS} ms`);
-    await sleep(50);
-  }
+function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
+  return waitFor(what, check, RECOVERY_WAIT_MS, 50);
 }
 
 /** How a write that failed was answered: not applied (certain), or outcome unknown. */
@@ -80,8 +77,7 @@ describe('cluster over the in-memory bus: three members in one process', () => {
     assert.ok(m !== undefined, `no member ${id}`);
     return m;
   };
-  const raftOf = async (m: Member, groupId: number): Promise<Record<string, string>> =>
-    raftLines(String(await client(m).info('raft'))).get(groupId) ?? {};
+  const raftOf = async (m: Member, groupId: number): Promise<RaftGroupInfo | undefined> => parseRaftGroups(String(await client(m).info('raft'))).get(groupId);
   /** Members `m` shows as down in CLUSTER NODES (asked on a connection of its own: asking makes it cluster-aware). */
   const failedSeenBy = async (m: Member): Promise<string[]> => {
     const c = client(m, true);
@@ -98,7 +94,10 @@ describe('cluster over the in-memory bus: three members in one process', () => {
     const preferred = new Map(bootstrapFromList(list, GROUPS).groups.map((g) => [g.id, g.preferredLeader] as const));
     let leaders = new Map<number, string>();
     await eventually('leaders settle on their preferred members', async () => {
-      leaders = await settledLeaders(members.map((m) => client(m)), GROUPS);
+      leaders = await settledLeaders(
+        members.map((m) => client(m)),
+        GROUPS,
+      );
       return [...preferred].every(([g, id]) => leaders.get(g) === id);
     });
     return leaders;
@@ -127,13 +126,16 @@ describe('cluster over the in-memory bus: three members in one process', () => {
   after(async () => {
     for (const c of clients) c.disconnect();
     hub.healAll(); // a stopping member hands its groups over
-    await Promise.allSettled(members.map((m) => m.server?.stop()));
+    await Promise.allSettled(members.map((m) => m.server?.stop() ?? Promise.resolve()));
     await hub.close();
     for (const m of members) removeDir(m.dataDir);
   });
 
   it('any member answers INCR on keys of every group, values consecutive; CLUSTER SLOTS covers every slot', async () => {
-    await settledLeaders(members.map((m) => client(m)), GROUPS);
+    await settledLeaders(
+      members.map((m) => client(m)),
+      GROUPS,
+    );
     const keys = Array.from({ length: GROUPS }, (_, i) => keyOfGroup(GROUPS, i + 1, 'fw'));
     let expected = 0;
     for (let round = 0; round < 3; round++) {
@@ -177,7 +179,7 @@ describe('cluster over the in-memory bus: three members in one process', () => {
         );
       // Through another member, writes resume once a new leader is elected.
       const deadline = Date.now() + RECOVERY_WAIT_MS;
-      for (let resumed = 0; resumed < 5; ) {
+      for (let resumed = 0; resumed < 5;) {
         assert.ok(Date.now() < deadline, `writes through another member did not resume within ${RECOVERY_WAIT_MS} ms`);
         try {
           acked.push(await client(other).incr(key));
@@ -188,9 +190,9 @@ describe('cluster over the in-memory bus: three members in one process', () => {
         }
       }
       await throughIsolated;
-      const newLeader = byId((await raftOf(other, groupId))['leader']);
+      const newLeader = byId((await raftOf(other, groupId))?.leader ?? undefined);
       assert.notEqual(newLeader, isolated);
-      committed = Number((await raftOf(newLeader, groupId))['commit']);
+      committed = (await raftOf(newLeader, groupId))?.commit ?? Number.NaN;
       assert.deepEqual(await failedSeenBy(other), [isolated.id]);
       assert.deepEqual(await failedSeenBy(third), [isolated.id]);
     } finally {
@@ -200,12 +202,14 @@ describe('cluster over the in-memory bus: three members in one process', () => {
 
     // Healed: its replica applies everything committed meanwhile, and GET through it returns the latest value.
     const last = acked.at(-1) as number;
-    await eventually('the healed member applies what was committed while it was cut off', async () =>
-      Number((await raftOf(isolated, groupId))['applied']) >= committed);
+    await eventually(
+      'the healed member applies what was committed while it was cut off',
+      async () => ((await raftOf(isolated, groupId))?.applied ?? Number.NaN) >= committed,
+    );
     const latest = Number(await client(isolated).get(key));
     assert.ok(latest >= last && latest <= last + unknown, `GET ${latest} after the last acknowledged ${last}`);
     // Leadership returns to it (its preferred leader) and it serves the latest value itself.
-    await eventually('leadership returns to the healed member', async () => (await raftOf(isolated, groupId))['role'] === 'leader');
+    await eventually('leadership returns to the healed member', async () => (await raftOf(isolated, groupId))?.role === 'leader');
     assert.equal(Number(await client(isolated).get(key)), latest);
     assert.equal(await client(third).incr(key), latest + 1);
     assert.deepEqual(await failedSeenBy(other), []);

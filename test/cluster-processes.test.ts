@@ -6,38 +6,33 @@
 // kept out. Every process is stopped in `after`, also when a test fails.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
+import { keySlot } from '../src/cluster/slots.js';
 import {
   clusterList,
-  command,
   freeClusterPorts,
   keyInSlots,
   keysInSlots,
   LocalCluster,
   parseClusterSlots,
-  RespClient,
-  RespErrorReply,
-  RespNoReply,
   slotCoverageProblem,
+  waitForCatchUp,
+  waitForStableLeaders,
   type ClusterNode,
   type ClusterState,
-} from '../bench/cluster-launcher.js';
-import { keySlot } from '../src/cluster/slots.js';
-import { CLI_PATH, removeDir, tempDir } from './helpers/processes.js';
-import { prng } from './helpers/random.js';
+} from '../testkit/cluster.js';
+import { CLI_PATH, removeDir, runProgram, runToExit, tempDir, type ProgramRun } from '../testkit/processes.js';
+import { prng } from '../testkit/random.js';
+import { command, RespClient, RespErrorReply, RespNoReply } from '../testkit/resp.js';
+import { sleep } from '../testkit/wait.js';
 
 const NODE_COUNT = 3;
 const SECRET = 'test-cluster-secret';
 
 /** A unique key prefix per run, so counters start at 0 whatever ran before. */
 const RUN = `t${process.pid}:${Date.now().toString(36)}`;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 async function startCluster(dir: string, secret?: readonly (string | null)[]): Promise<LocalCluster> {
   const { ports, busPorts } = await freeClusterPorts(NODE_COUNT);
@@ -53,37 +48,9 @@ function describeState(state: ClusterState): string {
   return state.groups.map((g) => `group ${g.group} ${g.start}-${g.end} led by ${g.leader.port}`).join('; ');
 }
 
-/** Runs the CLI to completion (bounded), for command lines that must be refused. */
-function runToExit(args: readonly string[], timeoutMs = 20_000): Promise<{ code: number | string; output: string }> {
-  return new Promise((resolve) => {
-    const proc = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-    proc.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? signal ?? 'unknown', output });
-    });
-  });
-}
-
-/** Runs redis-cli with `args`, `input` on stdin; resolves with its stdout. */
-function redisCli(args: readonly string[], input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn('redis-cli', [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-    proc.once('error', reject);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    proc.stdin.end(input);
-  });
+/** Runs redis-cli with `args`, `input` on stdin. */
+function redisCli(args: readonly string[], input = ''): Promise<ProgramRun> {
+  return runProgram('redis-cli', args, { input, timeoutMs: 15_000 });
 }
 
 interface Ack {
@@ -147,7 +114,7 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
 
   before(async () => {
     cluster = await startCluster(dir);
-    state = (await cluster.waitForStableLeaders()).state;
+    state = (await waitForStableLeaders(cluster)).state;
   });
 
   after(async () => {
@@ -184,9 +151,15 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
       const keys = fresh.groups.flatMap((g) => keysInSlots(g.start, g.end, 5, `${RUN}:ioc:`));
       for (let round = 1; round <= 3; round++) {
         const values = await Promise.all(keys.map((k) => client.incr(k)));
-        assert.deepEqual(values, keys.map(() => round));
+        assert.deepEqual(
+          values,
+          keys.map(() => round),
+        );
       }
-      assert.deepEqual(await Promise.all(keys.map((k) => client.get(k))), keys.map(() => '3'));
+      assert.deepEqual(
+        await Promise.all(keys.map((k) => client.get(k))),
+        keys.map(() => '3'),
+      );
       for (const g of fresh.groups) {
         for (const slot of [g.start, g.end]) {
           assert.equal(client.slots[slot]?.[0], `127.0.0.1:${g.leader.port}`, `slot ${slot} of group ${g.group}`);
@@ -236,7 +209,10 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
           const key = keyInSlots(g.start, g.end, `${RUN}:plain:${node.port}:`);
           for (let i = 1; i <= 20; i++) assert.equal(await client.incr(key), i);
           const pipelined = await client.pipeline(Array.from({ length: 50 }, () => ['incr', key])).exec();
-          assert.deepEqual(pipelined?.map(([err, v]) => [err, v]), Array.from({ length: 50 }, (_, i) => [null, 21 + i]));
+          assert.deepEqual(
+            pipelined?.map(([err, v]) => [err, v]),
+            Array.from({ length: 50 }, (_, i) => [null, 21 + i]),
+          );
           assert.equal(await client.get(key), '70');
           assert.equal(await command(g.leader.port, ['GET', key]), '70');
         }
@@ -269,7 +245,16 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
     let stopping = false;
     const random = prng(42);
     const workers = Array.from({ length: 6 }, (_, w) =>
-      incrementer(w, cluster, keys, random, () => stopping, () => killed, acks, errors),
+      incrementer(
+        w,
+        cluster,
+        keys,
+        random,
+        () => stopping,
+        () => killed,
+        acks,
+        errors,
+      ),
     );
     await sleep(1000);
     const before = acks.length;
@@ -282,7 +267,10 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
     stopping = true;
     await Promise.all(workers);
     const afterKill = acks.filter((a) => a.atMs > killedAt);
-    assert.ok(afterKill.length >= 50, `writes did not resume after the kill (${afterKill.length} acknowledged; errors: ${[...new Set(errors)].slice(0, 5).join('; ')})`);
+    assert.ok(
+      afterKill.length >= 50,
+      `writes did not resume after the kill (${afterKill.length} acknowledged; errors: ${[...new Set(errors)].slice(0, 5).join('; ')})`,
+    );
 
     const survivor = cluster.running[0];
     assert.ok(survivor !== undefined);
@@ -308,12 +296,12 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
     const node = killed;
     await node.restart();
     killed = null;
-    await cluster.waitForStableLeaders();
+    await waitForStableLeaders(cluster);
     const targets = new Map<number, number>();
     for (const n of cluster.running) {
       for (const g of (await n.raftInfo()).values()) if (g.role === 'leader') targets.set(g.group, g.commit);
     }
-    await cluster.waitForCatchUp(node);
+    await waitForCatchUp(cluster, node);
     const mine = await node.raftInfo();
     assert.ok(mine.size > 0, 'INFO raft lists groups');
     for (const [group, commit] of targets) {
@@ -328,7 +316,7 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
     assert.ok(node !== undefined);
     assert.equal(await node.stop(), 'exit code 0');
     await node.start(['--data', node.dataDir]);
-    const { state: fresh } = await cluster.waitForStableLeaders();
+    const { state: fresh } = await waitForStableLeaders(cluster);
     for (const g of fresh.groups) {
       const key = keyInSlots(g.start, g.end, `${RUN}:dataonly:`);
       assert.equal(await command(node.port, ['INCR', key]), '1');
@@ -344,14 +332,24 @@ describe('a 3-node cluster of real processes', { timeout: 120_000 }, () => {
       const busPorts = cluster.nodes.map((n) => n.busPort);
       // The same node, with another member in place of the first.
       const contradicting = clusterList([ports[0] === 1 ? 2 : 1, ports[1] ?? 0, ports[2] ?? 0], busPorts);
-      const refused = await runToExit(['--host', '127.0.0.1', '--port', String(node.port), '--data', node.dataDir, '--cluster', contradicting]);
+      const refused = await runToExit(process.execPath, [
+        CLI_PATH,
+        '--host',
+        '127.0.0.1',
+        '--port',
+        String(node.port),
+        '--data',
+        node.dataDir,
+        '--cluster',
+        contradicting,
+      ]);
       assert.equal(refused.code, 1, refused.output);
       assert.match(refused.output, /cluster/i);
       assert.doesNotMatch(refused.output, /ready on/);
     } finally {
       await node.start();
     }
-    await cluster.waitForStableLeaders();
+    await waitForStableLeaders(cluster);
   });
 });
 
@@ -394,7 +392,8 @@ describe('a bus peer without the cluster secret', { timeout: 60_000 }, () => {
           assert.equal(typeof (await command(a.port, ['INCR', key], 8000)), 'string');
           break;
         } catch (e) {
-          if (Date.now() > deadline) throw new Error(`slots ${r.start}-${r.end} never accepted a write through the nodes with the secret: ${(e as Error).message}`);
+          if (Date.now() > deadline)
+            throw new Error(`slots ${r.start}-${r.end} never accepted a write through the nodes with the secret: ${(e as Error).message}`);
           await sleep(200);
         }
       }

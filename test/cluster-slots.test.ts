@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { SLOT_COUNT, crc16, hashedRange, isSlot, keySlot } from '../src/cluster/slots.js';
-import { ReplyReader, encodeCommand } from './helpers/diff.js';
-import { freePort, startRedis, type RunningProcess } from './helpers/processes.js';
-import { prng } from './helpers/random.js';
+import { RawClient, encodeCommand } from '../testkit/resp.js';
+import { freePort, startRedis, type RunningProcess } from '../testkit/processes.js';
+import { prng } from '../testkit/random.js';
 
 describe('crc16', () => {
   it('is CRC16-XMODEM', () => {
@@ -69,8 +69,8 @@ describe('keySlot', () => {
 function testKeys(count: number, seed: number): Buffer[] {
   const random = prng(seed);
   const alphabet = [0x7b, 0x7d, 0x61, 0x62, 0x00, 0xff, 0x0d, 0x0a, 0x20];
-  const keys: Buffer[] = ['{}', '{{a}}', 'a{b}c{d}', '{', '}{', '{a', 'a}', '{}{a}', '{a}{b}', '', 'foo', '{user1000}.following'].map(
-    (k) => Buffer.from(k, 'latin1'),
+  const keys: Buffer[] = ['{}', '{{a}}', 'a{b}c{d}', '{', '}{', '{a', 'a}', '{}{a}', '{a}{b}', '', 'foo', '{user1000}.following'].map((k) =>
+    Buffer.from(k, 'latin1'),
   );
   while (keys.length < count) {
     const length = Math.floor(random() * 24);
@@ -97,7 +97,7 @@ describe('keySlot against redis-server', () => {
   it('gives the same slot as CLUSTER KEYSLOT for 2000 keys', async () => {
     assert.ok(redis);
     const keys = testKeys(2000, 0x5107);
-    const conn = await ReplyReader.connect(redis.port);
+    const conn = await RawClient.connect(redis.port);
     try {
       await conn.write(Buffer.concat(keys.map((k) => encodeCommand(['CLUSTER', 'KEYSLOT', k]))));
       const replies = await conn.read(keys.length);

@@ -33,9 +33,9 @@ import {
   type TopologyInit,
 } from '../src/cluster/topology.js';
 import { encodeReply, type Reply } from '../src/resp/encoder.js';
-import { ReplyReader, encodeCommand } from './helpers/diff.js';
-import { freePort, startRedis, type RunningProcess } from './helpers/processes.js';
-import { sleep } from './helpers/random.js';
+import { RawClient, encodeCommand } from '../testkit/resp.js';
+import { freePort, startRedis, type RunningProcess } from '../testkit/processes.js';
+import { sleep } from '../testkit/wait.js';
 
 function memberId(i: number): string {
   return (0xabc000 + i).toString(16).padStart(40, '0');
@@ -216,7 +216,18 @@ describe('CLUSTER replies', () => {
     const g2 = t.group(2);
     assert.ok(g2);
     const other = g2.replicas.find((r) => r !== g2.preferredLeader) as string;
-    const slots = plain(clusterSlotsReply(view(t, me, new Map([[1, null], [2, other]])))) as [number, number, ...[string, number, string, object][]][];
+    const slots = plain(
+      clusterSlotsReply(
+        view(
+          t,
+          me,
+          new Map([
+            [1, null],
+            [2, other],
+          ]),
+        ),
+      ),
+    ) as [number, number, ...[string, number, string, object][]][];
     assert.equal(slots.length, 6);
     let next = 0;
     for (const [i, entry] of slots.entries()) {
@@ -257,7 +268,10 @@ describe('CLUSTER replies', () => {
     assert.equal(shards.length, 6);
     assert.deepEqual(shards[0]?.slots, [g1.range.start, g1.range.end]);
     const nodes = shards[0]?.nodes ?? [];
-    assert.deepEqual(nodes.map((n) => n['role']), ['master', 'replica', 'replica']);
+    assert.deepEqual(
+      nodes.map((n) => n['role']),
+      ['master', 'replica', 'replica'],
+    );
     assert.equal(nodes[0]?.['id'], g1.preferredLeader);
     assert.equal(nodes.find((n) => n['id'] === follower)?.['health'], 'fail');
     assert.deepEqual(Object.keys(nodes[0] ?? {}), ['id', 'port', 'ip', 'endpoint', 'role', 'replication-offset', 'health']);
@@ -318,7 +332,7 @@ describe('CLUSTER replies next to redis-server', () => {
 
   async function ask(protocol: 2 | 3, args: readonly string[]): Promise<string> {
     assert.ok(redis);
-    const conn = await ReplyReader.connect(redis.port);
+    const conn = await RawClient.connect(redis.port);
     try {
       await conn.write(Buffer.concat([encodeCommand(['HELLO', String(protocol)]), encodeCommand(args)]));
       const [, reply] = await conn.read(2);
@@ -331,10 +345,14 @@ describe('CLUSTER replies next to redis-server', () => {
   before(async () => {
     busPort = await freePort();
     redis = await startRedis([
-      '--cluster-enabled', 'yes',
-      '--cluster-config-file', 'nodes.conf',
-      '--cluster-port', String(busPort),
-      '--cluster-announce-ip', '127.0.0.1',
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      'nodes.conf',
+      '--cluster-port',
+      String(busPort),
+      '--cluster-announce-ip',
+      '127.0.0.1',
     ]);
     await ask(2, ['CLUSTER', 'ADDSLOTSRANGE', '0', '16383']);
     redisId = (await ask(2, ['CLUSTER', 'MYID'])).split('\r\n')[1] ?? '';

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigError, DEFAULT_CONFIG, HELP, parseBytes, parseCommandLine, type Config } from '../src/config.js';
-import { CLI_PATH, removeDir, tempDir } from './helpers/processes.js';
+import { CLI_PATH, removeDir, tempDir } from '../testkit/processes.js';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -21,7 +21,10 @@ function run(argv: readonly string[]): Config {
 }
 
 function refuses(argv: readonly string[], message: RegExp): void {
-  assert.throws(() => parseCommandLine(argv), (e: unknown) => e instanceof ConfigError && message.test(e.message));
+  assert.throws(
+    () => parseCommandLine(argv),
+    (e: unknown) => e instanceof ConfigError && message.test(e.message),
+  );
 }
 
 describe('config: flags', () => {
@@ -37,7 +40,7 @@ describe('config: flags', () => {
       queryBufferBytesMax: 64 * MiB,
       bulkBytesMax: 512 * MiB,
       multibulkLengthMax: 1024 * 1024,
-      maxClients: 10000,
+      clientsMax: 10000,
       pipelineDepthMax: 100_000,
       outputBufferSoftBytes: 4 * MiB,
       outputBufferHardBytes: 256 * MiB,
@@ -59,26 +62,46 @@ describe('config: flags', () => {
 
   it('every flag sets its option', () => {
     const c = run([
-      '--host', '0.0.0.0',
-      '--port', '7000',
-      '--data', '/var/lib/ordo',
-      '--requirepass', 's3cret',
-      '--fsync', 'never',
-      '--log-segment-bytes', '1mb',
-      '--query-buffer-max', '1mb',
-      '--bulk-max', '2kb',
-      '--multibulk-max', '100',
-      '--max-clients', '3',
-      '--pipeline-max', '10',
-      '--output-buffer-soft', '64kb',
-      '--output-buffer-hard', '1gb',
-      '--output-stall-timeout-ms', '1000',
-      '--cluster', '127.0.0.1:7001,127.0.0.1:7002@17777',
-      '--announce', '127.0.0.1:7001',
-      '--bus-port', '17001',
-      '--cluster-secret', 'shh',
-      '--groups', '4',
-      '--request-timeout-ms', '2500',
+      '--host',
+      '0.0.0.0',
+      '--port',
+      '7000',
+      '--data',
+      '/var/lib/ordo',
+      '--requirepass',
+      's3cret',
+      '--fsync',
+      'never',
+      '--log-segment-bytes',
+      '1mb',
+      '--query-buffer-max',
+      '1mb',
+      '--bulk-max',
+      '2kb',
+      '--multibulk-max',
+      '100',
+      '--max-clients',
+      '3',
+      '--pipeline-max',
+      '10',
+      '--output-buffer-soft',
+      '64kb',
+      '--output-buffer-hard',
+      '1gb',
+      '--output-stall-timeout-ms',
+      '1000',
+      '--cluster',
+      '127.0.0.1:7001,127.0.0.1:7002@17777',
+      '--announce',
+      '127.0.0.1:7001',
+      '--bus-port',
+      '17001',
+      '--cluster-secret',
+      'shh',
+      '--groups',
+      '4',
+      '--request-timeout-ms',
+      '2500',
     ]);
     assert.deepEqual(c, {
       ...DEFAULT_CONFIG,
@@ -91,7 +114,7 @@ describe('config: flags', () => {
       queryBufferBytesMax: MiB,
       bulkBytesMax: 2 * KiB,
       multibulkLengthMax: 100,
-      maxClients: 3,
+      clientsMax: 3,
       pipelineDepthMax: 10,
       outputBufferSoftBytes: 64 * KiB,
       outputBufferHardBytes: GiB,
@@ -103,8 +126,25 @@ describe('config: flags', () => {
       groups: 4,
       requestTimeoutMs: 2500,
       explicit: new Set([
-        'host', 'port', 'data', 'requirepass', 'fsync', 'log-segment-bytes', 'query-buffer-max', 'bulk-max', 'multibulk-max', 'max-clients', 'pipeline-max',
-        'output-buffer-soft', 'output-buffer-hard', 'output-stall-timeout-ms', 'cluster', 'announce', 'bus-port', 'cluster-secret', 'groups',
+        'host',
+        'port',
+        'data',
+        'requirepass',
+        'fsync',
+        'log-segment-bytes',
+        'query-buffer-max',
+        'bulk-max',
+        'multibulk-max',
+        'max-clients',
+        'pipeline-max',
+        'output-buffer-soft',
+        'output-buffer-hard',
+        'output-stall-timeout-ms',
+        'cluster',
+        'announce',
+        'bus-port',
+        'cluster-secret',
+        'groups',
         'request-timeout-ms',
       ]),
     });
@@ -185,7 +225,7 @@ describe('config: file', () => {
     );
     const c = run(['--config', path]);
     assert.equal(c.port, 7001);
-    assert.equal(c.maxClients, 5);
+    assert.equal(c.clientsMax, 5);
     assert.equal(c.requirepass, 'pass word');
     assert.equal(c.queryBufferBytesMax, 2 * MiB);
     assert.equal(c.fsync, 'never');
@@ -196,7 +236,7 @@ describe('config: file', () => {
     const path = file('win.conf', 'port 7001\nmax-clients 5\n');
     const c = run(['--port', '7002', '--config', path]);
     assert.equal(c.port, 7002);
-    assert.equal(c.maxClients, 5);
+    assert.equal(c.clientsMax, 5);
   });
 
   it('an unknown option or a bad value names the file and line', () => {

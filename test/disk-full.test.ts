@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import { EntryType } from '../src/raft/types.js';
 import { PersistError } from '../src/storage/store.js';
 import { WalStore } from '../src/storage/wal-store.js';
-import { removeDir, startOrdo, tempDir } from './helpers/processes.js';
+import { removeDir, startOrdo, tempDir } from '../testkit/processes.js';
 
 /** Size of the file system the node runs on. */
 const TMPFS_BYTES = 48 * 1024 * 1024;
@@ -115,7 +115,6 @@ describe('a full disk', () => {
       removeDir(base);
     }
   });
-
 
   it('refuses writes with MISCONF while reads go on, resumes once space is freed, and loses nothing', async (t) => {
     const base = tempDir('disk-full');

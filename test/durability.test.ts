@@ -13,8 +13,8 @@ import { after, describe, it, type TestContext } from 'node:test';
 import { open } from 'lmdb';
 import { StateMachine } from '../src/sequencer/state-machine.js';
 import { LmdbStore } from '../src/storage/lmdb.js';
-import { RawClient, removeDir, startOrdo, tempDir, type RunningOrdo } from './helpers/processes.js';
-import { prng } from './helpers/random.js';
+import { RawClient, removeDir, startOrdo, tempDir, type RunningOrdo } from '../testkit/index.js';
+import { prng } from '../testkit/random.js';
 
 const encode = (...args: string[]): string => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
 
@@ -143,7 +143,7 @@ function duplicates(acked: readonly { key: string; value: bigint }[]): string[] 
   return dups;
 }
 
-function maxPerKey(acked: readonly { key: string; value: bigint }[]): Map<string, bigint> {
+function highestPerKey(acked: readonly { key: string; value: bigint }[]): Map<string, bigint> {
   const max = new Map<string, bigint>();
   for (const { key, value } of acked) if (value > (max.get(key) ?? 0n)) max.set(key, value);
   return max;
@@ -179,7 +179,7 @@ describe('durability', () => {
       if (cycle > 0) {
         // What survived the last kill covers every value acknowledged before it.
         const values = await getValues(ordo.port, keys);
-        for (const [key, max] of maxPerKey(allAcked)) {
+        for (const [key, max] of highestPerKey(allAcked)) {
           assert.ok((values.get(key) ?? 0n) >= max, `${note}: cycle ${cycle}: ${key} is ${values.get(key)} after restart, ${max} was acknowledged`);
         }
       }
@@ -204,7 +204,7 @@ describe('durability', () => {
     // A last restart: everything acknowledged is there, and counting goes on above it.
     const ordo = track(await startOrdo({ dataDir, args }));
     const values = await getValues(ordo.port, keys);
-    for (const [key, max] of maxPerKey(allAcked)) assert.ok((values.get(key) ?? 0n) >= max, `${note}: ${key} final`);
+    for (const [key, max] of highestPerKey(allAcked)) assert.ok((values.get(key) ?? 0n) >= max, `${note}: ${key} final`);
     const client = await Incrementer.connect(ordo.port, keys, 16, prng(seed + 1));
     await new Promise((r) => setTimeout(r, 100));
     await client.finish();
@@ -222,7 +222,9 @@ describe('durability', () => {
 
   it('the same with 64 KiB log segments: kills land on segment rotations, and the log goes on past them', async (t) => {
     const dataDir = await killCycles(t, ['--log-segment-bytes', '64kb']);
-    const segments = readdirSync(join(dataDir, 'wal')).filter((f) => f.endsWith('.wal')).sort();
+    const segments = readdirSync(join(dataDir, 'wal'))
+      .filter((f) => f.endsWith('.wal'))
+      .sort();
     const newest = Number.parseInt(segments[segments.length - 1] ?? '0', 16);
     t.diagnostic(`segments now: ${segments.length}, newest ${newest}`);
     assert.ok(newest > 1, `the log rotated (segments: ${segments.join(' ')})`);
@@ -245,7 +247,7 @@ describe('durability', () => {
     assert.deepEqual(duplicates(acked), []);
     const restarted = track(await startOrdo({ dataDir }));
     const values = await getValues(restarted.port, keys);
-    for (const [key, max] of maxPerKey(acked)) {
+    for (const [key, max] of highestPerKey(acked)) {
       assert.ok((values.get(key) ?? 0n) >= max, `${key}: ${values.get(key)} after restart, ${max} acknowledged`);
     }
     // A graceful stop waits for every write it accepted: nothing after the last acknowledgement

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { formatCrashResult, runCrash } from '../chaos/crash.js';
-import { formatFuzzResult, RSS_MAX_BYTES, runFuzz } from '../chaos/fuzz.js';
+import { formatFuzzResult, RSS_BYTES_MAX, runFuzz } from '../chaos/fuzz.js';
 
 const seed = Number(process.env['ORDO_TEST_SEED'] ?? Date.now() % 1_000_000);
 
@@ -20,7 +20,7 @@ describe('fault runs (short)', () => {
     assert.ok(result.reconnects > 0, summary);
     // The final PING alone makes 1: at least one health check must also have run during the fuzzing.
     assert.ok(result.pingsOk >= 2, summary);
-    assert.ok(result.rssMaxBytes > 0 && result.rssMaxBytes < RSS_MAX_BYTES, summary);
+    assert.ok(result.rssBytesMax > 0 && result.rssBytesMax < RSS_BYTES_MAX, summary);
     assert.ok((result.repliesByKind[':'] ?? 0) > 0 && (result.repliesByKind['+'] ?? 0) > 0, summary);
   });
 

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { globMatch } from '../src/glob.js';
-import { startRedis, type RunningProcess } from './helpers/processes.js';
+import { startRedis, type RunningProcess } from '../testkit/processes.js';
 
 describe('globMatch', () => {
   const cases: [pattern: string, text: string, expected: boolean][] = [
@@ -65,7 +65,10 @@ describe('globMatch', () => {
 
   it('a literal pattern matches only itself', () => {
     const plain = fc.string({ unit: fc.constantFrom('a', 'b', 'c', ':', '-', '_') });
-    fc.assert(fc.property(plain, plain, (p, s) => globMatch(p, s) === (p === s)), { seed: 11, numRuns: 500 });
+    fc.assert(
+      fc.property(plain, plain, (p, s) => globMatch(p, s) === (p === s)),
+      { seed: 11, numRuns: 500 },
+    );
   });
 
   it('stays fast on a pathological pattern', () => {

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { inspect } from 'node:util';
 import { MemoryRaftLogStore, MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
 import { MemoryKeyspace } from '../src/multiraft/keyspace.js';
 import type { RaftGroup } from '../src/multiraft/raft-group.js';
@@ -17,7 +18,7 @@ import { StateMachine, type OpResult, type StoredValue } from '../src/sequencer/
 import { KeyspaceStore } from '../src/storage/keyspace.js';
 import { RaftLogStore } from '../src/storage/raft-lmdb.js';
 import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
-import { prng, sleep } from './helpers/random.js';
+import { prng, sleep } from '../testkit/index.js';
 
 const TICK_MS = 10;
 const dirs: string[] = [];
@@ -79,7 +80,8 @@ class Nodes {
   start(id: string): MultiRaftHost {
     let keyspace = this.keyspaces.get(id);
     if (keyspace === undefined || keyspace instanceof KeyspaceStore) {
-      if (keyspace === undefined || !this.inMemory) keyspace = this.inMemory ? new MemoryKeyspace() : KeyspaceStore.open(this.dirs.get(id) as string, { fsync: 'never' });
+      if (keyspace === undefined || !this.inMemory)
+        keyspace = this.inMemory ? new MemoryKeyspace() : KeyspaceStore.open(this.dirs.get(id) as string, { fsync: 'never' });
       this.keyspaces.set(id, keyspace);
     }
     const transport = this.hub.transport(id);
@@ -241,7 +243,7 @@ describe('MultiRaftHost with a keyspace', () => {
     await check();
   });
 
-  it('three nodes: a follower behind the leaders\' logs catches up through a snapshot exported from LMDB', async () => {
+  it("three nodes: a follower behind the leaders' logs catches up through a snapshot exported from LMDB", async () => {
     const nodes = new Nodes(['n1', 'n2', 'n3'], [1, 2, 3], { checkpointIntervalMs: 20, snapshotEntries: 30, logKeepEntries: 5 });
     all.push(nodes);
     await nodes.waitLeaders();
@@ -281,7 +283,9 @@ describe('MultiRaftHost with a keyspace', () => {
     assert.ok(restored > 0, 'the restarted node caught up through a snapshot');
     // What it restored is checkpointed into its own keyspace, and leaves its memory.
     await waitFor('the restarted node to checkpoint', () =>
-      nodes.groups.every((gid) => (restarted.group(gid) as RaftGroup).stats.checkpointIndex >= (restarted.group(gid) as RaftGroup).node.status().firstIndex - 1),
+      nodes.groups.every(
+        (gid) => (restarted.group(gid) as RaftGroup).stats.checkpointIndex >= (restarted.group(gid) as RaftGroup).node.status().firstIndex - 1,
+      ),
     );
     await waitFor('its overlay to empty', () => restarted.stats().keysInMemory === 0);
     for (const gid of nodes.groups) {
@@ -368,7 +372,7 @@ describe('MultiRaftHost with a keyspace', () => {
     for (const [key, value] of acked) {
       const gid = Number(key.slice(1, key.indexOf(':')));
       const v = await get(nodes.leader(gid) as RaftGroup, key);
-      assert.ok(typeof v === 'bigint' && v >= value, `${key}: ${String(v)} below the acknowledged ${value}`);
+      assert.ok(typeof v === 'bigint' && v >= value, `${key}: ${inspect(v)} below the acknowledged ${value}`);
     }
     let checkpoints = 0;
     for (const h of nodes.hosts.values()) checkpoints += h.stats().checkpoints;

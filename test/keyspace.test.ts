@@ -14,7 +14,7 @@ import { DEFAULT_TOKEN_POLICY } from '../src/sequencer/sequence.js';
 import { StateMachine, type ChangeSet, type Op } from '../src/sequencer/state-machine.js';
 import { KEYSPACE_DATA_FILE, KeyspaceStore, type KeyspaceCheckpointItem } from '../src/storage/keyspace.js';
 import { DataDirectoryError } from '../src/storage/store.js';
-import { prng } from './helpers/random.js';
+import { prng } from '../testkit/random.js';
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -72,7 +72,14 @@ describe('KeyspaceStore', () => {
     const ops2: Op[] = [incr('a', 100n), { type: 'set', key: 'b', value: Buffer.from('text'), condition: 'always', get: false }];
     for (const op of ops1) assert.deepEqual(g1.apply(op), plain1.apply(op));
     for (const op of ops2) assert.deepEqual(g2.apply(op), plain2.apply(op));
-    await checkpointAll(store, [[1, g1], [2, g2]], 10);
+    await checkpointAll(
+      store,
+      [
+        [1, g1],
+        [2, g2],
+      ],
+      10,
+    );
     assert.equal(g1.keysInMemory, 0);
     sameState(g1, plain1);
     assert.deepEqual(store.groupState(1), { appliedIndex: 10, appliedTerm: 2, conf: CONF });
@@ -96,7 +103,14 @@ describe('KeyspaceStore', () => {
     for (const op of [{ type: 'del', keys: ['a', LONG_KEY] } as Op, incr('c')]) assert.deepEqual(r1.apply(op), plain1.apply(op));
     assert.deepEqual(r2.apply({ type: 'flushall' }), plain2.apply({ type: 'flushall' }));
     assert.deepEqual(r2.apply(incr('z')), plain2.apply(incr('z')));
-    await checkpointAll(store, [[1, r1], [2, r2]], 20);
+    await checkpointAll(
+      store,
+      [
+        [1, r1],
+        [2, r2],
+      ],
+      20,
+    );
     await store.close();
 
     store = KeyspaceStore.open(dir, { fsync: 'never' });
@@ -236,14 +250,16 @@ describe('KeyspaceStore', () => {
         const totalMs = performance.now() - t0;
         groups.forEach(([, sm], i) => sm.checkpointed((items[i] as KeyspaceCheckpointItem).changes));
         lines.push(
-          `${16 * keysPerGroup} keys over 16 groups: checkpoint() ${syncMs.toFixed(1)} ms on the caller, main thread in total ${store.lastCheckpoint.blockedMs.toFixed(1)} ms (longest slice ${store.lastCheckpoint.sliceMaxMs.toFixed(1)} ms), ` +
+          `${16 * keysPerGroup} keys over 16 groups: checkpoint() ${syncMs.toFixed(1)} ms on the caller, main thread in total ${store.lastCheckpoint.blockedMs.toFixed(1)} ms (longest slice ${store.lastCheckpoint.sliceMsMax.toFixed(1)} ms), ` +
             `durable after ${totalMs.toFixed(1)} ms, worst event-loop gap ${worstGapMs.toFixed(1)} ms (${ticks} timer ticks)`,
         );
       }
     }
     const t0 = performance.now();
     const exported = store.exportGroup(1);
-    lines.push(`export of one group (${new StateMachine(store.backing(1)).size} keys, ${exported.data.length} bytes): ${(performance.now() - t0).toFixed(1)} ms`);
+    lines.push(
+      `export of one group (${new StateMachine(store.backing(1)).size} keys, ${exported.data.length} bytes): ${(performance.now() - t0).toFixed(1)} ms`,
+    );
     process.stdout.write(`# keyspace checkpoint cost (fsync always):\n${lines.map((l) => `#   ${l}`).join('\n')}\n`);
     await store.close();
   });

@@ -2,18 +2,22 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { EntryType, newMessage, type Entry, type Message, type MessageType } from '../src/raft/index.js';
-import {
-  MessageDecodeError,
-  decodeFrame,
-  decodeMessage,
-  encodeGroupMessages,
-  encodeMessage,
-  type GroupMessage,
-} from '../src/multiraft/message-codec.js';
+import { MessageDecodeError, decodeFrame, decodeMessage, encodeGroupMessages, encodeMessage, type GroupMessage } from '../src/multiraft/message-codec.js';
 
 const TYPES: MessageType[] = [
-  'preVote', 'preVoteResp', 'vote', 'voteResp', 'append', 'appendResp', 'heartbeat',
-  'heartbeatResp', 'snapshot', 'snapshotResp', 'timeoutNow', 'readIndex', 'readIndexResp',
+  'preVote',
+  'preVoteResp',
+  'vote',
+  'voteResp',
+  'append',
+  'appendResp',
+  'heartbeat',
+  'heartbeatResp',
+  'snapshot',
+  'snapshotResp',
+  'timeoutNow',
+  'readIndex',
+  'readIndexResp',
 ];
 
 const id = fc.string({ maxLength: 30 });
@@ -40,7 +44,8 @@ const message: fc.Arbitrary<Message> = fc
     readSeq: num,
     sentTick: num,
     snapshotMeta: fc.option(
-      fc.record({ index: num, term: num, voters: fc.array(id, { maxLength: 5 }), learners: fc.array(id, { maxLength: 3 }) })
+      fc
+        .record({ index: num, term: num, voters: fc.array(id, { maxLength: 5 }), learners: fc.array(id, { maxLength: 3 }) })
         .map((r) => ({ index: r.index, term: r.term, conf: { voters: r.voters, learners: r.learners } })),
       { nil: null },
     ),

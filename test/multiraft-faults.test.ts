@@ -11,7 +11,7 @@ import { MemoryRaftLogStore, MultiRaftHost } from '../src/multiraft/host.js';
 import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED } from '../src/errors.js';
 import type { OpResult } from '../src/sequencer/state-machine.js';
-import { prng, sleep } from './helpers/random.js';
+import { prng, sleep } from '../testkit/index.js';
 import { snapshotState } from '../src/sequencer/codec.js';
 
 const NODES = ['a', 'b', 'c'];
@@ -82,8 +82,7 @@ describe('multiraft under faults', () => {
       assert.ok(WRITE_NOT_APPLIED.has(r.error), `unexpected error ${r.error}`);
       return 'notApplied';
     };
-    const incr = (g: RaftGroup, key: string): Promise<OpResult> =>
-      new Promise((resolve) => g.propose({ type: 'incrby', key, delta: 1n }, resolve));
+    const incr = (g: RaftGroup, key: string): Promise<OpResult> => new Promise((resolve) => g.propose({ type: 'incrby', key, delta: 1n }, resolve));
 
     const t0 = Date.now();
     let stop = false;

@@ -6,7 +6,7 @@ import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED, type ErrorKey } from '../src/errors.js';
 import { snapshotState } from '../src/sequencer/codec.js';
 import type { OpResult, StoredValue } from '../src/sequencer/state-machine.js';
-import { prng, sleep } from './helpers/random.js';
+import { prng, sleep } from '../testkit/index.js';
 
 const NODES = ['n1', 'n2', 'n3'];
 const GROUPS = [1, 2, 3, 4];
@@ -264,7 +264,10 @@ describe('multiraft: 3 hosts, 4 groups, memory bus', () => {
       assert.equal(r.type, 'error', 'an isolated leader cannot commit');
       if (r.type === 'error') assert.ok(notApplied(r.error) || r.error === UNKNOWN, `unexpected ${r.error}`);
     }
-    assert.ok(settled.some((r) => r.type === 'error' && r.error === UNKNOWN), 'some writes were proposed before step-down');
+    assert.ok(
+      settled.some((r) => r.type === 'error' && r.error === UNKNOWN),
+      'some writes were proposed before step-down',
+    );
     assert.equal(old.isLeader(), false, 'check-quorum stepped the isolated leader down');
 
     const fresh = (await c.waitLeaders([oldId])).get(1);
@@ -503,9 +506,7 @@ describe('multiraft: writes wait (bounded) for an election', () => {
     await c.crash(oldId);
     const survivors = c.replicas(1);
     assert.equal(survivors.length, 2);
-    await waitFor('both survivors know no leader (election in progress)', () =>
-      survivors.every((r) => !r.isLeader() && r.leaderId() === null),
-    );
+    await waitFor('both survivors know no leader (election in progress)', () => survivors.every((r) => !r.isLeader() && r.leaderId() === null));
     const writes: Tracked[] = [];
     const reads: Promise<StoredValue | undefined>[] = [];
     for (const r of survivors) {
@@ -513,7 +514,10 @@ describe('multiraft: writes wait (bounded) for an election', () => {
       reads.push(get(r, 'e:warm'));
     }
     // Before: refused at once with noLeader. Now: nothing is answered while the election runs.
-    assert.ok(writes.every((w) => w.result === null), 'writes wait for the election instead of failing at once');
+    assert.ok(
+      writes.every((w) => w.result === null),
+      'writes wait for the election instead of failing at once',
+    );
 
     c.hub.heal(a, b);
     await Promise.all(writes.map((w) => w.answered));

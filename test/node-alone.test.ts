@@ -16,7 +16,7 @@ import { encodeOps } from '../src/sequencer/op-codec.js';
 import { LmdbStore } from '../src/storage/lmdb.js';
 import { RaftLogStore } from '../src/storage/raft-lmdb.js';
 import { StateMachine } from '../src/sequencer/state-machine.js';
-import { removeDir, startOrdo, startRedis, tempDir } from './helpers/processes.js';
+import { removeDir, startOrdo, startRedis, tempDir } from '../testkit/processes.js';
 
 const RAFT: readonly string[] = [];
 
@@ -229,7 +229,10 @@ describe('a node alone', () => {
     const clients = Array.from({ length: 8 }, () => new PipelinedIncrementer(connect(node.port), ['shared', 'other'], 100, 10));
     try {
       await Promise.all(clients.map((c) => c.done));
-      const seen = new Map<string, Set<bigint>>([['shared', new Set()], ['other', new Set()]]);
+      const seen = new Map<string, Set<bigint>>([
+        ['shared', new Set()],
+        ['other', new Set()],
+      ]);
       for (const c of clients) {
         assert.equal(c.errors, 0);
         for (const [key, values] of c.acked) {
@@ -257,14 +260,14 @@ describe('a node alone', () => {
     const dataDir = tempDir('raft-kill');
     const keys = ['k0', 'k1', 'k2', 'k3'];
     const everAcked = new Map<string, Set<bigint>>(keys.map((k) => [k, new Set()]));
-    const maxAcked = new Map<string, bigint>(keys.map((k) => [k, 0n]));
+    const highestAcked = new Map<string, bigint>(keys.map((k) => [k, 0n]));
     try {
       for (let cycle = 0; cycle < 3; cycle++) {
         const node = await startOrdo({ dataDir, args: RAFT });
         const before = await getCounters(node.port, keys);
         for (const k of keys) {
           const v = before.get(k) as bigint;
-          assert.ok(v >= (maxAcked.get(k) as bigint), `cycle ${cycle}: ${k} is ${v} after restart, ${maxAcked.get(k)} was acknowledged`);
+          assert.ok(v >= (highestAcked.get(k) as bigint), `cycle ${cycle}: ${k} is ${v} after restart, ${highestAcked.get(k)} was acknowledged`);
         }
         const clients = Array.from({ length: 6 }, () => new PipelinedIncrementer(connect(node.port), keys, 64));
         await waitUntil(() => clients.every((c) => c.ackedCount >= 500), 10_000, 'every client to have 500 acknowledged INCRs');
@@ -282,7 +285,7 @@ describe('a node alone', () => {
               if (i > 0) assert.ok(v > (values[i - 1] as bigint), `${key} went backwards for one client`);
               assert.ok(!set.has(v), `${key}=${v} handed out twice (cycle ${cycle})`);
               set.add(v);
-              if (v > (maxAcked.get(key) as bigint)) maxAcked.set(key, v);
+              if (v > (highestAcked.get(key) as bigint)) highestAcked.set(key, v);
               acked++;
             }
           }
@@ -294,12 +297,12 @@ describe('a node alone', () => {
       const node = await startOrdo({ dataDir, args: RAFT });
       try {
         const after = await getCounters(node.port, keys);
-        for (const k of keys) assert.ok((after.get(k) as bigint) >= (maxAcked.get(k) as bigint), `${k} lost acknowledged increments`);
+        for (const k of keys) assert.ok((after.get(k) as bigint) >= (highestAcked.get(k) as bigint), `${k} lost acknowledged increments`);
         // The next value is new.
         const client = connect(node.port);
         for (const k of keys) {
           const v = BigInt(await client.incr(k));
-          assert.ok(!(everAcked.get(k) as Set<bigint>).has(v) && v > (maxAcked.get(k) as bigint));
+          assert.ok(!(everAcked.get(k) as Set<bigint>).has(v) && v > (highestAcked.get(k) as bigint));
         }
         client.disconnect();
       } finally {
@@ -321,16 +324,16 @@ describe('a node alone', () => {
       assert.equal(await node.exited, 0, node.output());
       await Promise.all(clients.map((c) => c.done));
       for (const c of clients) c.client.disconnect();
-      const maxAcked = new Map<string, bigint>(keys.map((k) => [k, 0n]));
+      const highestAcked = new Map<string, bigint>(keys.map((k) => [k, 0n]));
       for (const c of clients) {
-        for (const [key, values] of c.acked) for (const v of values) if (v > (maxAcked.get(key) as bigint)) maxAcked.set(key, v);
+        for (const [key, values] of c.acked) for (const v of values) if (v > (highestAcked.get(key) as bigint)) highestAcked.set(key, v);
       }
       const again = await startOrdo({ dataDir, args: RAFT });
       try {
         const after = await getCounters(again.port, keys);
         for (const k of keys) {
-          assert.ok((maxAcked.get(k) as bigint) > 0n, `${k}: nothing was acknowledged before SIGTERM`);
-          assert.ok((after.get(k) as bigint) >= (maxAcked.get(k) as bigint), `${k}: ${after.get(k)} < ${maxAcked.get(k)}`);
+          assert.ok((highestAcked.get(k) as bigint) > 0n, `${k}: nothing was acknowledged before SIGTERM`);
+          assert.ok((after.get(k) as bigint) >= (highestAcked.get(k) as bigint), `${k}: ${after.get(k)} < ${highestAcked.get(k)}`);
         }
       } finally {
         assert.equal(await again.stop(), 0);
@@ -352,7 +355,7 @@ describe('a node alone', () => {
       sm.apply({ type: 'set', key: 'text', value: Buffer.from('hello'), condition: 'always', get: false });
       sm.apply({ type: 'seqcreate', key: 'strict', spec: { ...spec, id: 's1', start: 100n }, replace: false });
       sm.apply({ type: 'seqcreate', key: 'window', spec: { ...spec, id: 'w1', mode: 'window', windowSize: 50n }, replace: false });
-      sm.apply({ type: 'reserve', key: 'window', id: 'w1', minCount: 1n });
+      sm.apply({ type: 'reserve', key: 'window', id: 'w1', countMin: 1n });
       sm.apply({ type: 'seqnext', key: 'tok', count: 3n, range: true, token: 't1', nowMs: Date.now(), policy });
       await legacy.persist(sm.takeChanges());
       await legacy.close();

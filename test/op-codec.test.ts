@@ -26,16 +26,16 @@ const policy = plain(fc.record({ retentionMs: fc.nat(), perKeyMax: fc.integer({ 
 const op: fc.Arbitrary<Op> = fc.oneof(
   plain(fc.record({ type: fc.constant('incrby' as const), key, delta: int64 })),
   plain(fc.record({ type: fc.constant('incrbyfloat' as const), key, increment: bytes })),
-  plain(fc.record({
-    type: fc.constant('set' as const),
-    key,
-    value: bytes,
-    condition: fc.constantFrom('always' as const, 'nx' as const, 'xx' as const),
-    get: fc.boolean(),
-  })),
-  fc
-    .array(fc.tuple(key, bytes), { maxLength: 5 })
-    .map((pairs) => ({ type: 'mset' as const, keys: pairs.map((p) => p[0]), values: pairs.map((p) => p[1]) })),
+  plain(
+    fc.record({
+      type: fc.constant('set' as const),
+      key,
+      value: bytes,
+      condition: fc.constantFrom('always' as const, 'nx' as const, 'xx' as const),
+      get: fc.boolean(),
+    }),
+  ),
+  fc.array(fc.tuple(key, bytes), { maxLength: 5 }).map((pairs) => ({ type: 'mset' as const, keys: pairs.map((p) => p[0]), values: pairs.map((p) => p[1]) })),
   plain(fc.record({ type: fc.constant('del' as const), keys: fc.array(key, { maxLength: 5 }) })),
   fc.constant({ type: 'flushall' as const }),
   plain(fc.record({ type: fc.constant('seqcreate' as const), key, spec, replace: fc.boolean() })),
@@ -51,7 +51,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       policy,
     }),
   ),
-  plain(fc.record({ type: fc.constant('reserve' as const), key, id: key, minCount: fc.bigInt({ min: 1n, max: 1n << 40n }) })),
+  plain(fc.record({ type: fc.constant('reserve' as const), key, id: key, countMin: fc.bigInt({ min: 1n, max: 1n << 40n }) })),
   plain(
     fc.record({
       type: fc.constant('token' as const),

@@ -14,12 +14,7 @@ import fc from 'fast-check';
 import { ABORT, open } from 'lmdb';
 import { MemoryStorage, type WritableStorage } from '../src/raft/storage.js';
 import { EntryType, type ConfState, type Entry } from '../src/raft/types.js';
-import {
-  RAFT_DATA_FILE,
-  RAFT_LOCK_FILE,
-  RaftLogStore,
-  SNAPSHOT_CHUNK_BYTES_DEFAULT,
-} from '../src/storage/raft-lmdb.js';
+import { RAFT_DATA_FILE, RAFT_LOCK_FILE, RaftLogStore, SNAPSHOT_CHUNK_BYTES_DEFAULT } from '../src/storage/raft-lmdb.js';
 import { DataDirectoryError, PersistError } from '../src/storage/store.js';
 import { assertSameReads, bytes, CONF, CONFS, entries, opArb, runLogStoreModel } from './helpers/log-store-model.js';
 import { storageContract } from './raft-storage.test.js';
@@ -154,8 +149,7 @@ describe('RaftLogStore on disk', () => {
     await store.close();
 
     const entryKeys = rawKeys(dir).filter((k) => k[0] === 0x05);
-    const ofGroup = (id: number): number[] =>
-      entryKeys.filter((k) => k.readUInt32BE(1) === id).map((k) => k.readUInt32BE(9));
+    const ofGroup = (id: number): number[] => entryKeys.filter((k) => k.readUInt32BE(1) === id).map((k) => k.readUInt32BE(9));
     assert.deepEqual(ofGroup(3), [81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100]);
     assert.equal(ofGroup(4).length, 10, 'the other group keeps its entries');
 
@@ -218,7 +212,10 @@ describe('RaftLogStore on disk', () => {
       }
       turns.push(store.commitTurn().then(() => void order.push(21))); // an empty turn
       await Promise.all(turns);
-      assert.deepEqual(order, Array.from({ length: 21 }, (_, i) => i + 1));
+      assert.deepEqual(
+        order,
+        Array.from({ length: 21 }, (_, i) => i + 1),
+      );
       await store.close();
       store = RaftLogStore.open(dir, { fsync: 'always' });
       assert.equal(store.group(1, CONF).lastIndex(), 20);

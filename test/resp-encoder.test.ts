@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { RedisParser } from './helpers/resp.js';
+import { RedisParser } from '../testkit/resp.js';
 import { R, encodeInto, encodeReply, formatDouble, joinParts, textMap, type Protocol, type Reply } from '../src/resp/encoder.js';
 
 // ---------------------------------------------------------------- helpers
@@ -74,7 +74,6 @@ function printf17g(value: number): { text: string; tie: boolean } {
   }
   return { text: sign + text, tie };
 }
-
 
 /** Everything redis-parser makes of `bytes`: replies, and errors as { error: message }. */
 function parseWithRedisParser(bytes: Buffer, cuts: readonly number[] = []): unknown[] {
@@ -274,7 +273,10 @@ describe('encodeReply: exact bytes per reply type', () => {
 
   it('error text is written as latin1, so argument bytes echoed back come back as sent', () => {
     const arg = Buffer.from([0x66, 0xe9, 0xff]).toString('latin1');
-    assert.deepEqual(encodeReply(R.error(`ERR unknown command '${arg}'`), 2), Buffer.concat([b("-ERR unknown command '"), Buffer.from([0x66, 0xe9, 0xff]), b("'\r\n")]));
+    assert.deepEqual(
+      encodeReply(R.error(`ERR unknown command '${arg}'`), 2),
+      Buffer.concat([b("-ERR unknown command '"), Buffer.from([0x66, 0xe9, 0xff]), b("'\r\n")]),
+    );
   });
 
   it('integers, including the signed 64-bit extremes', () => {
@@ -315,7 +317,10 @@ describe('encodeReply: exact bytes per reply type', () => {
   it('maps: a flat array of keys and values in RESP2, % in RESP3', () => {
     expectBytes(R.map([]), '*0\r\n', '%0\r\n');
     expectBytes(
-      R.map([[R.bulk('proto'), R.int(3)], [R.bulk('modules'), R.array([])]]),
+      R.map([
+        [R.bulk('proto'), R.int(3)],
+        [R.bulk('modules'), R.array([])],
+      ]),
       '*4\r\n$5\r\nproto\r\n:3\r\n$7\r\nmodules\r\n*0\r\n',
       '%2\r\n$5\r\nproto\r\n:3\r\n$7\r\nmodules\r\n*0\r\n',
     );
@@ -382,7 +387,11 @@ describe('encodeReply: exact bytes per reply type', () => {
 
   it('verbatim strings: a bulk string in RESP2, = with the format in RESP3', () => {
     expectBytes(R.verbatim('Some string'), '$11\r\nSome string\r\n', '=15\r\ntxt:Some string\r\n');
-    expectBytes(R.verbatim('# Server\r\nredis_version:7.0.0\r\n'), '$31\r\n# Server\r\nredis_version:7.0.0\r\n\r\n', '=35\r\ntxt:# Server\r\nredis_version:7.0.0\r\n\r\n');
+    expectBytes(
+      R.verbatim('# Server\r\nredis_version:7.0.0\r\n'),
+      '$31\r\n# Server\r\nredis_version:7.0.0\r\n\r\n',
+      '=35\r\ntxt:# Server\r\nredis_version:7.0.0\r\n\r\n',
+    );
     expectBytes(R.verbatim('', 'mkd'), '$0\r\n\r\n', '=4\r\nmkd:\r\n');
     // The length counts bytes, not chars.
     assert.equal(encodeReply(R.verbatim('é'), 3).toString('latin1', 0, 4), '=6\r\n');

@@ -5,19 +5,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import {
-  CorruptRecordError,
-  decodeTokens,
-  decodeValue,
-  encodeTokens,
-  encodeValue,
-  restoreState,
-  snapshotState,
-} from '../src/sequencer/codec.js';
+import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue, restoreState, snapshotState } from '../src/sequencer/codec.js';
 import { addFloatText, INT64_MAX, INT64_MIN, parseInt64 } from '../src/sequencer/numbers.js';
 import { DEFAULT_TOKEN_POLICY, newSequence, type Sequence, type TokenRecord } from '../src/sequencer/sequence.js';
 import { StateMachine, type Op, type OpResult, type StoredValue } from '../src/sequencer/state-machine.js';
-import { startRedis, type RunningProcess } from './helpers/processes.js';
+import { startRedis, type RunningProcess } from '../testkit/processes.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const incrby = (key: string, delta: bigint): Op => ({ type: 'incrby', key, delta });
@@ -163,7 +155,13 @@ describe('StateMachine: SET, MSET, DEL, FLUSHALL', () => {
     sm.apply({ type: 'del', keys: ['b'] });
     const changes = sm.takeChanges();
     assert.equal(changes.cleared, false);
-    assert.deepEqual(changes.values, new Map<string, StoredValue | null>([['a', 2n], ['b', null]]));
+    assert.deepEqual(
+      changes.values,
+      new Map<string, StoredValue | null>([
+        ['a', 2n],
+        ['b', null],
+      ]),
+    );
   });
 });
 
@@ -248,7 +246,7 @@ describe('StateMachine: snapshots', () => {
     sm.apply(set('', 'empty key'));
     sm.apply({ type: 'seqcreate', key: 'strict', spec: spec('s1', 'strict'), replace: false });
     sm.apply({ type: 'seqcreate', key: 'window', spec: spec('w1', 'window'), replace: false });
-    sm.apply({ type: 'reserve', key: 'window', id: 'w1', minCount: 1n });
+    sm.apply({ type: 'reserve', key: 'window', id: 'w1', countMin: 1n });
     sm.apply({ type: 'seqnext', key: 'strict', count: 2n, range: true, token: 't1', nowMs: 1000, policy: DEFAULT_TOKEN_POLICY });
     const copy = new StateMachine();
     copy.apply(set('stale', 'gone after restore'));
@@ -261,7 +259,7 @@ describe('StateMachine: snapshots', () => {
       incrby('counter', 1n),
       { type: 'seqnext', key: 'strict', count: 2n, range: true, token: 't1', nowMs: 2000, policy: DEFAULT_TOKEN_POLICY },
       { type: 'seqnext', key: 'strict', count: 1n, range: false, token: null, nowMs: 2000, policy: DEFAULT_TOKEN_POLICY },
-      { type: 'reserve', key: 'window', id: 'w1', minCount: 1n },
+      { type: 'reserve', key: 'window', id: 'w1', countMin: 1n },
     ];
     for (const op of next) assert.deepEqual(copy.apply(op), sm.apply(op));
     assert.deepEqual(copy.apply(next[0] as Op), int(43n));
@@ -303,13 +301,27 @@ describe('StateMachine: snapshots', () => {
 describe('codec: stored values', () => {
   it('decodes what it encodes: int64 edges, bytes, sequences', () => {
     const seq: Sequence = { ...newSequence({ id: 'id-é', mode: 'window', start: -5n, step: 7n, max: INT64_MAX, windowSize: 100n }, 12n), reservedHigh: 700n };
-    const values: StoredValue[] = [0n, 1n, -1n, INT64_MAX, INT64_MIN, Buffer.alloc(0), Buffer.from([1, 0, 255]), b('12345678'), seq, newSequence({ id: '', mode: 'strict', start: 1n, step: 1n, max: 10n, windowSize: 1n })];
+    const values: StoredValue[] = [
+      0n,
+      1n,
+      -1n,
+      INT64_MAX,
+      INT64_MIN,
+      Buffer.alloc(0),
+      Buffer.from([1, 0, 255]),
+      b('12345678'),
+      seq,
+      newSequence({ id: '', mode: 'strict', start: 1n, step: 1n, max: 10n, windowSize: 1n }),
+    ];
     for (const v of values) assert.deepEqual(decodeValue(encodeValue(v)), v);
     assert.deepEqual(decodeValue(new Uint8Array(encodeValue(42n))), 42n, 'a plain Uint8Array works too');
   });
 
   it('decodes any int64 and any byte string it encoded', () => {
-    fc.assert(fc.property(fc.bigInt({ min: INT64_MIN, max: INT64_MAX }), (n) => decodeValue(encodeValue(n)) === n), { seed: 1 });
+    fc.assert(
+      fc.property(fc.bigInt({ min: INT64_MIN, max: INT64_MAX }), (n) => decodeValue(encodeValue(n)) === n),
+      { seed: 1 },
+    );
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 64 }), (u) => assert.deepEqual(decodeValue(encodeValue(Buffer.from(u))), Buffer.from(u))),
       { seed: 2 },
@@ -345,10 +357,32 @@ describe('numbers: parseInt64', () => {
 
   it('agrees with the reference on hand-picked texts', () => {
     const texts = [
-      '0', '-0', '00', '01', '1', '-1', '+1', ' 1', '1 ', '', '-', '1a', '1.0', '1e5', '0x1',
-      '9223372036854775807', '9223372036854775808', '-9223372036854775808', '-9223372036854775809',
-      '99999999999999999999', '-99999999999999999999', '123456789012345678901', '999999999999999', '1000000000000000',
-      '\u0661', '١',
+      '0',
+      '-0',
+      '00',
+      '01',
+      '1',
+      '-1',
+      '+1',
+      ' 1',
+      '1 ',
+      '',
+      '-',
+      '1a',
+      '1.0',
+      '1e5',
+      '0x1',
+      '9223372036854775807',
+      '9223372036854775808',
+      '-9223372036854775808',
+      '-9223372036854775809',
+      '99999999999999999999',
+      '-99999999999999999999',
+      '123456789012345678901',
+      '999999999999999',
+      '1000000000000000',
+      '\u0661',
+      '١',
     ];
     for (const t of texts) {
       assert.equal(parseInt64(t), reference(t), JSON.stringify(t));
@@ -358,10 +392,19 @@ describe('numbers: parseInt64', () => {
 
   it('agrees with the reference on random texts and numbers', () => {
     const digitsy = fc.string({ unit: fc.constantFrom('0', '1', '5', '9', '-', '+', ' ', '.', 'e'), maxLength: 22 });
-    fc.assert(fc.property(digitsy, (t) => parseInt64(t) === reference(t)), { seed: 3, numRuns: 3000 });
+    fc.assert(
+      fc.property(digitsy, (t) => parseInt64(t) === reference(t)),
+      { seed: 3, numRuns: 3000 },
+    );
     const wide = fc.bigInt({ min: -(1n << 70n), max: 1n << 70n }).map((n) => n.toString());
-    fc.assert(fc.property(wide, (t) => parseInt64(t) === reference(t)), { seed: 4, numRuns: 3000 });
-    fc.assert(fc.property(fc.bigInt({ min: INT64_MIN, max: INT64_MAX }), (n) => parseInt64(n.toString()) === n), { seed: 6 });
+    fc.assert(
+      fc.property(wide, (t) => parseInt64(t) === reference(t)),
+      { seed: 4, numRuns: 3000 },
+    );
+    fc.assert(
+      fc.property(fc.bigInt({ min: INT64_MIN, max: INT64_MAX }), (n) => parseInt64(n.toString()) === n),
+      { seed: 6 },
+    );
   });
 });
 
@@ -449,7 +492,9 @@ describe('numbers: addFloatText against redis-server INCRBYFLOAT', () => {
       const [err, value] = results[r++] ?? [null, null];
       const ours = addFloatText(current, increment);
       const expected = err === null ? `ok ${String(value)}` : `error ${err.message}`;
-      const got = ours.ok ? `ok ${ours.text}` : `error ${ours.error === 'notFloat' ? 'ERR value is not a valid float' : 'ERR increment would produce NaN or Infinity'}`;
+      const got = ours.ok
+        ? `ok ${ours.text}`
+        : `error ${ours.error === 'notFloat' ? 'ERR value is not a valid float' : 'ERR increment would produce NaN or Infinity'}`;
       if (got !== expected) mismatches.push(`${JSON.stringify(current)} + ${JSON.stringify(increment)}: redis ${expected}, ordo ${got}`);
     }
     assert.deepEqual(mismatches, []);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { ERR } from '../src/errors.js';
-import { RawClient, removeDir, startOrdo, tempDir, type RunningOrdo } from './helpers/processes.js';
+import { RawClient, removeDir, startOrdo, tempDir, type RunningOrdo } from '../testkit/index.js';
 
 // A small RESP2/RESP3 reply reader, enough for the replies these tests look at.
 
@@ -333,7 +333,13 @@ describe('sequences e2e: one node', () => {
       const key = `refuse:${mode}`;
       await conn.command('SEQCREATE', key, 'MODE', mode);
       assert.deepEqual(await conn.command('SEQNEXT', key), int(1), mode);
-      for (const cmd of [['DECR', key], ['DECRBY', key, 1], ['SET', key, 0], ['INCRBY', key, -1], ['INCRBYFLOAT', key, 1]]) {
+      for (const cmd of [
+        ['DECR', key],
+        ['DECRBY', key, 1],
+        ['SET', key, 0],
+        ['INCRBY', key, -1],
+        ['INCRBYFLOAT', key, 1],
+      ]) {
         assert.deepEqual(await conn.command(...cmd), errorReply(ERR.seqBackwards), `${mode}: ${cmd.join(' ')}`);
       }
       assert.deepEqual(await conn.command('SEQCREATE', key), errorReply(ERR.seqExists));
@@ -417,7 +423,12 @@ describe('sequences e2e: one node', () => {
   it('COMMAND INFO, COMMAND DOCS and COMMAND GETKEYS describe the sequence commands', async () => {
     const info = await conn.command('COMMAND', 'INFO', 'seqnext', 'seqcreate', 'seqcurrent', 'seqinfo');
     assert.ok(info.t === 'array' && info.v.length === 4);
-    const expected: [string, number][] = [['seqnext', -2], ['seqcreate', -2], ['seqcurrent', 2], ['seqinfo', 2]];
+    const expected: [string, number][] = [
+      ['seqnext', -2],
+      ['seqcreate', -2],
+      ['seqcurrent', 2],
+      ['seqinfo', 2],
+    ];
     expected.forEach(([name, arity], i) => {
       const entry = info.v[i];
       assert.ok(entry !== undefined && entry.t === 'array', name);
@@ -512,7 +523,11 @@ describe('sequences e2e: kill -9 and restart', () => {
       if (phase < 2) ordo = await startOrdo({ dataDir, args });
     }
 
-    for (const key of seqKeys) assertDisjoint(phases.flatMap((p) => p.ranges.get(key) ?? []), `${key} across restarts`);
+    for (const key of seqKeys)
+      assertDisjoint(
+        phases.flatMap((p) => p.ranges.get(key) ?? []),
+        `${key} across restarts`,
+      );
     for (const key of incrKeys) {
       const all = assertIncreasingPerClient(phases, key);
       assert.ok(all.length > 0);
@@ -534,19 +549,16 @@ describe('sequences e2e: kill -9 and restart', () => {
     }
   });
 
-  it(
-    'INCR under --window-keys on a counter at the largest 64-bit value: the Redis overflow error',
-    async () => {
-      assert.ok(ordo !== undefined);
-      const c = await Conn.open(ordo.port);
-      try {
-        assert.deepEqual(await c.command('SET', 'ctr:max', '9223372036854775807'), { t: 'simple', v: 'OK' });
-        assert.deepEqual(await c.command('INCR', 'ctr:max'), errorReply(ERR.overflow));
-      } finally {
-        c.close();
-      }
-    },
-  );
+  it('INCR under --window-keys on a counter at the largest 64-bit value: the Redis overflow error', async () => {
+    assert.ok(ordo !== undefined);
+    const c = await Conn.open(ordo.port);
+    try {
+      assert.deepEqual(await c.command('SET', 'ctr:max', '9223372036854775807'), { t: 'simple', v: 'OK' });
+      assert.deepEqual(await c.command('INCR', 'ctr:max'), errorReply(ERR.overflow));
+    } finally {
+      c.close();
+    }
+  });
 
   it('after a restart, SEQCURRENT on a window key shows the highest reserved bound until a value is served', async () => {
     assert.ok(ordo !== undefined);
@@ -587,26 +599,23 @@ describe('sequences e2e: kill -9 and restart', () => {
     }
   });
 
-  it(
-    'a TOKEN retry after a restart gets the same range (window)',
-    async () => {
-      assert.ok(ordo !== undefined);
-      let c = await Conn.open(ordo.port);
-      await c.command('SEQCREATE', 'tokr:window', 'MODE', 'window');
-      assert.deepEqual(await c.command('SEQNEXT', 'tokr:window', 'COUNT', 4), pair(1, 4));
+  it('a TOKEN retry after a restart gets the same range (window)', async () => {
+    assert.ok(ordo !== undefined);
+    let c = await Conn.open(ordo.port);
+    await c.command('SEQCREATE', 'tokr:window', 'MODE', 'window');
+    assert.deepEqual(await c.command('SEQNEXT', 'tokr:window', 'COUNT', 4), pair(1, 4));
+    assert.deepEqual(await c.command('SEQNEXT', 'tokr:window', 'COUNT', 4, 'TOKEN', 'T2'), pair(5, 8));
+    c.close();
+    ordo.kill('SIGKILL');
+    await ordo.exited;
+    ordo = await startOrdo({ dataDir, args });
+    c = await Conn.open(ordo.port);
+    try {
       assert.deepEqual(await c.command('SEQNEXT', 'tokr:window', 'COUNT', 4, 'TOKEN', 'T2'), pair(5, 8));
+    } finally {
       c.close();
-      ordo.kill('SIGKILL');
-      await ordo.exited;
-      ordo = await startOrdo({ dataDir, args });
-      c = await Conn.open(ordo.port);
-      try {
-        assert.deepEqual(await c.command('SEQNEXT', 'tokr:window', 'COUNT', 4, 'TOKEN', 'T2'), pair(5, 8));
-      } finally {
-        c.close();
-      }
-    },
-  );
+    }
+  });
 });
 
 describe('sequences e2e: --default-mode window', () => {

@@ -47,7 +47,7 @@ function seqnext(sm: StateMachine, key: string, o: NextOptions = {}): OpResult {
 
 const int = (value: bigint): OpResult => ({ type: 'int', value });
 const range = (first: bigint, last: bigint): OpResult => ({ type: 'range', first, last });
-const error = (e: string): OpResult => ({ type: 'error', error: e } as OpResult);
+const error = (e: string): OpResult => ({ type: 'error', error: e }) as OpResult;
 
 function sequenceAt(sm: StateMachine, key: string): Sequence {
   const value = sm.getValue(key);
@@ -252,9 +252,9 @@ describe('state machine: INCR family on a sequence', () => {
   it('on a window sequence, INCRBY through the log moves the reservation too', () => {
     const sm = new StateMachine();
     create(sm, 'w', { mode: 'window' });
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n }), range(1n, 10n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n }), range(1n, 10n));
     assert.deepEqual(sm.apply({ type: 'incrby', key: 'w', delta: 2n }), int(12n));
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n }), range(13n, 22n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n }), range(13n, 22n));
   });
 });
 
@@ -268,7 +268,7 @@ describe('state machine: adopt', () => {
     assert.equal(seq.mode, 'window');
     assert.equal(seq.start, 1n);
     assert.equal(seq.current, null);
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'k', id: 'adopted', minCount: 1n }), range(1n, 100n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'k', id: 'adopted', countMin: 1n }), range(1n, 100n));
   });
 
   it('a plain counter continues above its value', () => {
@@ -278,8 +278,8 @@ describe('state machine: adopt', () => {
     assert.deepEqual(sm.apply({ type: 'adopt', key: 'k', spec: windowSpec }), { type: 'ok' });
     assert.deepEqual(sm.apply({ type: 'adopt', key: 't', spec: windowSpec }), { type: 'ok' });
     assert.equal(sm.getBytes('k')?.toString(), '41', 'GET still shows the counter');
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'k', id: 'adopted', minCount: 1n }), range(42n, 141n));
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 't', id: 'adopted', minCount: 1n }), range(-4n, 95n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'k', id: 'adopted', countMin: 1n }), range(42n, 141n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 't', id: 'adopted', countMin: 1n }), range(-4n, 95n));
   });
 
   it('a sequence stays as it is; a non-integer is refused', () => {
@@ -293,9 +293,7 @@ describe('state machine: adopt', () => {
     assert.equal(sm.getBytes('x')?.toString(), 'abc');
   });
 
-  it(
-    'a counter at the largest 64-bit value is not turned into an unstorable sequence',
-    () => {
+  it('a counter at the largest 64-bit value is not turned into an unstorable sequence', () => {
     const sm = new StateMachine();
     sm.apply({ type: 'incrby', key: 'k', delta: INT64_MAX });
     const result = sm.apply({ type: 'adopt', key: 'k', spec: windowSpec });
@@ -304,19 +302,18 @@ describe('state machine: adopt', () => {
     const value = sm.getValue('k');
     assert.equal(value, INT64_MAX);
     assert.doesNotThrow(() => encodeValue(value ?? 0n));
-  },
-  );
+  });
 });
 
 describe('state machine: reserve', () => {
-  it('reserves windows one after another, at least minCount, cut at MAX', () => {
+  it('reserves windows one after another, at least countMin, cut at MAX', () => {
     const sm = new StateMachine();
     create(sm, 'w', { mode: 'window', start: 5n, step: 2n, max: 100n, windowSize: 10n });
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n }), range(5n, 23n));
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 20n }), range(25n, 63n));
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n }), range(65n, 83n));
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n }), range(85n, 99n), 'cut at MAX');
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n }), error('seqMax'));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n }), range(5n, 23n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 20n }), range(25n, 63n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n }), range(65n, 83n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n }), range(85n, 99n), 'cut at MAX');
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n }), error('seqMax'));
     assert.equal(sequenceAt(sm, 'w').reservedHigh, 99n);
     assert.equal(sm.getBytes('w')?.toString(), '99', 'the state machine shows the highest reserved');
   });
@@ -324,18 +321,18 @@ describe('state machine: reserve', () => {
   it('refuses a reservation for another incarnation of the key, or a strict one', () => {
     const sm = new StateMachine();
     create(sm, 'w', { mode: 'window' });
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'old', minCount: 1n }), error('seqGone'));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'old', countMin: 1n }), error('seqGone'));
     create(sm, 's');
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 's', id: 'seq-1', minCount: 1n }), error('seqGone'));
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'none', id: 'seq-1', minCount: 1n }), error('seqGone'));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 's', id: 'seq-1', countMin: 1n }), error('seqGone'));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'none', id: 'seq-1', countMin: 1n }), error('seqGone'));
   });
 
   it('SEQNEXT through the log on a window sequence goes above the reservation', () => {
     const sm = new StateMachine();
     create(sm, 'w', { mode: 'window' });
-    sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n });
+    sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n });
     assert.deepEqual(seqnext(sm, 'w', { count: 2n }), range(11n, 12n));
-    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', minCount: 1n }), range(13n, 22n));
+    assert.deepEqual(sm.apply({ type: 'reserve', key: 'w', id: 'seq-1', countMin: 1n }), range(13n, 22n));
   });
 });
 
@@ -349,7 +346,7 @@ describe('snapshot round trip', () => {
     seqnext(sm, 'strict', { count: 3n, token: 'tok-1', nowMs: 500 });
     seqnext(sm, 'strict', { token: 'tok-2', nowMs: 600 });
     create(sm, 'window', { id: 'id-window', mode: 'window', windowSize: 1000n });
-    sm.apply({ type: 'reserve', key: 'window', id: 'id-window', minCount: 1n });
+    sm.apply({ type: 'reserve', key: 'window', id: 'id-window', countMin: 1n });
     sm.apply({
       type: 'token',
       key: 'window',
@@ -368,7 +365,7 @@ describe('snapshot round trip', () => {
     // The restored state behaves the same.
     assert.deepEqual(seqnext(copy, 'strict', { count: 3n, token: 'tok-1', nowMs: 800 }), range(1n, 3n));
     assert.deepEqual(seqnext(copy, 'strict', { token: 'tok-3', nowMs: 800 }), int(5n));
-    assert.deepEqual(copy.apply({ type: 'reserve', key: 'window', id: 'id-window', minCount: 1n }), range(1001n, 2000n));
+    assert.deepEqual(copy.apply({ type: 'reserve', key: 'window', id: 'id-window', countMin: 1n }), range(1001n, 2000n));
     assert.deepEqual(seqnext(copy, 'fresh'), int(-3n));
   });
 });
@@ -377,7 +374,7 @@ describe('property: values only move forward, and a snapshot changes nothing', (
   type Step =
     | { readonly kind: 'next'; readonly count: bigint; readonly range: boolean; readonly token: string | null; readonly dtMs: number }
     | { readonly kind: 'incr'; readonly delta: bigint }
-    | { readonly kind: 'reserve'; readonly minCount: bigint };
+    | { readonly kind: 'reserve'; readonly countMin: bigint };
 
   const step: fc.Arbitrary<Step> = fc.oneof(
     fc.record({
@@ -388,7 +385,7 @@ describe('property: values only move forward, and a snapshot changes nothing', (
       dtMs: fc.integer({ min: 0, max: 400 }),
     }),
     fc.record({ kind: fc.constant('incr' as const), delta: fc.bigInt({ min: 1n, max: 5n }) }),
-    fc.record({ kind: fc.constant('reserve' as const), minCount: fc.bigInt({ min: 1n, max: 40n }) }),
+    fc.record({ kind: fc.constant('reserve' as const), countMin: fc.bigInt({ min: 1n, max: 40n }) }),
   );
 
   it('every new allocation is above everything handed out or reserved before; token retries repeat exactly', () => {
@@ -418,7 +415,7 @@ describe('property: values only move forward, and a snapshot changes nothing', (
               nowMs += s.dtMs;
               result = seqnext(sm, 'k', { count: s.count, range: s.range, token: s.token, nowMs, policy });
             } else if (s.kind === 'incr') result = sm.apply({ type: 'incrby', key: 'k', delta: s.delta });
-            else if (mode === 'window') result = sm.apply({ type: 'reserve', key: 'k', id: 'seq-1', minCount: s.minCount });
+            else if (mode === 'window') result = sm.apply({ type: 'reserve', key: 'k', id: 'seq-1', countMin: s.countMin });
             else return;
             if (result.type === 'error') {
               assert.ok(['seqMax', 'tokenMismatch'].includes(result.error), result.error);
@@ -496,7 +493,11 @@ describe('window allocator', () => {
         }),
       ),
     );
-    assert.deepEqual(order, counts.map((_c, i) => i), 'answered in arrival order');
+    assert.deepEqual(
+      order,
+      counts.map((_c, i) => i),
+      'answered in arrival order',
+    );
     let expected = 1n;
     results.forEach((a, i) => {
       const count = counts[i] ?? 0n;

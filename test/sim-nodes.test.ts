@@ -5,10 +5,10 @@
 // sim/nodes.ts). A failing seed replays with
 // `npm run sim -- --cluster --seed S --trace`.
 
-import { test } from "node:test";
-import assert from "node:assert/strict";
-import { runNodesSeed, type NodesSimStats } from "../sim/nodes.js";
-import { ClusterRouter } from "../src/server/router.js";
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runNodesSeed, type NodesSimStats } from '../sim/nodes.js';
+import { ClusterRouter } from '../src/server/router.js';
 
 /** Seeds run here; `npm run sim -- --cluster --seeds N` runs more, and longer ones. */
 const SEED_COUNT = 60;
@@ -25,34 +25,37 @@ for (let from = 1; from <= SEED_COUNT; from += CHUNK) {
     for (let seed = from; seed <= to; seed++) {
       const res = await runNodesSeed(seed, undefined, FAULT_MS);
       for (const k of Object.keys(totals) as (keyof NodesSimStats)[]) {
-        totals[k] = k === "replyMsMax" ? Math.max(totals[k], res.stats[k]) : totals[k] + res.stats[k];
+        totals[k] = k === 'replyMsMax' ? Math.max(totals[k], res.stats[k]) : totals[k] + res.stats[k];
       }
-      if (!res.ok) failures.push(`seed ${seed} (${res.atMs.toFixed(2)} ms): ${(res.error ?? "").split("\n")[0]} — replay: npm run sim -- --cluster --seed ${seed} --trace`);
+      if (!res.ok)
+        failures.push(
+          `seed ${seed} (${res.atMs.toFixed(2)} ms): ${(res.error ?? '').split('\n')[0]} — replay: npm run sim -- --cluster --seed ${seed} --trace`,
+        );
     }
     assert.deepEqual(failures, []);
   });
 }
 
-test("the seeds exercised what they claim: kills, pauses, MOVED, reads, refusals and unknown outcomes", () => {
+test('the seeds exercised what they claim: kills, pauses, MOVED, reads, refusals and unknown outcomes', () => {
   assert.ok(totals.crashes > 0 && totals.pauses > 0, `${totals.crashes} kills, ${totals.pauses} pauses`);
-  assert.ok(totals.moved > 0, "cluster-aware clients were redirected");
+  assert.ok(totals.moved > 0, 'cluster-aware clients were redirected');
   assert.ok(totals.acked > 5000 && totals.reads > 500, `${totals.acked} INCR, ${totals.reads} GET acknowledged`);
   assert.ok(totals.refused > 0 && totals.unknown > 0, `${totals.refused} refused, ${totals.unknown} unknown`);
   // Some request waited for most of its timeout: the deadline bound was really tested.
   assert.ok(totals.replyMsMax > 900, `slowest reply ${totals.replyMsMax} ms`);
 });
 
-test("a whole-cluster seed replays exactly", async () => {
+test('a whole-cluster seed replays exactly', async () => {
   const traces: string[][] = [[], []];
   for (const lines of traces) {
     const res = await runNodesSeed(7, (line) => lines.push(line), 1500);
     assert.ok(res.ok, res.error);
   }
-  assert.ok((traces[0] as string[]).length > 1000, "the trace shows the run");
+  assert.ok((traces[0] as string[]).length > 1000, 'the trace shows the run');
   assert.deepEqual(traces[0], traces[1]);
 });
 
-test("the simulation finds a planted routing bug: a write refused for lost leadership answered instead of retried", async (t) => {
+test('the simulation finds a planted routing bug: a write refused for lost leadership answered instead of retried', async (t) => {
   const proto = ClusterRouter.prototype as unknown as { refusedForLostLeadership: (reply: unknown) => boolean };
   const real = proto.refusedForLostLeadership;
   t.after(() => {
@@ -62,9 +65,9 @@ test("the simulation finds a planted routing bug: a write refused for lost leade
   let caught: { seed: number; error: string } | null = null;
   for (let seed = 1; seed <= 40 && caught === null; seed++) {
     const res = await runNodesSeed(seed, undefined, FAULT_MS);
-    if (!res.ok) caught = { seed, error: res.error ?? "" };
+    if (!res.ok) caught = { seed, error: res.error ?? '' };
   }
-  assert.ok(caught !== null, "some seed fails with the bug planted");
+  assert.ok(caught !== null, 'some seed fails with the bug planted');
   assert.match(caught.error, /reached a client/);
   proto.refusedForLostLeadership = real;
   const fixed = await runNodesSeed(caught.seed, undefined, FAULT_MS);

@@ -2,9 +2,9 @@
 // faults, plus one pinned seed per bug found (each replays exactly with
 // `npm run sim -- --seed S --trace`).
 
-import { test } from "node:test";
-import assert from "node:assert/strict";
-import { runSeed } from "../sim/simulation.js";
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runSeed } from '../sim/simulation.js';
 
 const SEED_COUNT = 1000;
 const CHUNK = 100;
@@ -20,7 +20,7 @@ for (let from = 1; from <= SEED_COUNT; from += CHUNK) {
     const failures: string[] = [];
     for (let seed = from; seed <= to; seed++) {
       const res = runSeed(seed);
-      if (!res.ok) failures.push(`seed ${seed} (tick ${res.atTick}): ${(res.error ?? "").split("\n")[0]} — replay: npm run sim -- --seed ${seed} --trace`);
+      if (!res.ok) failures.push(`seed ${seed} (tick ${res.atTick}): ${(res.error ?? '').split('\n')[0]} — replay: npm run sim -- --seed ${seed} --trace`);
     }
     assert.deepEqual(failures, []);
   });
@@ -30,7 +30,7 @@ for (let from = 1; from <= SEED_COUNT; from += CHUNK) {
 // Each seed below failed before the fix it names (re-checked by reverting the
 // fix); it must pass now.
 
-test("pinned seed 2: restart after a compaction that kept entries behind the snapshot", () => {
+test('pinned seed 2: restart after a compaction that kept entries behind the snapshot', () => {
   // Bug: on start the log set its applied index to firstIndex - 1 instead of
   // the snapshot index, so a node restarted after compacting with a few
   // entries kept re-applied entries the restored state already contained
@@ -38,7 +38,7 @@ test("pinned seed 2: restart after a compaction that kept entries behind the sna
   assertSeedPasses(2);
 });
 
-test("pinned seed 6: a vote grant for an older term released after a newer term is durable", () => {
+test('pinned seed 6: a vote grant for an older term released after a newer term is durable', () => {
   // Checker bug: the persistence check demanded that the durable hard state
   // record exactly the granted vote; a grant held while the node moved on to a
   // later term (durably) is safe, since the node can never vote in the older
@@ -46,7 +46,7 @@ test("pinned seed 6: a vote grant for an older term released after a newer term 
   assertSeedPasses(6);
 });
 
-test("pinned seed 3932: an append ack released after a newer leader overwrote the entries", () => {
+test('pinned seed 3932: an append ack released after a newer leader overwrote the entries', () => {
   // Checker bug: an ack generated in term t, then the acked (not yet flushed)
   // entries overwritten by a leader of a later term, was flagged as "acked but
   // not durable". Raft allows it (the same as an in-memory ack followed by an

@@ -45,9 +45,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   {
     weight: 1,
-    arbitrary: fc
-      .array(key, { minLength: 1, maxLength: 3 })
-      .map((keys): Op => ({ type: 'mset', keys, values: keys.map((_, i) => b(String(i))) })),
+    arbitrary: fc.array(key, { minLength: 1, maxLength: 3 }).map((keys): Op => ({ type: 'mset', keys, values: keys.map((_, i) => b(String(i))) })),
   },
   { weight: 3, arbitrary: fc.array(key, { minLength: 1, maxLength: 3 }).map((keys): Op => ({ type: 'del', keys })) },
   { weight: 1, arbitrary: fc.constant<Op>({ type: 'flushall' }) },
@@ -60,35 +58,29 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: key.map((k): Op => ({ type: 'adopt', key: k, spec: spec('s3', 'window') })) },
   {
     weight: 3,
-    arbitrary: fc
-      .tuple(key, fc.bigInt(1n, 3n), fc.option(fc.constantFrom('t1', 't2'), { nil: null }))
-      .map(([k, count, token]): Op => ({
-        type: 'seqnext',
-        key: k,
-        count,
-        range: count > 1n,
-        token,
-        nowMs: 1000,
-        policy: DEFAULT_TOKEN_POLICY,
-      })),
+    arbitrary: fc.tuple(key, fc.bigInt(1n, 3n), fc.option(fc.constantFrom('t1', 't2'), { nil: null })).map(([k, count, token]): Op => ({
+      type: 'seqnext',
+      key: k,
+      count,
+      range: count > 1n,
+      token,
+      nowMs: 1000,
+      policy: DEFAULT_TOKEN_POLICY,
+    })),
   },
   {
     weight: 1,
-    arbitrary: fc
-      .tuple(key, fc.constantFrom('s1', 's2', 's3'))
-      .map(([k, id]): Op => ({ type: 'reserve', key: k, id, minCount: 2n })),
+    arbitrary: fc.tuple(key, fc.constantFrom('s1', 's2', 's3')).map(([k, id]): Op => ({ type: 'reserve', key: k, id, countMin: 2n })),
   },
   {
     weight: 1,
-    arbitrary: fc.tuple(key, fc.constantFrom('t1', 't3')).map(
-      ([k, token]): Op => ({
-        type: 'token',
-        key: k,
-        token,
-        record: { first: 1n, last: 2n, count: 2n, range: true, atMs: 1000 },
-        policy: DEFAULT_TOKEN_POLICY,
-      }),
-    ),
+    arbitrary: fc.tuple(key, fc.constantFrom('t1', 't3')).map(([k, token]): Op => ({
+      type: 'token',
+      key: k,
+      token,
+      record: { first: 1n, last: 2n, count: 2n, range: true, atMs: 1000 },
+      policy: DEFAULT_TOKEN_POLICY,
+    })),
   },
 );
 
@@ -144,7 +136,11 @@ describe('StateMachine with a backing', () => {
         let scanCount = 2;
         for (const step of steps) {
           if ('op' in step) {
-            assert.deepEqual(backed.apply(step.op), plain.apply(step.op), JSON.stringify(step.op, (_, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)));
+            assert.deepEqual(
+              backed.apply(step.op),
+              plain.apply(step.op),
+              JSON.stringify(step.op, (_, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)),
+            );
           } else if ('scanCount' in step) {
             scanCount = step.scanCount;
           } else if (taken === null) {

@@ -13,7 +13,7 @@ import { DataDirectoryError } from '../src/storage/store.js';
 import { newSequence, type TokenRecord } from '../src/sequencer/sequence.js';
 import { StateMachine, type ChangeSet, type StoredValue } from '../src/sequencer/state-machine.js';
 import { INT64_MAX, INT64_MIN } from '../src/sequencer/numbers.js';
-import { removeDir, tempDir } from './helpers/processes.js';
+import { removeDir, tempDir } from '../testkit/processes.js';
 
 const dirs: string[] = [];
 function freshDir(): string {
@@ -58,8 +58,23 @@ describe('LmdbStore', () => {
     const seq = newSequence({ id: 'abc', mode: 'strict', start: 1n, step: 2n, max: 100n, windowSize: 10n }, 7n);
     const binaryKey = '\u0000\u00ff\r\n';
     let store = LmdbStore.open(dir, 'always');
-    await store.persist(changes([['a', 1n], ['b', Buffer.from('hello')], ['gone', 5n]]));
-    await store.persist(changes([['a', 2n], ['gone', null], ['max', INT64_MAX], ['min', INT64_MIN], [binaryKey, Buffer.from([0, 1, 2])], ['seq', seq]]));
+    await store.persist(
+      changes([
+        ['a', 1n],
+        ['b', Buffer.from('hello')],
+        ['gone', 5n],
+      ]),
+    );
+    await store.persist(
+      changes([
+        ['a', 2n],
+        ['gone', null],
+        ['max', INT64_MAX],
+        ['min', INT64_MIN],
+        [binaryKey, Buffer.from([0, 1, 2])],
+        ['seq', seq],
+      ]),
+    );
     const tokens = new Map<string, TokenRecord>([['t', { first: 1n, last: 3n, count: 2n, range: true, atMs: 99 }]]);
     await store.persist({ cleared: false, values: new Map(), tokens: new Map([['seq', tokens]]) });
     await store.close();
@@ -83,11 +98,17 @@ describe('LmdbStore', () => {
 
   // Redis accepts the empty key and keys up to 512 MB; LMDB refuses zero-length keys and keys over
   // its key size limit (1978 bytes in lmdb-js), and the failed write fails every op of the batch.
-  it('stores the empty key and keys longer than LMDB\'s key size limit', async () => {
+  it("stores the empty key and keys longer than LMDB's key size limit", async () => {
     const dir = freshDir();
     let store = LmdbStore.open(dir, 'always');
     await store.persist(changes([['', Buffer.from('empty key')]]));
-    await store.persist(changes([['k'.repeat(4000), 1n], ['k'.repeat(1025), 2n], ['k'.repeat(1024), 3n]]));
+    await store.persist(
+      changes([
+        ['k'.repeat(4000), 1n],
+        ['k'.repeat(1025), 2n],
+        ['k'.repeat(1024), 3n],
+      ]),
+    );
     await store.close();
     store = LmdbStore.open(dir, 'always');
     const sm = recovered(store);
@@ -112,11 +133,20 @@ describe('LmdbStore', () => {
     await store.close();
   });
 
-  it('a cleared batch removes everything before the batch\'s own writes', async () => {
+  it("a cleared batch removes everything before the batch's own writes", async () => {
     const dir = freshDir();
     let store = LmdbStore.open(dir, 'always');
-    await store.persist(changes([['a', 1n], ['b', 2n]]));
-    await store.persist({ cleared: false, values: new Map(), tokens: new Map([['a', new Map([['t', { first: 1n, last: 1n, count: 1n, range: false, atMs: 1 }]])]]) });
+    await store.persist(
+      changes([
+        ['a', 1n],
+        ['b', 2n],
+      ]),
+    );
+    await store.persist({
+      cleared: false,
+      values: new Map(),
+      tokens: new Map([['a', new Map([['t', { first: 1n, last: 1n, count: 1n, range: false, atMs: 1 }]])]]),
+    });
     await store.persist(changes([['c', 3n]], true));
     await store.close();
     store = LmdbStore.open(dir, 'always');
@@ -151,7 +181,7 @@ describe('LmdbStore', () => {
     assert.ok(!existsSync(join(dir, 'ordo.pid')), 'the lock is released after a refusal');
   });
 
-  it('refuses an LMDB file that is not ordo\'s', async () => {
+  it("refuses an LMDB file that is not ordo's", async () => {
     const dir = freshDir();
     const foreign = open({ path: join(dir, DATA_FILE) });
     await foreign.put('hello', 'world');
@@ -179,7 +209,7 @@ describe('LmdbStore', () => {
       assert.ok(pid > 0);
       writeFileSync(join(dir, 'ordo.pid'), `${pid}\n`);
       refusal(dir, new RegExp(`in use by process ${pid}`));
-      assert.equal(readFileSync(join(dir, 'ordo.pid'), 'utf8'), `${pid}\n`, 'another process\'s lock is left alone');
+      assert.equal(readFileSync(join(dir, 'ordo.pid'), 'utf8'), `${pid}\n`, "another process's lock is left alone");
     } finally {
       sleeper.kill('SIGKILL');
     }

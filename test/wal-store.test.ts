@@ -20,7 +20,7 @@ import { SEGMENT_HEADER_BYTES, segmentFileName, type SegmentIo } from '../src/st
 import { DataDirectoryError, PersistError } from '../src/storage/store.js';
 import { WAL_DIR, WAL_LOCK_FILE, WalStore, type WalStoreOptions } from '../src/storage/wal-store.js';
 import { assertSameReads, bytes, CONF, CONFS, entries, opArb, runLogStoreModel } from './helpers/log-store-model.js';
-import { prng } from './helpers/random.js';
+import { prng } from '../testkit/random.js';
 import { storageContract } from './raft-storage.test.js';
 
 /** Segments of the tests that do not rotate (the default, 64 MiB, takes a while to preallocate). */
@@ -98,10 +98,10 @@ function frameNumberAt(file: string, at: number): number {
 async function captureStderr(fn: () => unknown): Promise<string> {
   const real = process.stderr.write.bind(process.stderr);
   let text = '';
-  process.stderr.write = ((chunk: string | Uint8Array): boolean => {
+  process.stderr.write = (chunk: string | Uint8Array): boolean => {
     text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
     return true;
-  }) as typeof process.stderr.write;
+  };
   try {
     await fn();
   } finally {
@@ -166,11 +166,7 @@ describe('WalStore on disk', () => {
     assert.deepEqual(h.initialState().hardState, { term: 1, vote: 'a', commit: 4 });
     assert.deepEqual(store.getMeta('node'), bytes(1, 4));
     await store.close();
-    assert.deepEqual(
-      readdirSync(walDir(dir)).sort(),
-      [segmentFileName(1)],
-      'one segment, no lock left behind, no temporary file',
-    );
+    assert.deepEqual(readdirSync(walDir(dir)).sort(), [segmentFileName(1)], 'one segment, no lock left behind, no temporary file');
   });
 
   it('keeps groups apart: 16 groups with different logs', async () => {
@@ -237,7 +233,10 @@ describe('WalStore on disk', () => {
     assert.equal(b.firstIndex(), 96);
     assert.equal(b.lastIndex(), 100);
     assert.equal(b.term(95), 1);
-    assert.deepEqual(b.entries(96, 101, Infinity), [96, 97, 98, 99, 100].map((i) => entries(i, i, 1, 200)[0]));
+    assert.deepEqual(
+      b.entries(96, 101, Infinity),
+      [96, 97, 98, 99, 100].map((i) => entries(i, i, 1, 200)[0]),
+    );
     assert.deepEqual(b.initialState().hardState, { term: 1, vote: 'a', commit: 100 });
     assert.deepEqual(b.snapshot().data, bytes(95, 50));
     assert.equal(store.group(2, CONF).firstIndex(), 4);
@@ -324,7 +323,10 @@ describe('WalStore on disk', () => {
       }
       turns.push(store.commitTurn().then(() => void order.push(21))); // an empty turn
       await Promise.all(turns);
-      assert.deepEqual(order, Array.from({ length: 21 }, (_, i) => i + 1));
+      assert.deepEqual(
+        order,
+        Array.from({ length: 21 }, (_, i) => i + 1),
+      );
       await store.close();
       store = WalStore.open(dir, options);
       assert.deepEqual(store.group(1, CONF).entries(1, 21, Infinity), entries(1, 20, 1, 1000));
@@ -368,7 +370,10 @@ describe('WalStore after a torn write', () => {
     const s = store as unknown as WalStore;
     const g = s.group(1, CONF);
     assert.equal(g.lastIndex(), 4, `${damage}: the committed prefix`);
-    assert.deepEqual(g.entries(1, 5, Infinity), [1, 2, 3, 4].map((i) => entries(i, i, 1, 300)[0]));
+    assert.deepEqual(
+      g.entries(1, 5, Infinity),
+      [1, 2, 3, 4].map((i) => entries(i, i, 1, 300)[0]),
+    );
     assert.equal(g.initialState().hardState.commit, 4);
     assert.deepEqual(s.getMeta('turn'), bytes(4, 3));
     // Appending goes on from the cut.

@@ -17,7 +17,7 @@ import { MemoryStore } from './helpers/local-group.js';
 const ET = RAFT_DEFAULTS.electionTimeoutTicks;
 const DRIFT = RAFT_DEFAULTS.leaseClockDriftTicks;
 
-describe('raft: a new leader waits out its predecessors\' leases', () => {
+describe("raft: a new leader waits out its predecessors' leases", () => {
   it('predecessorLeaseExpired turns true electionTimeout + drift + 1 ticks after winning, on the leader only', () => {
     const c = new TestCluster({ voters: ['a', 'b', 'c'] });
     assert.ok(c.elect('a'));
@@ -194,7 +194,7 @@ describe('window allocator under the lease', () => {
     assert.deepEqual(answers[3], { ok: false, error: 'hostFailed' });
   });
 
-  it('a single-voter group always serves (no lease to wait for)', async () => {
+  it('a single-voter group always serves (no lease to wait for)', () => {
     const sm = new StateMachine();
     const store = new MemoryStore();
     store.recover(sm);

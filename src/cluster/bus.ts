@@ -18,6 +18,7 @@
 import assert from 'node:assert/strict';
 import { FRAME_CODEC_VERSION } from '../multiraft/message-codec.js';
 import type { MessageHandler, NodeId, PeerAddress, PeerStatus, Transport, TransportStats } from '../transport/types.js';
+import { OrdoError } from '../ordo-error.js';
 
 export const CHANNEL_REQUEST = 0xf1;
 export const CHANNEL_REPLY = 0xf2;
@@ -31,8 +32,8 @@ export const PROBE_STALE = 1;
 export const REPLY_EXECUTED = 0;
 export const REPLY_NOT_HERE = 1;
 
-export class BusDecodeError extends Error {
-  override readonly name = 'BusDecodeError';
+export class BusDecodeError extends OrdoError {
+  override readonly code = 'ORDO_ERR_BUS_DECODE';
 }
 
 export interface ForwardRequest {
@@ -126,17 +127,16 @@ export class BusMux {
     private readonly onReply: (from: NodeId, payload: Uint8Array) => void,
     private readonly onProbe: (from: NodeId, payload: Uint8Array) => void,
   ) {
-    const mux = this;
     assert.ok(FRAME_CODEC_VERSION < CHANNEL_REQUEST, 'Raft frame versions and bus channels overlap');
     this.raft = {
       nodeId: inner.nodeId,
       messageBytesMax: inner.messageBytesMax,
       send: (to: NodeId, payload: Uint8Array): boolean => inner.send(to, payload),
-      onMessage(handler: MessageHandler): () => void {
+      onMessage: (handler: MessageHandler): (() => void) => {
         const h: MessageHandler = (from, payload) => handler(from, payload);
-        mux.raftHandlers.add(h);
+        this.raftHandlers.add(h);
         return () => {
-          mux.raftHandlers.delete(h);
+          this.raftHandlers.delete(h);
         };
       },
       setPeers: (peers: ReadonlyMap<NodeId, PeerAddress>): void => inner.setPeers(peers),

@@ -35,17 +35,7 @@ import { DataDirectoryError, type NodeLogStore } from '../storage/store.js';
 import type { MemoryHub } from '../transport/memory.js';
 import { TcpTransport } from '../transport/tcp.js';
 import type { LinkAwareTransport, NodeId } from '../transport/types.js';
-import {
-  BusDecodeError,
-  BusMux,
-  CHANNEL_PROBE,
-  decodeReply,
-  decodeRequest,
-  encodeReply,
-  encodeRequest,
-  REPLY_EXECUTED,
-  REPLY_NOT_HERE,
-} from './bus.js';
+import { BusDecodeError, BusMux, CHANNEL_PROBE, decodeReply, decodeRequest, encodeReply, encodeRequest, REPLY_EXECUTED, REPLY_NOT_HERE } from './bus.js';
 import { answerProbe, nextGeneration, probePeers, type ProbeRound } from './generation.js';
 import { bootstrapFromList, ClusterConfigError, clusterIdOf, findSelf, parseAddress } from './members.js';
 import { realRuntime, sleepOn, type NodeRuntime } from './runtime.js';
@@ -129,7 +119,6 @@ export interface ClusterOpenOptions {
   readonly log?: (line: string) => void;
 }
 
-
 export class ClusterEngine {
   readonly replicas = new Map<number, Replica>();
   private readonly leaderHints = new Map<number, NodeId>();
@@ -183,9 +172,12 @@ export class ClusterEngine {
       topology = decodeTopology(recorded);
       const id = Buffer.from(store.getMeta(META_NODE_ID) ?? new Uint8Array()).toString('utf8');
       const me = topology.member(id);
-      if (me === undefined) throw new DataDirectoryError(`${store.description}: node id ${JSON.stringify(id)} is not in the recorded topology; refusing to start`);
+      if (me === undefined)
+        throw new DataDirectoryError(`${store.description}: node id ${JSON.stringify(id)} is not in the recorded topology; refusing to start`);
       self = me;
-      const [host, port, busPort] = Buffer.from(store.getMeta(META_LISTEN) ?? new Uint8Array()).toString('utf8').split(' ');
+      const [host, port, busPort] = Buffer.from(store.getMeta(META_LISTEN) ?? new Uint8Array())
+        .toString('utf8')
+        .split(' ');
       listen = { host: host ?? config.host, port: Number(port ?? self.port), busPort: Number(busPort ?? self.busPort) };
       if (config.cluster !== null) {
         const groups = explicit.has('groups') ? config.groups : topology.groupCount;
@@ -234,14 +226,14 @@ export class ClusterEngine {
         options.transport !== undefined
           ? options.transport
           : options.bus !== undefined
-          ? options.bus.transport(self.id)
-          : await TcpTransport.start({
-              nodeId: self.id,
-              host: listen.host,
-              port: listen.busPort,
-              clusterId: clusterIdOf(topology),
-              secret: config.clusterSecret,
-            });
+            ? options.bus.transport(self.id)
+            : await TcpTransport.start({
+                nodeId: self.id,
+                host: listen.host,
+                port: listen.busPort,
+                clusterId: clusterIdOf(topology),
+                secret: config.clusterSecret,
+              });
       const openedTransport = transport;
       const peers = new Map(topology.members.filter((m) => m.id !== self.id).map((m) => [m.id, { host: m.host, port: m.busPort }] as const));
       let onRequest: (from: NodeId, payload: Uint8Array) => void = () => {};
@@ -506,7 +498,12 @@ export class ClusterEngine {
       ['raft_groups_led', [...this.replicas.values()].filter((r) => r.raft.isLeader()).length],
     ];
     const host = this.host.stats();
-    lines.push(['raft_loop_turns', host.turns], ['raft_storage_commits', host.storageCommits], ['raft_bus_frames_sent', host.framesSent], ['raft_bus_frames_received', host.framesReceived]);
+    lines.push(
+      ['raft_loop_turns', host.turns],
+      ['raft_storage_commits', host.storageCommits],
+      ['raft_bus_frames_sent', host.framesSent],
+      ['raft_bus_frames_received', host.framesReceived],
+    );
     for (const [id, r] of [...this.replicas.entries()].sort((a, b) => a[0] - b[0])) {
       const st = r.raft.node.status();
       let lag = 0;
@@ -540,7 +537,6 @@ export class ClusterEngine {
     await this.storage.close();
   }
 }
-
 
 function describe(t: Topology): string {
   return `${t.members.map((m) => `${m.host}:${m.port}@${m.busPort}`).join(',')} with ${t.groupCount} groups`;

@@ -114,7 +114,9 @@ export function probePeers(
     stopTimer = null;
     const s = settle;
     settle = null;
-    if (s !== null) error === null ? s.resolve() : s.reject(error);
+    if (s === null) return;
+    if (error === null) s.resolve();
+    else s.reject(error);
   };
   const probe = Buffer.alloc(PROBE_BYTES);
   probe[0] = CHANNEL_PROBE;

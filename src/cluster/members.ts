@@ -5,14 +5,15 @@
 
 import { createHash } from 'node:crypto';
 import { bootstrapTopology, encodeTopology, type Address, type Member, type Topology } from './topology.js';
+import { OrdoError } from '../ordo-error.js';
 
 export type { Address };
 
 /** The bus port of a member whose address names none: its client port plus this. */
 export const BUS_PORT_OFFSET = 10000;
 
-export class ClusterConfigError extends Error {
-  override readonly name = 'ClusterConfigError';
+export class ClusterConfigError extends OrdoError {
+  override readonly code = 'ORDO_ERR_CLUSTER_CONFIG';
 }
 
 function parsePort(text: string, what: string, entry: string): number {
@@ -42,7 +43,10 @@ export function memberId(host: string, port: number): string {
 }
 
 export function parseMemberList(list: string): Member[] {
-  const entries = list.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  const entries = list
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
   if (entries.length === 0) throw new ClusterConfigError('--cluster names no member');
   const members = entries.map((entry) => {
     const a = parseAddress(entry);

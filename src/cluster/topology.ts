@@ -4,6 +4,7 @@
 // (`encodeTopology`/`decodeTopology`). Pure code: no I/O, no clocks.
 
 import { SLOT_COUNT, SLOT_MAX, keySlot } from './slots.js';
+import { OrdoError } from '../ordo-error.js';
 
 /** The most data groups a cluster can have: one per slot. */
 export const GROUP_COUNT_MAX = SLOT_COUNT;
@@ -17,8 +18,8 @@ export const MEMBER_COUNT_MAX = 65535;
 export const GROUP_REPLICAS_MAX = 255;
 
 /** A bad topology (from a caller or from bytes); the message says what is wrong. */
-export class TopologyError extends Error {
-  override readonly name = 'TopologyError';
+export class TopologyError extends OrdoError {
+  override readonly code = 'ORDO_ERR_TOPOLOGY';
 }
 
 /** Where a member is reached. */
@@ -177,7 +178,7 @@ export function preferredLeaders(memberIds: readonly string[], placement: readon
         }
       }
       if (target < 0) continue;
-      for (let y = target; y !== hi; ) {
+      for (let y = target; y !== hi;) {
         const step = via.get(y) as { from: number; group: number };
         ledBy[step.from]?.delete(step.group);
         ledBy[y]?.add(step.group);

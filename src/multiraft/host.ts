@@ -36,12 +36,20 @@
 // never awaited by a turn (at most one in flight); once it is durable each
 // group forgets what it wrote and cuts its log behind it. A failed checkpoint
 // stops the host like a failed commit (a full disk is retried, as above).
+//
+// Snapshots for lagging followers are streamed in chunks outside Raft
+// (snapshot-transfer.ts): the raft nodes run with external snapshot transfer,
+// the host turns a node's request into a transfer, and on a follower installs
+// the staged snapshot (into the keyspace, in one transaction) before the turn
+// that records it in the log commits, so a crash leaves either the old state
+// or the new one (a keyspace ahead of the log is adopted at restart).
 
-import assert from "node:assert/strict";
+import assert from 'node:assert/strict';
 import {
   MemoryStorage,
   RAFT_DEFAULTS,
   RaftNode,
+  isExternalSnapshot,
   type ConfState,
   type Entry,
   type HardState,
@@ -51,12 +59,13 @@ import {
   type Ready,
   type Snapshot,
   type WritableStorage,
-} from "../raft/index.js";
-import { StateMachine } from "../sequencer/state-machine.js";
-import { PersistError } from "../storage/store.js";
-import { CheckpointedStorage, type HostKeyspace, type KeyspaceCheckpointItem } from "./keyspace.js";
-import { realScheduler, type MemoryScheduler } from "../transport/memory.js";
-import type { Transport } from "../transport/types.js";
+} from '../raft/index.js';
+import { StateMachine } from '../sequencer/state-machine.js';
+import { PersistError } from '../storage/store.js';
+import { CheckpointedStorage, adoptInstalledCheckpoint, type HostKeyspace, type KeyspaceCheckpointItem } from './keyspace.js';
+import { SnapshotTransfers, type SnapshotTransferStats } from './snapshot-transfer.js';
+import { realScheduler, type MemoryScheduler } from '../transport/memory.js';
+import type { Transport } from '../transport/types.js';
 import {
   FRAME_HEADER_BYTES_MAX,
   FRAME_ITEM_OVERHEAD_BYTES_MAX,
@@ -64,7 +73,9 @@ import {
   decodeFrame,
   encodeFrame,
   encodeMessage,
-} from "./message-codec.js";
+  encodeTransfer,
+  type TransferMessage,
+} from './message-codec.js';
 import {
   DEFAULT_LOG_KEEP_ENTRIES,
   DEFAULT_PROPOSALS_IN_FLIGHT_MAX,
@@ -75,7 +86,7 @@ import {
   RaftGroup,
   type RaftGroupLimits,
   type ReadMode,
-} from "./raft-group.js";
+} from './raft-group.js';
 
 /** Where the groups of one node keep their Raft state. */
 export interface GroupLogStore {
@@ -102,9 +113,9 @@ export const TURN_PHASES_MAX = 2;
 export const TICK_LATE_INTERVALS_MAX = 1;
 
 /** How the host schedules its work (the in-memory bus's end of turn, plus a ticker); replaceable for a virtual clock (the simulator). */
-export interface HostScheduler extends Pick<MemoryScheduler, "endOfTurn"> {
+export interface HostScheduler extends Pick<MemoryScheduler, 'endOfTurn'> {
   /** Run `fn` every `ms` until the returned function is called (setInterval). */
-  every(ms: number, fn: () => void): () => void;
+  readonly every: (ms: number, fn: () => void) => () => void;
 }
 
 export const realHostScheduler: HostScheduler = {
@@ -132,7 +143,7 @@ export const DISK_FULL_RETRY_MS = 1000;
 /** Upper bound of one peer frame (all groups' messages to one peer in one turn); more frames past it. */
 export const PEER_FRAME_BYTES_MAX = 8 * 1024 * 1024;
 
-export type HostRaftOptions = Omit<RaftConfig, "id" | "storage" | "random">;
+export type HostRaftOptions = Omit<RaftConfig, 'id' | 'storage' | 'random'>;
 
 export interface MultiRaftHostOptions {
   readonly nodeId: NodeId;
@@ -194,6 +205,8 @@ export interface HostStats {
   readonly failed: boolean;
   /** A disk is full: new writes are refused until a retry succeeds. */
   readonly diskFull: boolean;
+  /** Snapshot transfers sent and received (snapshot-transfer.ts). */
+  readonly snapshots: SnapshotTransferStats;
 }
 
 interface OutItem {
@@ -226,7 +239,7 @@ export class MultiRaftHost {
   private halted = false;
   private failure: unknown = null;
   /** Why writes are refused, per store, while a disk is full (empty: writable). */
-  private readonly diskFull = new Map<"log" | "keyspace", string>();
+  private readonly diskFull = new Map<'log' | 'keyspace', string>();
   /** close() was called: a wait for disk space gives up. */
   private closeRequested = false;
   private readonly keyspace: HostKeyspace | null;
@@ -237,6 +250,9 @@ export class MultiRaftHost {
   /** now() when the last checkpoint was taken (or at the start). */
   private lastCheckpointMs: number;
   private checkpointTakeMs = 0;
+  private readonly transfers: SnapshotTransfers;
+  /** Readys restoring a staged snapshot, waiting for the keyspace to install it (parkForInstall). */
+  private readonly parked = new Map<RaftGroup, { readonly rd: Ready; installed: boolean }>();
   private readonly counters = {
     ticks: 0,
     turns: 0,
@@ -254,7 +270,7 @@ export class MultiRaftHost {
   constructor(opts: MultiRaftHostOptions) {
     this.nodeId = opts.nodeId;
     this.transport = opts.transport;
-    assert.equal(this.transport.nodeId, this.nodeId, "transport of another node");
+    assert.equal(this.transport.nodeId, this.nodeId, 'transport of another node');
     this.store = opts.store;
     this.random = opts.random;
     this.raftOptions = opts.raft ?? {};
@@ -268,34 +284,44 @@ export class MultiRaftHost {
       snapshotEntries: opts.snapshotEntries ?? DEFAULT_SNAPSHOT_ENTRIES,
       snapshotBytes: opts.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES,
       logKeepEntries: opts.logKeepEntries ?? DEFAULT_LOG_KEEP_ENTRIES,
-      readMode: opts.readMode ?? (this.raftOptions.checkQuorum === false ? "safe" : "lease"),
+      readMode: opts.readMode ?? (this.raftOptions.checkQuorum === false ? 'safe' : 'lease'),
     };
     assert.ok(this.limits.proposalsInFlightMax > 0 && this.limits.readWaitersMax > 0);
     assert.ok(this.limits.requestTimeoutMs > 0 && this.limits.snapshotEntries > 0 && this.limits.logKeepEntries >= 0);
-    assert.ok(this.limits.leaderWaitMs >= 0, "leaderWaitMs must not be negative");
+    assert.ok(this.limits.leaderWaitMs >= 0, 'leaderWaitMs must not be negative');
     const tickMs = opts.tickIntervalMs ?? DEFAULT_TICK_INTERVAL_MS;
-    assert.ok(tickMs > 0, "tickIntervalMs must be positive");
+    assert.ok(tickMs > 0, 'tickIntervalMs must be positive');
     this.tickIntervalMs = tickMs;
     this.scheduler = opts.scheduler ?? realHostScheduler;
     this.lastTickMs = this.now();
     this.keyspace = opts.keyspace ?? null;
     this.checkpointIntervalMs = opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS;
     this.checkpointKeysMax = opts.checkpointKeysMax ?? DEFAULT_CHECKPOINT_KEYS_MAX;
-    assert.ok(this.checkpointIntervalMs > 0 && this.checkpointKeysMax > 0, "checkpoint limits must be positive");
+    assert.ok(this.checkpointIntervalMs > 0 && this.checkpointKeysMax > 0, 'checkpoint limits must be positive');
     this.lastCheckpointMs = this.now();
+    this.transfers = new SnapshotTransfers({
+      nodeId: this.nodeId,
+      now: this.now,
+      group: (groupId) => this.groups.get(groupId),
+      send: (to, groupId, message) => this.sendTransfer(to, groupId, message),
+      scheduleTurn: this.scheduleTurn,
+      defer: (fn) => this.scheduler.endOfTurn(fn),
+    });
     this.stopTicker = this.scheduler.every(tickMs, () => this.tick());
     this.unsubscribe = this.transport.onMessage((from, payload) => this.receive(from, payload));
   }
 
   /** Starts (or restarts from storage) this node's replica of a group. */
   addGroup(groupId: number, voters: readonly NodeId[], learners: readonly NodeId[] = []): RaftGroup {
-    assert.ok(Number.isSafeInteger(groupId) && groupId >= 0, "group id must be a non-negative safe integer");
+    assert.ok(Number.isSafeInteger(groupId) && groupId >= 0, 'group id must be a non-negative safe integer');
     assert.ok(!this.groups.has(groupId), `group ${groupId} already on this node`);
-    assert.ok(!this.stopped, "host stopped");
+    assert.ok(!this.stopped, 'host stopped');
     const logStorage = this.store.group(groupId, { voters: [...voters], learners: [...learners] });
     const keyspace = this.keyspace;
+    // A snapshot installed into the keyspace whose log write a crash cut off: the log takes it now.
+    if (keyspace !== null && adoptInstalledCheckpoint(keyspace, groupId, logStorage)) this.storageDirty = true;
     const storage = keyspace === null ? logStorage : new CheckpointedStorage(logStorage, keyspace, groupId);
-    const node = new RaftNode({ ...this.raftOptions, id: this.nodeId, storage, random: this.random });
+    const node = new RaftNode({ ...this.raftOptions, snapshotTransfer: 'external', id: this.nodeId, storage, random: this.random });
     const group = new RaftGroup({
       groupId,
       node,
@@ -307,6 +333,7 @@ export class MultiRaftHost {
       storageWritten: () => {
         this.storageDirty = true;
       },
+      snapshotSendFloor: () => this.transfers.sendingFloor(groupId),
       writable: this.writable,
       now: this.now,
       clockTrusted: this.clockTrusted,
@@ -332,7 +359,14 @@ export class MultiRaftHost {
   stats(): HostStats {
     let keysInMemory = 0;
     for (const g of this.groups.values()) keysInMemory += g.stateMachine.keysInMemory;
-    return { ...this.counters, checkpointTakeMs: this.checkpointTakeMs, keysInMemory, failed: this.failure !== null, diskFull: this.diskFull.size > 0 };
+    return {
+      ...this.counters,
+      checkpointTakeMs: this.checkpointTakeMs,
+      keysInMemory,
+      failed: this.failure !== null,
+      diskFull: this.diskFull.size > 0,
+      snapshots: this.transfers.stats(),
+    };
   }
 
   /** Answers what can be answered (bounded by the request timeout), makes storage durable, stops. */
@@ -344,6 +378,7 @@ export class MultiRaftHost {
     this.stopped = true;
     this.stopTicker();
     this.unsubscribe();
+    this.transfers.stop(true);
     // A last checkpoint of everything applied, so a restart replays little.
     while (this.checkpointing !== null) await this.checkpointing;
     if (!this.halted && this.keyspace !== null) {
@@ -360,6 +395,7 @@ export class MultiRaftHost {
     this.stopped = true;
     this.stopTicker();
     this.unsubscribe();
+    this.transfers.stop(false);
     for (const g of this.groups.values()) g.failHost();
   }
 
@@ -395,6 +431,7 @@ export class MultiRaftHost {
     if (this.stopped) return;
     this.maybeCheckpoint();
     let more = this.turnAgain || this.storageDirty;
+    for (const parked of this.parked.values()) more ||= parked.installed;
     this.turnAgain = false;
     if (!more) {
       for (const g of this.groups.values()) {
@@ -425,11 +462,22 @@ export class MultiRaftHost {
     const readies: [RaftGroup, Ready][] = [];
     const out = new Map<NodeId, OutItem[]>();
     let wrote = this.storageDirty;
+    // Readys whose staged snapshot the keyspace now holds: recorded in the log and finished in this phase.
+    for (const [g, parked] of this.parked) {
+      if (!parked.installed) continue;
+      this.parked.delete(g);
+      readies.push([g, parked.rd]);
+      if (g.persistReady(parked.rd)) wrote = true;
+    }
     for (const g of this.groups.values()) {
       if (!g.node.hasReady()) continue;
       const rd = g.node.ready();
-      readies.push([g, rd]);
       for (const m of rd.messages) {
+        if (isExternalSnapshot(m)) {
+          assert.ok(m.snapshotMeta !== null);
+          this.transfers.startSend(g, m.to, m.term, m.snapshotMeta);
+          continue;
+        }
         let items = out.get(m.to);
         if (items === undefined) {
           items = [];
@@ -437,10 +485,19 @@ export class MultiRaftHost {
         }
         items.push({ groupId: g.groupId, bytes: encodeMessage(m) });
       }
+      if (rd.snapshot !== null && rd.snapshot.data.length === 0) {
+        // Restored from staged chunks (external transfer): the staging must be this snapshot's.
+        assert.ok(this.transfers.stagedFor(g.groupId, rd.snapshot.meta.index), `group ${g.groupId}: a snapshot restored without staged data`);
+        if (g.needsStagedInstall(rd.snapshot)) {
+          this.parkForInstall(g, rd);
+          continue;
+        }
+      }
+      readies.push([g, rd]);
       if (g.persistReady(rd)) wrote = true;
     }
-    if (readies.length === 0 && !wrote) return false;
     for (const [peer, items] of out) this.sendFrames(peer, items);
+    if (readies.length === 0 && !wrote) return false;
     // Committed entries are answered now, not after this phase's flush: one
     // await lets the replies they released be written to their sockets
     // (queued as microtasks) before the commit.
@@ -452,13 +509,39 @@ export class MultiRaftHost {
       try {
         await this.store.commitTurn();
       } catch (e) {
-        if (!(await this.retryWhileDiskFull("log", e, () => this.store.commitTurn()))) return false;
+        if (!(await this.retryWhileDiskFull('log', e, () => this.store.commitTurn()))) return false;
       }
       this.counters.storageCommits++;
       if (this.stopped) return false; // halted while the write was in flight: it never "completed" for this node
     }
-    for (const [g, rd] of readies) g.finishReady(rd);
+    for (const [g, rd] of readies) {
+      g.finishReady(rd);
+      if (rd.snapshot !== null) this.transfers.installed(g.groupId);
+    }
     return wrote;
+  }
+
+  /**
+   * A Ready restoring a staged snapshot waits, with its messages sent, while
+   * the keyspace installs the snapshot (an O(group size) transaction); the
+   * other groups' turns go on meanwhile. Once installed, a later phase records
+   * it in the log and finishes it (the raft node gives this group no other
+   * Ready until then).
+   */
+  private parkForInstall(g: RaftGroup, rd: Ready): void {
+    const snap = rd.snapshot;
+    assert.ok(snap !== null && !this.parked.has(g));
+    const parked = { rd, installed: false };
+    this.parked.set(g, parked);
+    g.beginStagedInstall(snap.meta).then(
+      () => {
+        parked.installed = true;
+        this.scheduleTurn();
+      },
+      (e: unknown) => {
+        if (!this.halted) this.fail(e);
+      },
+    );
   }
 
   private sendFrames(peer: NodeId, items: readonly OutItem[]): void {
@@ -484,6 +567,19 @@ export class MultiRaftHost {
     }
   }
 
+  /** One transfer message in a frame of its own (chunks are big; the window bounds how many are queued). */
+  private sendTransfer(to: NodeId, groupId: number, message: TransferMessage): boolean {
+    const frame = encodeFrame([{ groupId, bytes: encodeTransfer(message) }]);
+    const sent = this.transport.send(to, frame);
+    if (sent) {
+      this.counters.framesSent++;
+      this.counters.messagesSent++;
+    } else {
+      this.counters.framesDropped++;
+    }
+    return sent;
+  }
+
   private tick(): void {
     if (this.stopped) return;
     const now = this.now();
@@ -498,6 +594,7 @@ export class MultiRaftHost {
       for (const g of this.groups.values()) g.node.tick();
     }
     for (const g of this.groups.values()) g.expire();
+    this.transfers.tick();
     this.maybeCheckpoint();
     this.scheduleTurn();
   }
@@ -549,21 +646,21 @@ export class MultiRaftHost {
     const done = keyspace
       .checkpoint(items)
       .catch(async (e: unknown) => {
-        if (!(await this.retryWhileDiskFull("keyspace", e, () => keyspace.checkpoint(items)))) throw e;
+        if (!(await this.retryWhileDiskFull('keyspace', e, () => keyspace.checkpoint(items)))) throw e;
       })
       .then(
-      () => {
-        this.checkpointing = null;
-        if (this.halted) return;
-        this.counters.checkpoints++;
-        for (const [g, item] of taken) g.checkpointDone(item);
-        if (this.storageDirty) this.scheduleTurn();
-        this.maybeCheckpoint();
-      },
-      (e: unknown) => {
-        this.checkpointing = null;
-        this.fail(e);
-      },
+        () => {
+          this.checkpointing = null;
+          if (this.halted) return;
+          this.counters.checkpoints++;
+          for (const [g, item] of taken) g.checkpointDone(item);
+          if (this.storageDirty) this.scheduleTurn();
+          this.maybeCheckpoint();
+        },
+        (e: unknown) => {
+          this.checkpointing = null;
+          this.fail(e);
+        },
       );
     this.checkpointing = done;
     return done;
@@ -580,7 +677,18 @@ export class MultiRaftHost {
       return;
     }
     this.counters.framesReceived++;
-    for (const { groupId, message } of items) {
+    for (const item of items) {
+      if ('transfer' in item) {
+        const t = item.transfer;
+        if (t.to !== this.nodeId || t.from !== from || !this.groups.has(item.groupId)) {
+          this.counters.strayMessages++;
+          continue;
+        }
+        this.counters.messagesReceived++;
+        this.transfers.receive(from, item.groupId, t);
+        continue;
+      }
+      const { groupId, message } = item;
       const g = this.groups.get(groupId);
       if (g === undefined || message.to !== this.nodeId || message.from !== from || !wellFormed(message)) {
         this.counters.strayMessages++;
@@ -601,10 +709,11 @@ export class MultiRaftHost {
    * `attempt` every DISK_FULL_RETRY_MS until it succeeds (true: writes go on)
    * or fails otherwise, or the host is closed (then the host fails: false).
    */
-  private async retryWhileDiskFull(store: "log" | "keyspace", e: unknown, attempt: () => Promise<void>): Promise<boolean> {
+  private async retryWhileDiskFull(store: 'log' | 'keyspace', e: unknown, attempt: () => Promise<void>): Promise<boolean> {
     let error = e;
     while (error instanceof PersistError && error.retryable && !this.stopped && !this.closeRequested) {
-      if (!this.diskFull.has(store)) process.emitWarning(`ordo: ${this.nodeId}: the ${store} cannot be written, writes are refused until it can: ${error.message}`);
+      if (!this.diskFull.has(store))
+        process.emitWarning(`ordo: ${this.nodeId}: the ${store} cannot be written, writes are refused until it can: ${error.message}`);
       this.diskFull.set(store, error.message);
       await new Promise<void>((resolve) => {
         const stop = this.scheduler.every(DISK_FULL_RETRY_MS, () => {
@@ -640,12 +749,12 @@ export class MultiRaftHost {
  * these is broken; its message is dropped instead of stopping this node).
  */
 function wellFormed(m: Message): boolean {
-  if (m.type === "append") {
+  if (m.type === 'append') {
     for (let i = 0; i < m.entries.length; i++) {
       if ((m.entries[i] as Entry).index !== m.index + 1 + i) return false;
     }
   }
-  if (m.type === "snapshot") {
+  if (m.type === 'snapshot') {
     if (m.snapshotMeta === null || m.chunk === null) return false;
     if (m.offset + m.chunk.length > m.totalBytes) return false;
   }
@@ -697,7 +806,7 @@ export class MemoryRaftLogStore implements GroupLogStore {
         }
         resolve();
       };
-      const delayMs = typeof this.commitDelayMs === "number" ? this.commitDelayMs : this.commitDelayMs();
+      const delayMs = typeof this.commitDelayMs === 'number' ? this.commitDelayMs : this.commitDelayMs();
       if (delayMs > 0) this.timers.after(delayMs, complete);
       else this.timers.endOfTurn(complete);
     });
@@ -711,7 +820,7 @@ export class MemoryRaftLogStore implements GroupLogStore {
 
   /** @internal */
   record(epoch: number, op: () => void): void {
-    assert.equal(epoch, this.epoch, "write through a storage handed out before a crash");
+    assert.equal(epoch, this.epoch, 'write through a storage handed out before a crash');
     this.pending.push(op);
   }
 }
@@ -739,8 +848,8 @@ class MemoryLogView implements WritableStorage {
   initialState(): { hardState: HardState; snapshotConf: ConfState } {
     return this.live.initialState();
   }
-  entries(lo: number, hi: number, maxBytes: number): Entry[] {
-    return this.live.entries(lo, hi, maxBytes);
+  entries(lo: number, hi: number, bytesMax: number): Entry[] {
+    return this.live.entries(lo, hi, bytesMax);
   }
   term(i: number): number | undefined {
     return this.live.term(i);

@@ -2,21 +2,27 @@
 // KeyspaceStore, or MemoryKeyspace below for tests and the simulator): each
 // group's state machine reads through to it, checkpoints of every group's
 // changes are written to it off the reply path, a restart replays the log from
-// each group's checkpointed index, and lagging followers are sent a snapshot
-// exported from it. A host without a keyspace keeps each group's keyspace in
-// memory and snapshots it into the log store, as before.
+// each group's checkpointed index, lagging followers are sent a snapshot
+// read from it in chunks, and a snapshot received from a leader is staged in
+// it chunk by chunk and installed in one step (multiraft/snapshot-transfer.ts).
+// A host without a keyspace keeps each group's keyspace in memory and
+// snapshots it into the log store, as before.
 
-import assert from "node:assert/strict";
-import type { ConfState, Entry, HardState, Snapshot, SnapshotMeta, WritableStorage } from "../raft/index.js";
-import { MemoryKeyspaceBacking, type KeyspaceBacking } from "../sequencer/backing.js";
-import { snapshotState } from "../sequencer/codec.js";
-import { StateMachine } from "../sequencer/state-machine.js";
-import { realScheduler, type MemoryScheduler } from "../transport/memory.js";
+import assert from 'node:assert/strict';
+import type { ConfState, Entry, HardState, Snapshot, SnapshotMeta, WritableStorage } from '../raft/index.js';
+import { MemoryKeyspaceBacking, type KeyspaceBacking } from '../sequencer/backing.js';
+import { decodeTokens, decodeValue } from '../sequencer/codec.js';
+import { ChunkWriter, ITEM_TOKENS, ITEM_VALUE, readItems, type SnapshotItem } from '../sequencer/snapshot-items.js';
+import { StateMachine } from '../sequencer/state-machine.js';
+import type { TokenTable } from '../sequencer/sequence.js';
+import type { StoredValue } from '../sequencer/state-machine.js';
+import { realScheduler, type MemoryScheduler } from '../transport/memory.js';
+import { encodeTokens as encodeTokensRecord, encodeValue as encodeValueRecord } from '../sequencer/codec.js';
 
 // A group's state as of its last durable checkpoint, and one group's part of a
 // checkpoint: defined with the store that writes them (types only, erased at run time).
-export type { GroupCheckpointState, KeyspaceCheckpointItem } from "../storage/keyspace.js";
-import type { GroupCheckpointState, KeyspaceCheckpointItem } from "../storage/keyspace.js";
+export type { GroupCheckpointState, GroupSnapshotReader, KeyspaceCheckpointItem } from '../storage/keyspace.js';
+import type { GroupCheckpointState, GroupSnapshotReader, KeyspaceCheckpointItem } from '../storage/keyspace.js';
 
 export interface HostKeyspace {
   /** The group's last durable checkpoint; undefined when it has none. */
@@ -27,16 +33,42 @@ export interface HostKeyspace {
   checkpoint(items: readonly KeyspaceCheckpointItem[]): Promise<void>;
   /**
    * One consistent read of the group's last durable checkpoint, open until
-   * `close`: its state, and its data in snapshotState's format if asked.
+   * `close`: its state, and its records in chunks (snapshot-items.ts).
    */
-  openCheckpoint(groupId: number): GroupCheckpointView;
+  openSnapshotReader(groupId: number): GroupSnapshotReader;
+  /** Whether the group's last durable state is a snapshot installed from its leader with no checkpoint since (its index and term). */
+  installedSnapshot(groupId: number): { readonly index: number; readonly term: number } | undefined;
+  /** Writes one received chunk into the group's staging area (never read); rejects on a malformed chunk. */
+  stageChunk(groupId: number, chunk: Uint8Array): Promise<void>;
+  /** Drops the group's staging area. */
+  discardStaging(groupId: number): Promise<void>;
+  /** Replaces the group's keyspace by its staging area and sets its state, atomically and durably, after every checkpoint asked for before. */
+  installStaged(groupId: number, state: GroupCheckpointState): Promise<void>;
 }
 
-export interface GroupCheckpointView {
-  /** undefined: the group has no checkpoint. */
-  readonly state: GroupCheckpointState | undefined;
-  exportData(): Uint8Array;
-  close(): void;
+/**
+ * With a keyspace, a group state that is a snapshot installed from the
+ * leader (and no checkpoint since) but that the log does not hold, past the
+ * log's snapshot: the install was durable and the log's write of it was not
+ * (a crash between the two). It is committed state of the group at that
+ * index, so the log adopts it as its snapshot (what the raft node did with
+ * it before the crash) and the group starts from it. Any other checkpoint
+ * outside the log (left by an earlier replica of the group) is not adopted.
+ * Returns whether it did; the caller must make the log write durable.
+ */
+export function adoptInstalledCheckpoint(keyspace: HostKeyspace, groupId: number, log: WritableStorage): boolean {
+  const ck = keyspace.groupState(groupId);
+  const installed = keyspace.installedSnapshot(groupId);
+  const usable: boolean = checkpointUsable(ck, log);
+  if (ck === undefined || ck.appliedIndex === 0 || usable) return false;
+  if (installed === undefined || installed.index !== ck.appliedIndex || installed.term !== ck.appliedTerm) return false;
+  if (ck.appliedIndex <= log.snapshot().meta.index) return false;
+  assert.ok(
+    log.initialState().hardState.commit < ck.appliedIndex || log.term(ck.appliedIndex) === ck.appliedTerm,
+    'a committed entry conflicts with an installed snapshot',
+  );
+  log.applySnapshot({ meta: { index: ck.appliedIndex, term: ck.appliedTerm, conf: ck.conf }, data: new Uint8Array(0) });
+  return true;
 }
 
 /**
@@ -55,14 +87,11 @@ export function checkpointUsable(ck: GroupCheckpointState | undefined, log: Writ
  * The storage a group's RaftNode reads when the host has a keyspace: the log
  * store's storage, except that its snapshot is the group's last durable
  * checkpoint when that is at or past the log's own snapshot (which then holds
- * no data: the log is only compacted behind a durable checkpoint). The data is
- * exported from the keyspace when first read (a snapshot sent to a follower),
- * and shared by the transfers of that checkpoint still in progress.
+ * no data: the log is only compacted behind a durable checkpoint). Only its
+ * meta is read: the host streams the data from the keyspace
+ * (snapshot-transfer.ts), so `data` is empty.
  */
 export class CheckpointedStorage implements WritableStorage {
-  /** The last export, while something (a follower's transfer) still holds it. */
-  private cachedExport: { readonly index: number; readonly data: WeakRef<Uint8Array> } | null = null;
-
   constructor(
     /** The log store's storage of the group. */
     readonly log: WritableStorage,
@@ -71,38 +100,17 @@ export class CheckpointedStorage implements WritableStorage {
   ) {}
 
   snapshot(): Snapshot {
-    // State and data from one read of the keyspace: a checkpoint committing meanwhile must not mix in.
-    const view = this.keyspace.openCheckpoint(this.groupId);
-    const ck = view.state;
-    if (!checkpointUsable(ck, this.log)) {
-      view.close();
-      return this.log.snapshot();
-    }
-    const index = ck.appliedIndex;
-    const meta: SnapshotMeta = { index, term: ck.appliedTerm, conf: ck.conf };
-    // The raft node reads the data at once when it starts sending the snapshot, or never (it asked for the meta).
-    queueMicrotask(() => view.close());
-    let data: Uint8Array | null = null;
-    const exported = (): Uint8Array => {
-      const cached = this.cachedExport?.index === index ? this.cachedExport.data.deref() : undefined;
-      if (cached !== undefined) return cached;
-      const fresh = view.exportData();
-      this.cachedExport = { index, data: new WeakRef(fresh) };
-      return fresh;
-    };
-    return {
-      meta,
-      get data(): Uint8Array {
-        return (data ??= exported());
-      },
-    };
+    const ck = this.keyspace.groupState(this.groupId);
+    if (!checkpointUsable(ck, this.log)) return this.log.snapshot();
+    const meta: SnapshotMeta = { index: ck.appliedIndex, term: ck.appliedTerm, conf: ck.conf };
+    return { meta, data: EMPTY_DATA };
   }
 
   initialState(): { hardState: HardState; snapshotConf: ConfState } {
     return this.log.initialState();
   }
-  entries(lo: number, hi: number, maxBytes: number): Entry[] {
-    return this.log.entries(lo, hi, maxBytes);
+  entries(lo: number, hi: number, bytesMax: number): Entry[] {
+    return this.log.entries(lo, hi, bytesMax);
   }
   term(i: number): number | undefined {
     return this.log.term(i);
@@ -120,7 +128,6 @@ export class CheckpointedStorage implements WritableStorage {
     this.log.append(entries);
   }
   applySnapshot(snap: Snapshot): void {
-    this.cachedExport = null;
     this.log.applySnapshot(snap);
   }
   createSnapshot(index: number, conf: ConfState, data: Uint8Array): Snapshot {
@@ -131,6 +138,8 @@ export class CheckpointedStorage implements WritableStorage {
   }
 }
 
+const EMPTY_DATA = new Uint8Array(0);
+
 /** Milliseconds a MemoryKeyspace checkpoint takes (0: resolves at the next macrotask). */
 export const DEFAULT_MEMORY_CHECKPOINT_DELAY_MS = 0;
 
@@ -140,6 +149,13 @@ export const DEFAULT_MEMORY_CHECKPOINT_DELAY_MS = 0;
  */
 export class MemoryKeyspace implements HostKeyspace {
   private readonly groups = new Map<number, { backing: MemoryKeyspaceBacking; state: GroupCheckpointState }>();
+  /** Per group, the records of a snapshot being received (lost on crash, like LMDB's staging after a restart). */
+  private readonly staging = new Map<number, { values: Map<string, StoredValue>; tokens: Map<string, TokenTable> }>();
+  /** Per group, the index of the last installed snapshot (checkpoints taken before it are skipped). */
+  private readonly installedAt = new Map<number, number>();
+  private readonly installedSnapshots = new Map<number, { readonly index: number; readonly term: number }>();
+  /** Writes (checkpoints, installs) not yet complete, in call order. */
+  private queue: Promise<void> = Promise.resolve();
   private epoch = 0;
   checkpoints = 0;
 
@@ -166,41 +182,101 @@ export class MemoryKeyspace implements HostKeyspace {
     return this.group(groupId).backing;
   }
 
-  checkpoint(items: readonly KeyspaceCheckpointItem[]): Promise<void> {
+  /** Runs `apply` when the write completes (after the delay), after every write asked for before it; not at all after a crash. */
+  private write(apply: () => void): Promise<void> {
     const epoch = this.epoch;
-    return new Promise<void>((resolve) => {
-      const complete = (): void => {
-        if (epoch === this.epoch) {
-          for (const item of items) {
-            const g = this.group(item.groupId);
-            g.backing.write(item.changes);
-            assert.equal(g.backing.count, item.keyCount, "checkpoint key count differs from the keys written");
-            g.state = { appliedIndex: item.appliedIndex, appliedTerm: item.appliedTerm, conf: item.conf };
-          }
-          this.checkpoints++;
-        }
-        resolve();
-      };
-      if (this.delayMs > 0) this.timers.after(this.delayMs, complete);
-      else this.timers.endOfTurn(complete);
+    const run = (): Promise<void> =>
+      new Promise<void>((resolve) => {
+        const complete = (): void => {
+          if (epoch === this.epoch) apply();
+          resolve();
+        };
+        if (this.delayMs > 0) this.timers.after(this.delayMs, complete);
+        else this.timers.endOfTurn(complete);
+      });
+    const done = this.queue.then(run);
+    this.queue = done;
+    return done;
+  }
+
+  checkpoint(items: readonly KeyspaceCheckpointItem[]): Promise<void> {
+    return this.write(() => {
+      for (const item of items) {
+        if (item.appliedIndex < (this.installedAt.get(item.groupId) ?? 0)) continue;
+        this.installedSnapshots.delete(item.groupId);
+        const g = this.group(item.groupId);
+        g.backing.write(item.changes);
+        assert.equal(g.backing.count, item.keyCount, 'checkpoint key count differs from the keys written');
+        g.state = { appliedIndex: item.appliedIndex, appliedTerm: item.appliedTerm, conf: item.conf };
+      }
+      this.checkpoints++;
     });
   }
 
-  openCheckpoint(groupId: number): GroupCheckpointView {
+  installedSnapshot(groupId: number): { readonly index: number; readonly term: number } | undefined {
+    return this.installedSnapshots.get(groupId);
+  }
+
+  openSnapshotReader(groupId: number): GroupSnapshotReader {
     const state = this.groupState(groupId);
-    const backing = this.group(groupId).backing;
+    // A copy of the checkpoint's records, as a read transaction would see them however checkpoints go on.
+    const sm = new StateMachine(this.group(groupId).backing, { recordChanges: false });
+    const items: SnapshotItem[] = [];
+    for (const [key, value] of sm.entries()) items.push({ kind: ITEM_VALUE, key, record: encodeValueRecord(value) });
+    for (const [key, table] of sm.tokenEntries()) items.push({ kind: ITEM_TOKENS, key, record: encodeTokensRecord(table) });
+    let at = 0;
     return {
       state,
-      exportData: () => {
-        assert.equal(this.groupState(groupId), state, "MemoryKeyspace: a checkpoint completed while a view was open");
-        return snapshotState(new StateMachine(backing));
+      nextChunk: (bytesMax: number) => {
+        const out = new ChunkWriter(bytesMax);
+        for (; at < items.length; at++) {
+          const item = items[at] as SnapshotItem;
+          if (!out.fits(item.key, item.record)) return { data: out.take(), last: false };
+          out.push(item.kind, item.key, item.record);
+        }
+        return { data: out.take(), last: true };
       },
       close: () => undefined,
     };
   }
 
-  /** Loses every checkpoint not yet complete. */
+  stageChunk(groupId: number, chunk: Uint8Array): Promise<void> {
+    let staged = this.staging.get(groupId);
+    if (staged === undefined) {
+      staged = { values: new Map(), tokens: new Map() };
+      this.staging.set(groupId, staged);
+    }
+    try {
+      for (const item of readItems(chunk)) {
+        if (item.kind === ITEM_VALUE) staged.values.set(item.key, decodeValue(item.record));
+        else staged.tokens.set(item.key, decodeTokens(item.record));
+      }
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+    return Promise.resolve();
+  }
+
+  discardStaging(groupId: number): Promise<void> {
+    this.staging.delete(groupId);
+    return Promise.resolve();
+  }
+
+  installStaged(groupId: number, state: GroupCheckpointState): Promise<void> {
+    const staged = this.staging.get(groupId) ?? { values: new Map<string, StoredValue>(), tokens: new Map<string, TokenTable>() };
+    this.staging.delete(groupId);
+    return this.write(() => {
+      const g = this.group(groupId);
+      g.backing.write({ cleared: true, values: staged.values, tokens: staged.tokens });
+      g.state = state;
+      this.installedAt.set(groupId, state.appliedIndex);
+      this.installedSnapshots.set(groupId, { index: state.appliedIndex, term: state.appliedTerm });
+    });
+  }
+
+  /** Loses every checkpoint and install not yet complete, and every staging area. */
   crash(): void {
     this.epoch++;
+    this.staging.clear();
   }
 }

@@ -22,6 +22,12 @@
 // reads through to LMDB and the host checkpoints it (beginCheckpoint,
 // checkpointDone) instead of the group snapshotting it into the log store.
 //
+// Snapshots travel in chunks (snapshot-transfer.ts): a leader's group opens
+// a source (the keyspace's last checkpoint in one read transaction, or the
+// log's snapshot in memory); a follower's group stages received chunks (in the
+// keyspace's staging range, or in memory) and, once Raft restored the
+// snapshot, installs them before the turn that records it in the log commits.
+//
 // Errors tell the truth (docs/multiraft.md, "Errors"):
 // - not proposed (this node is not the leader, no leader appeared in time,
 //   too many writes in flight, the entry was replaced by another leader's
@@ -30,15 +36,17 @@
 // - proposed and then leadership was lost, the term changed, a snapshot
 //   replaced the log, or the request timed out: the outcome is unknown.
 
-import assert from "node:assert/strict";
-import type { ErrorKey } from "../errors.js";
-import type { Entry, Ready, WritableStorage } from "../raft/index.js";
-import { EntryType, Role, type RaftNode } from "../raft/index.js";
-import { restoreState, snapshotState } from "../sequencer/codec.js";
-import { decodeOps, encodeOps } from "../sequencer/op-codec.js";
-import type { Op, OpResult, StateMachine, StoredValue } from "../sequencer/state-machine.js";
-import type { Group, GroupStats, ReadOutcome, WindowLease } from "./group.js";
-import { checkpointUsable, type HostKeyspace, type KeyspaceCheckpointItem } from "./keyspace.js";
+import assert from 'node:assert/strict';
+import type { ErrorKey } from '../errors.js';
+import type { Entry, NodeId, Ready, Snapshot, SnapshotMeta, WritableStorage } from '../raft/index.js';
+import { EntryType, Role, newMessage, type RaftNode } from '../raft/index.js';
+import { restoreState, snapshotState } from '../sequencer/codec.js';
+import { BlobItemReader, ChunkWriter, itemsToSnapshot, readItems, type SnapshotItem } from '../sequencer/snapshot-items.js';
+import { decodeOps, encodeOps } from '../sequencer/op-codec.js';
+import type { Op, OpResult, StateMachine, StoredValue } from '../sequencer/state-machine.js';
+import type { Group, GroupStats, ReadOutcome, WindowLease } from './group.js';
+import { checkpointUsable, type HostKeyspace, type KeyspaceCheckpointItem } from './keyspace.js';
+import type { SnapshotSource, TransferGroup } from './snapshot-transfer.js';
 
 /** How a proposal or read can fail at this layer; errors.ts says which are "not applied" and which "outcome unknown". */
 export type RaftGroupFailure = 'notLeader' | 'noLeader' | 'overloaded' | 'superseded' | 'outcomeUnknown' | 'readTimeout' | 'hostFailed' | 'diskFull';
@@ -78,7 +86,7 @@ export const DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024;
 /** Entries kept in the log below a new snapshot, so slightly lagging followers catch up without a snapshot. */
 export const DEFAULT_LOG_KEEP_ENTRIES = 1000;
 
-export type ReadMode = "safe" | "lease";
+export type ReadMode = 'safe' | 'lease';
 
 export interface RaftGroupLimits {
   readonly proposalsInFlightMax: number;
@@ -108,6 +116,12 @@ export interface RaftGroupDeps {
   readonly scheduleTurn: () => void;
   /** Tell the host that storage holds writes not yet made durable (snapshot, compaction). */
   readonly storageWritten: () => void;
+  /**
+   * The lowest snapshot index this node is sending a follower of the group
+   * (Infinity: none): the log is not compacted past it, so the follower
+   * continues from the log once it installed that snapshot.
+   */
+  readonly snapshotSendFloor?: () => number;
   /** Whether the host can write to disk now (false while the disk is full: new writes are refused). */
   readonly writable: () => boolean;
   readonly now: () => number;
@@ -169,7 +183,7 @@ interface ReadWaiter {
 
 export type LeadershipListener = (isLeader: boolean, term: number) => void;
 
-export class RaftGroup implements Group {
+export class RaftGroup implements Group, TransferGroup {
   readonly groupId: number;
   readonly node: RaftNode;
   private readonly storage: WritableStorage;
@@ -177,6 +191,7 @@ export class RaftGroup implements Group {
   private readonly limits: RaftGroupLimits;
   private readonly scheduleTurn: () => void;
   private readonly storageWritten: () => void;
+  private readonly snapshotSendFloor: () => number;
   private readonly writable: () => boolean;
   private readonly now: () => number;
   private readonly clockTrusted: () => boolean;
@@ -210,9 +225,15 @@ export class RaftGroup implements Group {
   private readonly listeners = new Set<LeadershipListener>();
   private readonly windowListeners = new Set<() => void>();
   /** windowLease() as the window listeners last heard it. */
-  private lastWindowLease: WindowLease = "wait";
+  private lastWindowLease: WindowLease = 'wait';
   private closing: Promise<void> | null = null;
   private failedHost = false;
+  /** Without a keyspace: the chunks of the snapshot being received (the state machine is in memory too). */
+  private stagedChunks: Uint8Array[] = [];
+  /** Without a keyspace: the staged snapshot being installed (from persistReady to finishReady). */
+  private installingBlob: Buffer | null = null;
+  /** With a keyspace: the staged snapshot being installed into it (from persistReady to finishReady). */
+  private installingMeta: SnapshotMeta | null = null;
 
   private readonly counters = {
     batchesPersisted: 0,
@@ -251,6 +272,7 @@ export class RaftGroup implements Group {
     this.limits = deps.limits;
     this.scheduleTurn = deps.scheduleTurn;
     this.storageWritten = deps.storageWritten;
+    this.snapshotSendFloor = deps.snapshotSendFloor ?? (() => Infinity);
     this.writable = deps.writable;
     this.now = deps.now;
     this.clockTrusted = deps.clockTrusted;
@@ -266,7 +288,7 @@ export class RaftGroup implements Group {
       this.applied = this.startFromKeyspace(this.keyspace.store, this.keyspace.logStorage);
       this.snapshotIndex = this.keyspace.logStorage.snapshot().meta.index;
     }
-    assert.equal(this.node.status().applied, this.applied, "node and state machine start at different indexes");
+    assert.equal(this.node.status().applied, this.applied, 'node and state machine start at different indexes');
     const initial = deps.storage.initialState().hardState;
     this.durableTerm = initial.term;
     this.durableVote = initial.vote;
@@ -281,7 +303,7 @@ export class RaftGroup implements Group {
    * checkpoint. Returns the applied index.
    */
   private startFromKeyspace(keyspace: HostKeyspace, log: WritableStorage): number {
-    assert.ok(this.sm.backed, "a group with a keyspace needs a state machine backed by it");
+    assert.ok(this.sm.backed, 'a group with a keyspace needs a state machine backed by it');
     const ck = keyspace.groupState(this.groupId);
     const checkpointedAt = ck?.appliedIndex ?? 0;
     if (checkpointUsable(ck, log)) {
@@ -306,18 +328,18 @@ export class RaftGroup implements Group {
 
   propose(op: Op, done: Done): void {
     if (this.closing !== null) {
-      done({ type: "error", error: "shuttingDown" });
+      done({ type: 'error', error: 'shuttingDown' });
       return;
     }
-    if (this.failedHost) return this.fail(done, "hostFailed");
-    if (!this.writable()) return this.fail(done, "diskFull");
+    if (this.failedHost) return this.fail(done, 'hostFailed');
+    if (!this.writable()) return this.fail(done, 'diskFull');
     const leading = this.node.role === Role.Leader;
-    if (!leading && this.node.leader !== null) return this.fail(done, "notLeader");
-    if (this.opsInFlight() >= this.limits.proposalsInFlightMax) return this.fail(done, "overloaded");
+    if (!leading && this.node.leader !== null) return this.fail(done, 'notLeader');
+    if (this.opsInFlight() >= this.limits.proposalsInFlightMax) return this.fail(done, 'overloaded');
     const q: QueuedOp = { op, done, leaderWaitDeadlineMs: this.now() + this.limits.leaderWaitMs };
     if (!leading) {
       // An election is in progress (as far as this replica knows): wait for it.
-      if (this.limits.leaderWaitMs === 0) return this.fail(done, "noLeader");
+      if (this.limits.leaderWaitMs === 0) return this.fail(done, 'noLeader');
       this.awaitingLeader.push(q);
       return;
     }
@@ -327,14 +349,14 @@ export class RaftGroup implements Group {
 
   read<T>(query: (sm: StateMachine) => T, done: (outcome: ReadOutcome<T>) => void): void {
     if (this.closing !== null) {
-      done({ ok: false, error: "shuttingDown" });
+      done({ ok: false, error: 'shuttingDown' });
       return;
     }
     const fail = (f: RaftGroupFailure): void => {
       this.failureCounts[f]++;
       done({ ok: false, error: ERROR_KEY_OF[f] });
     };
-    if (this.failedHost) return fail("hostFailed");
+    if (this.failedHost) return fail('hostFailed');
     if (this.soleLeaderUpToDate()) {
       // No other node can lead, this leader's first entry is committed, and
       // every committed entry is applied: the state machine holds every
@@ -343,7 +365,7 @@ export class RaftGroup implements Group {
       done({ ok: true, value: query(this.sm) });
       return;
     }
-    if (this.reads.size >= this.limits.readWaitersMax) return fail("overloaded");
+    if (this.reads.size >= this.limits.readWaitersMax) return fail('overloaded');
     const id = this.nextReadId++;
     this.reads.set(id, {
       run: () => {
@@ -361,13 +383,7 @@ export class RaftGroup implements Group {
   /** The only voter leads, has committed an entry of its term, has applied every committed entry, and no read waits before. */
   private soleLeaderUpToDate(): boolean {
     const node = this.node;
-    return (
-      node.role === Role.Leader &&
-      node.soleVoter() &&
-      this.reads.size === 0 &&
-      node.committedInTerm() &&
-      this.applied === node.commitIndex()
-    );
+    return node.role === Role.Leader && node.soleVoter() && this.reads.size === 0 && node.committedInTerm() && this.applied === node.commitIndex();
   }
 
   peek(key: string): StoredValue | undefined {
@@ -443,12 +459,12 @@ export class RaftGroup implements Group {
    * election.
    */
   windowLease(): WindowLease {
-    if (this.failedHost) return "hostFailed";
-    if (this.closing !== null) return "shuttingDown";
+    if (this.failedHost) return 'hostFailed';
+    if (this.closing !== null) return 'shuttingDown';
     const node = this.node;
-    if (node.role !== Role.Leader) return node.leader === null ? "wait" : "notLeader";
-    if (node.soleVoter()) return "serve";
-    return node.leaseValid() && node.predecessorLeaseExpired() && this.clockTrusted() ? "serve" : "wait";
+    if (node.role !== Role.Leader) return node.leader === null ? 'wait' : 'notLeader';
+    if (node.soleVoter()) return 'serve';
+    return node.leaseValid() && node.predecessorLeaseExpired() && this.clockTrusted() ? 'serve' : 'wait';
   }
 
   /** Calls `listener` when windowLease() may have changed, and at every tick while it is not 'serve'. */
@@ -495,7 +511,7 @@ export class RaftGroup implements Group {
   persistReady(rd: Ready): boolean {
     let wrote = false;
     if (rd.snapshot !== null) {
-      this.storage.applySnapshot(rd.snapshot);
+      this.persistSnapshot(rd.snapshot);
       wrote = true;
     }
     if (rd.entries.length > 0) {
@@ -556,18 +572,18 @@ export class RaftGroup implements Group {
       const expired: QueuedOp[] = [];
       for (const q of this.awaitingLeader) (q.leaderWaitDeadlineMs <= now ? expired : keep).push(q);
       this.awaitingLeader = keep;
-      for (const q of expired) this.fail(q.done, "noLeader");
+      for (const q of expired) this.fail(q.done, 'noLeader');
     }
     const cutoff = now - this.limits.requestTimeoutMs;
     for (const [index, p] of this.proposed) {
       if (p.proposedAtMs > cutoff) break; // insertion order is proposal order
       this.proposed.delete(index);
-      this.answerAll(p.dones, "outcomeUnknown");
+      this.answerAll(p.dones, 'outcomeUnknown');
     }
     for (const [id, w] of this.reads) {
       if (w.deadlineMs <= now) {
         this.reads.delete(id);
-        w.fail("readTimeout");
+        w.fail('readTimeout');
       }
     }
     this.checkWindowLease(true);
@@ -584,11 +600,11 @@ export class RaftGroup implements Group {
     const queued = [...this.awaitingLeader, ...this.queued];
     this.awaitingLeader = [];
     this.queued = [];
-    for (const q of queued) this.fail(q.done, "hostFailed");
-    this.failProposed("outcomeUnknown");
+    for (const q of queued) this.fail(q.done, 'hostFailed');
+    this.failProposed('outcomeUnknown');
     for (const [id, w] of this.reads) {
       this.reads.delete(id);
-      w.fail("hostFailed");
+      w.fail('hostFailed');
     }
     this.readsToIssue = [];
     this.readsToRetry = [];
@@ -610,7 +626,7 @@ export class RaftGroup implements Group {
   private unproposable(ops: readonly QueuedOp[]): void {
     if (ops.length === 0) return;
     if (this.node.status().leader !== null) {
-      for (const q of ops) this.fail(q.done, "notLeader");
+      for (const q of ops) this.fail(q.done, 'notLeader');
       return;
     }
     // Any op still waiting arrived before these (waiting ops move to the queue as soon as this node leads).
@@ -630,12 +646,12 @@ export class RaftGroup implements Group {
       this.scheduleTurn();
       return;
     }
-    for (const q of waiting) this.fail(q.done, "notLeader");
+    for (const q of waiting) this.fail(q.done, 'notLeader');
   }
 
   private fail(done: Done, f: RaftGroupFailure): void {
     this.failureCounts[f]++;
-    done({ type: "error", error: ERROR_KEY_OF[f] });
+    done({ type: 'error', error: ERROR_KEY_OF[f] });
   }
 
   private answerAll(dones: readonly Done[], f: RaftGroupFailure): void {
@@ -656,7 +672,7 @@ export class RaftGroup implements Group {
       // Lost leadership (or lost and regained it in a later term): entries
       // proposed in the old term may or may not commit under the next leader.
       this.leaderTerm = -1;
-      this.failProposed("outcomeUnknown");
+      this.failProposed('outcomeUnknown');
       const queued = this.queued;
       this.queued = [];
       this.unproposable(queued); // never proposed: refused, or waiting for the next leader
@@ -690,12 +706,12 @@ export class RaftGroup implements Group {
       const r = this.node.propose(payload);
       if (!r.ok) {
         // Not proposed. (checkLeadership ran this turn, so the node still leads: overloaded or transferring.)
-        if (r.reason === "overloaded") for (const q of batch) this.fail(q.done, "overloaded");
+        if (r.reason === 'overloaded') for (const q of batch) this.fail(q.done, 'overloaded');
         else this.unproposable(batch);
         continue;
       }
-      assert.equal(r.term, this.leaderTerm, "proposal in a term other than the one this node leads");
-      assert.ok(!this.proposed.has(r.index), "two proposals at one index");
+      assert.equal(r.term, this.leaderTerm, 'proposal in a term other than the one this node leads');
+      assert.ok(!this.proposed.has(r.index), 'two proposals at one index');
       this.proposed.set(r.index, { term: r.term, payload, ops, dones: batch.map((q) => q.done), proposedAtMs: this.now() });
       this.proposedOps += batch.length;
       this.counters.entriesProposed++;
@@ -710,11 +726,11 @@ export class RaftGroup implements Group {
     for (const id of ids) {
       if (!this.reads.has(id)) continue;
       // A lease is counted in ticks: while the tick count lags real time, confirm with a ReadIndex round.
-      const mode = this.limits.readMode === "lease" && !this.clockTrusted() ? "safe" : this.limits.readMode;
+      const mode = this.limits.readMode === 'lease' && !this.clockTrusted() ? 'safe' : this.limits.readMode;
       const res = this.node.read(id, mode);
       // No leader known yet, or a new leader before its first commit: try
       // again at a later turn (ticks make turns), bounded by the timeout.
-      if (res !== "ok") this.readsToRetry.push(id);
+      if (res !== 'ok') this.readsToRetry.push(id);
     }
   }
 
@@ -724,13 +740,69 @@ export class RaftGroup implements Group {
     const lease = this.windowLease();
     const changed = lease !== this.lastWindowLease;
     this.lastWindowLease = lease;
-    if (changed || (periodic && lease !== "serve")) for (const l of [...this.windowListeners]) l();
+    if (changed || (periodic && lease !== 'serve')) for (const l of [...this.windowListeners]) l();
+  }
+
+  /**
+   * A snapshot from the leader, into the log store. Restored from staged
+   * chunks (no data in it): without a keyspace the chunks become the
+   * snapshot's data; with one the keyspace holds it already
+   * (beginStagedInstall) and the log records it without data.
+   */
+  private persistSnapshot(snap: Snapshot): void {
+    this.snapshotIndex = snap.meta.index; // a checkpoint completing meanwhile must not snapshot the log below it
+    if (snap.data.length > 0) {
+      this.storage.applySnapshot(snap); // sent whole by an inline transfer
+      return;
+    }
+    if (this.keyspace === null) {
+      const blob = itemsToSnapshot(this.stagedChunks);
+      this.stagedChunks = [];
+      this.installingBlob = blob;
+      this.storage.applySnapshot({ meta: snap.meta, data: blob });
+      return;
+    }
+    assert.ok(this.installingMeta?.index === snap.meta.index, 'a staged snapshot recorded in the log before the keyspace installed it');
+    this.storage.applySnapshot(snap);
+  }
+
+  /** Whether a Ready restoring `snap` must first install it into the keyspace (beginStagedInstall), before the log records it. */
+  needsStagedInstall(snap: Snapshot): boolean {
+    return this.keyspace !== null && snap.data.length === 0 && snap.meta.index > 0;
+  }
+
+  /**
+   * With a keyspace: installs the staged snapshot `meta` into it (one LMDB
+   * transaction; durable when the promise resolves). Until the Ready that
+   * restored it is finished, the state machine reads nothing from the
+   * keyspace (it is detached, empty) and no checkpoint of this group is
+   * taken. The log records the snapshot only after this (persistReady in a
+   * later turn): a crash in between leaves the keyspace ahead of the log,
+   * which the log adopts at restart (keyspace.ts adoptInstalledCheckpoint).
+   */
+  beginStagedInstall(meta: SnapshotMeta): Promise<void> {
+    const ks = this.keyspace;
+    assert.ok(ks !== null && this.installingMeta === null, 'beginStagedInstall: no keyspace, or an install in progress');
+    this.installingMeta = meta;
+    this.snapshotIndex = meta.index;
+    this.sm.clear(); // detached from the keyspace until the install is done
+    return ks.store.installStaged(this.groupId, { appliedIndex: meta.index, appliedTerm: meta.term, conf: meta.conf });
   }
 
   private installSnapshot(rd: Ready): void {
     const snap = rd.snapshot;
     assert.ok(snap !== null);
-    restoreState(this.sm, toBuffer(snap.data));
+    if (this.installingMeta !== null) {
+      assert.equal(this.installingMeta.index, snap.meta.index, 'installed another snapshot than the one persisted');
+      this.installingMeta = null;
+      this.sm.resetToBacking();
+      this.checkpointIndex = snap.meta.index;
+    } else if (this.installingBlob !== null) {
+      restoreState(this.sm, this.installingBlob);
+      this.installingBlob = null;
+    } else {
+      restoreState(this.sm, toBuffer(snap.data));
+    }
     this.applied = snap.meta.index;
     this.snapshotIndex = snap.meta.index;
     this.bytesSinceSnapshot = 0;
@@ -739,7 +811,7 @@ export class RaftGroup implements Group {
     for (const [index, p] of this.proposed) {
       if (index > snap.meta.index) break;
       this.proposed.delete(index);
-      this.answerAll(p.dones, "outcomeUnknown");
+      this.answerAll(p.dones, 'outcomeUnknown');
     }
   }
 
@@ -762,10 +834,10 @@ export class RaftGroup implements Group {
     this.proposed.delete(e.index);
     if (p.term !== e.term) {
       // Another leader's entry took this index: ours was truncated and is never applied.
-      this.answerAll(p.dones, "superseded");
+      this.answerAll(p.dones, 'superseded');
       return;
     }
-    assert.ok(results !== null && results.length === p.dones.length, "applied entry does not match its proposal");
+    assert.ok(results !== null && results.length === p.dones.length, 'applied entry does not match its proposal');
     this.proposedOps -= p.dones.length;
     this.counters.batchesPersisted++;
     this.counters.opsPersisted += p.dones.length;
@@ -788,11 +860,62 @@ export class RaftGroup implements Group {
     this.readsAwaitingApply = waiting;
   }
 
+  // ------------------------------------------------------ snapshot transfers
+
+  /**
+   * The snapshot to send a follower: the keyspace's last checkpoint read in
+   * one LMDB read transaction when it is the group's snapshot (at or past
+   * the log's), else the log's snapshot (in memory).
+   */
+  openSnapshotSource(requested: SnapshotMeta): SnapshotSource {
+    const ks = this.keyspace;
+    if (ks !== null) {
+      const reader = ks.store.openSnapshotReader(this.groupId);
+      const state = reader.state;
+      const usable: boolean = checkpointUsable(state, ks.logStorage);
+      if (state !== undefined && usable) {
+        return {
+          meta: { index: state.appliedIndex, term: state.appliedTerm, conf: state.conf },
+          nextChunk: (bytesMax) => reader.nextChunk(bytesMax),
+          close: () => reader.close(),
+        };
+      }
+      reader.close();
+    }
+    const snap = (ks?.logStorage ?? this.storage).snapshot();
+    assert.ok(snap.meta.index >= requested.index, "the log's snapshot is behind the one Raft asked for");
+    return blobSource(snap);
+  }
+
+  stageSnapshotChunk(data: Uint8Array): Promise<void> {
+    if (this.keyspace !== null) return this.keyspace.store.stageChunk(this.groupId, data);
+    try {
+      for (const item of readItems(data)) void item; // malformed chunks are refused here, not at install
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+    this.stagedChunks.push(data);
+    return Promise.resolve();
+  }
+
+  discardStagedSnapshot(): Promise<void> {
+    this.stagedChunks = [];
+    return this.keyspace === null ? Promise.resolve() : this.keyspace.store.discardStaging(this.groupId);
+  }
+
+  snapshotStaged(from: NodeId, term: number, meta: SnapshotMeta): boolean {
+    const m = newMessage('snapshot', from, this.node.id, term);
+    m.snapshotMeta = meta;
+    this.node.step(m);
+    this.scheduleTurn();
+    return this.node.pendingSnapshotIndex() === meta.index;
+  }
+
   // ------------------------------------------------------------ checkpoints
 
   /** With a keyspace: whether this group is past a threshold (entries or bytes applied since its last checkpoint). */
   checkpointDue(): boolean {
-    if (this.keyspace === null || this.checkpointInFlight !== null) return false;
+    if (this.keyspace === null || this.checkpointInFlight !== null || this.installingMeta !== null) return false;
     return this.applied - this.checkpointIndex >= this.limits.snapshotEntries || this.bytesSinceSnapshot >= this.limits.snapshotBytes;
   }
 
@@ -803,7 +926,8 @@ export class RaftGroup implements Group {
    * out only persisted entries to apply), so a restart can replay from it.
    */
   beginCheckpoint(): KeyspaceCheckpointItem | null {
-    if (this.keyspace === null || this.checkpointInFlight !== null || this.failedHost) return null;
+    // Not while a staged snapshot is installed: the detached state machine would write a clear over it.
+    if (this.keyspace === null || this.checkpointInFlight !== null || this.failedHost || this.installingMeta !== null) return null;
     if (this.applied === this.checkpointIndex && this.sm.keysInMemory === 0) return null;
     const term = this.storage.term(this.applied);
     assert.ok(term !== undefined, `group ${this.groupId}: no term for the applied index ${this.applied}`);
@@ -835,7 +959,7 @@ export class RaftGroup implements Group {
     // A snapshot received meanwhile may have moved the log past the checkpoint.
     if (index <= this.snapshotIndex) return;
     this.storage.createSnapshot(index, item.conf, EMPTY_DATA);
-    const compactTo = index - this.limits.logKeepEntries;
+    const compactTo = Math.min(index - this.limits.logKeepEntries, this.snapshotSendFloor());
     if (compactTo >= this.storage.firstIndex()) this.storage.compact(compactTo);
     this.snapshotIndex = index;
     this.counters.snapshotsCreated++;
@@ -849,7 +973,7 @@ export class RaftGroup implements Group {
     if (since < this.limits.snapshotEntries && this.bytesSinceSnapshot < this.limits.snapshotBytes) return;
     const index = this.applied;
     this.storage.createSnapshot(index, this.node.confStateAt(index), snapshotState(this.sm));
-    const compactTo = index - this.limits.logKeepEntries;
+    const compactTo = Math.min(index - this.limits.logKeepEntries, this.snapshotSendFloor());
     if (compactTo >= this.storage.firstIndex()) this.storage.compact(compactTo);
     this.snapshotIndex = index;
     this.bytesSinceSnapshot = 0;
@@ -860,6 +984,29 @@ export class RaftGroup implements Group {
 
 const EMPTY_DATA = new Uint8Array(0);
 
+/** A snapshot kept whole in memory (the log's), read in chunks of items. */
+function blobSource(snap: Snapshot): SnapshotSource {
+  const reader = snap.data.length === 0 ? null : new BlobItemReader(toBuffer(snap.data));
+  let held: SnapshotItem | null = null;
+  return {
+    meta: snap.meta,
+    nextChunk: (bytesMax) => {
+      const out = new ChunkWriter(bytesMax);
+      for (;;) {
+        const item = held ?? (reader === null ? null : reader.next());
+        held = null;
+        if (item === null) return { data: out.take(), last: true };
+        if (!out.fits(item.key, item.record)) {
+          held = item;
+          return { data: out.take(), last: false };
+        }
+        out.push(item.kind, item.key, item.record);
+      }
+    },
+    close: () => undefined,
+  };
+}
+
 function toBuffer(data: Uint8Array): Buffer {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
@@ -867,33 +1014,33 @@ function toBuffer(data: Uint8Array): Buffer {
 /** Rough encoded size of an op, to cut a turn's ops into entries of about ENTRY_BYTES_MAX. */
 function opBytesEstimate(op: Op): number {
   switch (op.type) {
-    case "incrby":
+    case 'incrby':
       return 16 + op.key.length;
-    case "incrbyfloat":
+    case 'incrbyfloat':
       return 16 + op.key.length + op.increment.length;
-    case "set":
+    case 'set':
       return 16 + op.key.length + op.value.length;
-    case "mset": {
+    case 'mset': {
       let n = 8;
       for (const k of op.keys) n += 4 + k.length;
       for (const v of op.values) n += 4 + v.length;
       return n;
     }
-    case "del": {
+    case 'del': {
       let n = 8;
       for (const k of op.keys) n += 4 + k.length;
       return n;
     }
-    case "flushall":
+    case 'flushall':
       return 8;
-    case "seqcreate":
-    case "adopt":
+    case 'seqcreate':
+    case 'adopt':
       return 96 + op.key.length;
-    case "seqnext":
+    case 'seqnext':
       return 64 + op.key.length + (op.token === null ? 0 : op.token.length);
-    case "reserve":
+    case 'reserve':
       return 32 + op.key.length + op.id.length;
-    case "token":
+    case 'token':
       return 128 + op.key.length + op.token.length;
   }
 }

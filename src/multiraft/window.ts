@@ -25,9 +25,7 @@ import type { OpResult } from '../sequencer/state-machine.js';
 import type { Group } from './group.js';
 import { DEFAULT_REQUEST_TIMEOUT_MS } from './raft-group.js';
 
-export type Allocation =
-  | { readonly ok: true; readonly first: bigint; readonly last: bigint }
-  | { readonly ok: false; readonly error: ErrorKey | 'retry' };
+export type Allocation = { readonly ok: true; readonly first: bigint; readonly last: bigint } | { readonly ok: false; readonly error: ErrorKey | 'retry' };
 
 interface Request {
   readonly count: bigint;
@@ -224,10 +222,10 @@ export class WindowAllocator {
     }
   }
 
-  private reserve(key: string, w: KeyWindow, seq: Sequence, minCount: bigint): void {
+  private reserve(key: string, w: KeyWindow, seq: Sequence, countMin: bigint): void {
     w.reserving = true;
     this.reservations++;
-    this.group.propose({ type: 'reserve', key, id: w.seqId, minCount }, (result: OpResult) => {
+    this.group.propose({ type: 'reserve', key, id: w.seqId, countMin }, (result: OpResult) => {
       w.reserving = false;
       if (this.windows.get(key) !== w) return; // reset meanwhile; its requests were answered
       if (result.type === 'range') {

@@ -2,10 +2,10 @@
 // that results from the change (so that applying it, or rolling it back when
 // the entry is truncated, needs no other context).
 
-import assert from "node:assert/strict";
-import { ConfState, NodeId } from "./types.js";
+import assert from 'node:assert/strict';
+import { ConfState, NodeId } from './types.js';
 
-export type ConfChangeOp = "addLearner" | "promote" | "remove";
+export type ConfChangeOp = 'addLearner' | 'promote' | 'remove';
 
 export interface ConfChange {
   readonly op: ConfChangeOp;
@@ -20,15 +20,15 @@ export function encodeConfState(conf: ConfState): Uint8Array {
 }
 
 function isStringArray(v: unknown): v is string[] {
-  return Array.isArray(v) && v.every((x) => typeof x === "string");
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
 }
 
 export function decodeConfState(data: Uint8Array): ConfState {
   const parsed: unknown = JSON.parse(decoder.decode(data));
-  assert.ok(typeof parsed === "object" && parsed !== null, "conf change payload is not an object");
-  const voters: unknown = Reflect.get(parsed, "voters");
-  const learners: unknown = Reflect.get(parsed, "learners");
-  assert.ok(isStringArray(voters) && isStringArray(learners), "conf change payload malformed");
+  assert.ok(typeof parsed === 'object' && parsed !== null, 'conf change payload is not an object');
+  const voters: unknown = Reflect.get(parsed, 'voters');
+  const learners: unknown = Reflect.get(parsed, 'learners');
+  assert.ok(isStringArray(voters) && isStringArray(learners), 'conf change payload malformed');
   return { voters, learners };
 }
 
@@ -37,15 +37,15 @@ export function applyConfChange(conf: ConfState, cc: ConfChange): ConfState | st
   const isVoter = conf.voters.includes(cc.nodeId);
   const isLearner = conf.learners.includes(cc.nodeId);
   switch (cc.op) {
-    case "addLearner":
+    case 'addLearner':
       if (isVoter || isLearner) return `${cc.nodeId} is already a member`;
       return { voters: conf.voters, learners: [...conf.learners, cc.nodeId] };
-    case "promote":
+    case 'promote':
       if (!isLearner) return `${cc.nodeId} is not a learner`;
       return { voters: [...conf.voters, cc.nodeId], learners: conf.learners.filter((n) => n !== cc.nodeId) };
-    case "remove":
+    case 'remove':
       if (!isVoter && !isLearner) return `${cc.nodeId} is not a member`;
-      if (isVoter && conf.voters.length === 1) return "cannot remove the last voter";
+      if (isVoter && conf.voters.length === 1) return 'cannot remove the last voter';
       return {
         voters: conf.voters.filter((n) => n !== cc.nodeId),
         learners: conf.learners.filter((n) => n !== cc.nodeId),

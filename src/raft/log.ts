@@ -2,9 +2,9 @@
 // advance() confirmed) followed by an unstable in-memory suffix that has been
 // (or will be) handed to the application to persist.
 
-import assert from "node:assert/strict";
-import { Storage } from "./storage.js";
-import { Entry, Snapshot, assertIndex, entrySizeBytes } from "./types.js";
+import assert from 'node:assert/strict';
+import { Storage } from './storage.js';
+import { Entry, Snapshot, assertIndex, entrySizeBytes } from './types.js';
 
 export class RaftLog {
   readonly storage: Storage;
@@ -30,7 +30,7 @@ export class RaftLog {
     // The application restores its state from the snapshot, which may be newer
     // than the first entry still kept in the log.
     const snapIndex = storage.snapshot().meta.index;
-    assert.ok(snapIndex >= storage.firstIndex() - 1, "storage compacted beyond its snapshot");
+    assert.ok(snapIndex >= storage.firstIndex() - 1, 'storage compacted beyond its snapshot');
     this.applied = snapIndex;
     assert.ok(committed <= last, `hard state commit ${committed} beyond last index ${last}`);
     this.committed = Math.max(committed, snapIndex);
@@ -63,7 +63,7 @@ export class RaftLog {
 
   lastTerm(): number {
     const t = this.term(this.lastIndex());
-    assert.ok(t !== undefined, "term of last index unavailable");
+    assert.ok(t !== undefined, 'term of last index unavailable');
     return t;
   }
 
@@ -77,8 +77,8 @@ export class RaftLog {
     return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex());
   }
 
-  /** Entries in [lo, hi) limited to maxBytes (at least one entry if lo < hi). */
-  slice(lo: number, hi: number, maxBytes: number): Entry[] {
+  /** Entries in [lo, hi) limited to bytesMax (at least one entry if lo < hi). */
+  slice(lo: number, hi: number, bytesMax: number): Entry[] {
     if (lo < this.firstIndex()) assert.fail(`slice lo ${lo} compacted (first ${this.firstIndex()})`);
     if (hi > this.lastIndex() + 1) assert.fail(`slice hi ${hi} beyond last ${this.lastIndex()}`);
     if (lo >= hi) return [];
@@ -86,7 +86,7 @@ export class RaftLog {
     let bytes = 0;
     if (lo < this.unstableOffset) {
       const stableHi = Math.min(hi, this.unstableOffset);
-      out = this.storage.entries(lo, stableHi, maxBytes);
+      out = this.storage.entries(lo, stableHi, bytesMax);
       if (out.length < stableHi - lo) return out;
       for (const e of out) bytes += entrySizeBytes(e);
       if (stableHi === hi) return out;
@@ -98,7 +98,7 @@ export class RaftLog {
     for (let k = from; k < to; k++) {
       const e = this.unstableEntries[k] as Entry;
       bytes += entrySizeBytes(e);
-      if (out.length > 0 && bytes > maxBytes) break;
+      if (out.length > 0 && bytes > bytesMax) break;
       out.push(e);
     }
     return out;
@@ -127,7 +127,7 @@ export class RaftLog {
       this.entriesInProgressIndex = Math.min(this.entriesInProgressIndex, first - 1);
     }
     const last = this.lastIndex();
-    assertIndex(last, "last index");
+    assertIndex(last, 'last index');
   }
 
   /**
@@ -158,7 +158,7 @@ export class RaftLog {
   commitTo(i: number): void {
     if (i <= this.committed) return;
     if (i > this.lastIndex()) assert.fail(`commit ${i} beyond last index ${this.lastIndex()}`);
-    assertIndex(i, "commit");
+    assertIndex(i, 'commit');
     this.committed = i;
   }
 
@@ -194,7 +194,7 @@ export class RaftLog {
 
   /** Install a snapshot received from the leader: the whole log is replaced. */
   restore(snap: Snapshot): void {
-    assert.ok(snap.meta.index > this.committed, "restore of a snapshot not newer than commit");
+    assert.ok(snap.meta.index > this.committed, 'restore of a snapshot not newer than commit');
     this.unstableSnapshot = snap;
     this.snapshotInProgress = false;
     this.unstableEntries = [];
@@ -213,10 +213,10 @@ export class RaftLog {
     return this.applicableIndex() > this.applied;
   }
 
-  takeCommittedEntries(maxBytes: number): Entry[] {
+  takeCommittedEntries(bytesMax: number): Entry[] {
     const hi = this.applicableIndex();
     if (hi <= this.applied) return [];
-    const out = this.slice(this.applied + 1, hi + 1, maxBytes);
+    const out = this.slice(this.applied + 1, hi + 1, bytesMax);
     this.applied += out.length;
     return out;
   }

@@ -20,31 +20,19 @@
 // (Raft thesis 10.2.1); the leader counts itself toward commit only up to the
 // index advance() confirmed durable.
 
-import assert from "node:assert/strict";
-import { ConfChange, applyConfChange, decodeConfState, encodeConfState } from "./confchange.js";
-import { RaftLog } from "./log.js";
-import { Progress, ProgressState } from "./progress.js";
-import { Storage } from "./storage.js";
-import {
-  ConfState,
-  Entry,
-  EntryType,
-  HardState,
-  Message,
-  MessageType,
-  NodeId,
-  ReadState,
-  Snapshot,
-  SnapshotMeta,
-  assertIndex,
-  newMessage,
-} from "./types.js";
+import assert from 'node:assert/strict';
+import { ConfChange, applyConfChange, decodeConfState, encodeConfState } from './confchange.js';
+import { RaftLog } from './log.js';
+import { Progress, ProgressState } from './progress.js';
+import { InlineSnapshotAssembler, externalSnapshotRequest, inlineChunkMessage, type SnapshotTransferMode } from './snapshot-stream.js';
+import { Storage } from './storage.js';
+import { ConfState, Entry, EntryType, HardState, Message, MessageType, NodeId, ReadState, Snapshot, SnapshotMeta, assertIndex, newMessage } from './types.js';
 
 export const Role = {
-  Follower: "follower",
-  PreCandidate: "preCandidate",
-  Candidate: "candidate",
-  Leader: "leader",
+  Follower: 'follower',
+  PreCandidate: 'preCandidate',
+  Candidate: 'candidate',
+  Leader: 'leader',
 } as const;
 export type Role = (typeof Role)[keyof typeof Role];
 
@@ -59,15 +47,22 @@ export interface RaftConfig {
   readonly preVote?: boolean;
   readonly checkQuorum?: boolean;
   /** Max bytes of entries in one append message (at least one entry is always sent). */
-  readonly maxAppendBytes?: number;
+  readonly appendBytesMax?: number;
   /** Max append messages in flight to one follower (pipelining window). */
-  readonly maxInflightAppends?: number;
+  readonly inflightAppendsMax?: number;
   /** Max entries appended but not yet committed; propose() refuses beyond it. */
-  readonly maxUncommittedEntries?: number;
+  readonly uncommittedEntriesMax?: number;
   /** Max bytes of committed entries handed out in one Ready. */
-  readonly maxApplyBytes?: number;
-  /** Bytes of snapshot data per snapshot message. */
+  readonly applyBytesMax?: number;
+  /** Bytes of snapshot data per snapshot message (inline transfer). */
   readonly snapshotChunkBytes?: number;
+  /**
+   * Who moves snapshot data to a follower (see snapshot-stream.ts): the node
+   * itself in messages ("inline", the default), or the application
+   * ("external": the node asks with a meta-only "snapshot" message and is
+   * told the outcome through reportSnapshot).
+   */
+  readonly snapshotTransfer?: SnapshotTransferMode;
   /**
    * Bound on clock drift between members over one election timeout, in ticks.
    * A lease read is served only if a quorum acknowledged a message sent less
@@ -80,7 +75,7 @@ export interface RaftConfig {
    */
   readonly appendRetransmitTicks?: number;
   /** A learner may be promoted only if its match index is within this many entries of the leader's last index. */
-  readonly maxPromoteLagEntries?: number;
+  readonly promoteLagEntriesMax?: number;
 }
 
 /** Documented defaults of every RaftConfig limit. */
@@ -89,13 +84,14 @@ export const RAFT_DEFAULTS = {
   heartbeatIntervalTicks: 1,
   preVote: true,
   checkQuorum: true,
-  maxAppendBytes: 1024 * 1024,
-  maxInflightAppends: 64,
-  maxUncommittedEntries: 8192,
-  maxApplyBytes: 64 * 1024 * 1024,
+  appendBytesMax: 1024 * 1024,
+  inflightAppendsMax: 64,
+  uncommittedEntriesMax: 8192,
+  applyBytesMax: 64 * 1024 * 1024,
   snapshotChunkBytes: 256 * 1024,
+  snapshotTransfer: 'inline',
   leaseClockDriftTicks: 2,
-  maxPromoteLagEntries: 64,
+  promoteLagEntriesMax: 64,
   appendRetransmitTicks: 5,
 } as const;
 
@@ -118,9 +114,14 @@ export interface Ready {
 
 export type ProposeResult =
   | { readonly ok: true; readonly index: number; readonly term: number }
-  | { readonly ok: false; readonly reason: "notLeader" | "transferring" | "overloaded" | "confChangePending" | "invalid"; readonly leader: NodeId | null; readonly detail?: string };
+  | {
+      readonly ok: false;
+      readonly reason: 'notLeader' | 'transferring' | 'overloaded' | 'confChangePending' | 'invalid';
+      readonly leader: NodeId | null;
+      readonly detail?: string;
+    };
 
-export type ReadResult = "ok" | "notLeader" | "notReady";
+export type ReadResult = 'ok' | 'notLeader' | 'notReady';
 
 export interface RaftStatus {
   readonly id: NodeId;
@@ -144,14 +145,6 @@ interface PendingRead {
   readonly from: NodeId;
 }
 
-interface IncomingSnapshot {
-  readonly term: number;
-  readonly leader: NodeId;
-  readonly meta: SnapshotMeta;
-  readonly chunks: Uint8Array[];
-  received: number;
-}
-
 interface OutstandingReady {
   readonly lastEntryIndex: number;
   readonly lastEntryTerm: number;
@@ -168,13 +161,14 @@ export class RaftNode {
   private readonly heartbeatIntervalTicks: number;
   private readonly preVote: boolean;
   private readonly checkQuorum: boolean;
-  private readonly maxAppendBytes: number;
-  private readonly maxInflightAppends: number;
-  private readonly maxUncommittedEntries: number;
-  private readonly maxApplyBytes: number;
+  private readonly appendBytesMax: number;
+  private readonly inflightAppendsMax: number;
+  private readonly uncommittedEntriesMax: number;
+  private readonly applyBytesMax: number;
   private readonly snapshotChunkBytes: number;
+  private readonly snapshotTransfer: SnapshotTransferMode;
   private readonly leaseClockDriftTicks: number;
-  private readonly maxPromoteLagEntries: number;
+  private readonly promoteLagEntriesMax: number;
   private readonly appendRetransmitTicks: number;
 
   readonly log: RaftLog;
@@ -218,7 +212,7 @@ export class RaftNode {
   private readStates: ReadState[] = [];
   private droppedReads: number[] = [];
 
-  private incomingSnapshot: IncomingSnapshot | null = null;
+  private readonly incomingSnapshot = new InlineSnapshotAssembler();
 
   /** Messages safe to send now. */
   private msgs: Message[] = [];
@@ -236,21 +230,22 @@ export class RaftNode {
     this.heartbeatIntervalTicks = cfg.heartbeatIntervalTicks ?? RAFT_DEFAULTS.heartbeatIntervalTicks;
     this.preVote = cfg.preVote ?? RAFT_DEFAULTS.preVote;
     this.checkQuorum = cfg.checkQuorum ?? RAFT_DEFAULTS.checkQuorum;
-    this.maxAppendBytes = cfg.maxAppendBytes ?? RAFT_DEFAULTS.maxAppendBytes;
-    this.maxInflightAppends = cfg.maxInflightAppends ?? RAFT_DEFAULTS.maxInflightAppends;
-    this.maxUncommittedEntries = cfg.maxUncommittedEntries ?? RAFT_DEFAULTS.maxUncommittedEntries;
-    this.maxApplyBytes = cfg.maxApplyBytes ?? RAFT_DEFAULTS.maxApplyBytes;
+    this.appendBytesMax = cfg.appendBytesMax ?? RAFT_DEFAULTS.appendBytesMax;
+    this.inflightAppendsMax = cfg.inflightAppendsMax ?? RAFT_DEFAULTS.inflightAppendsMax;
+    this.uncommittedEntriesMax = cfg.uncommittedEntriesMax ?? RAFT_DEFAULTS.uncommittedEntriesMax;
+    this.applyBytesMax = cfg.applyBytesMax ?? RAFT_DEFAULTS.applyBytesMax;
     this.snapshotChunkBytes = cfg.snapshotChunkBytes ?? RAFT_DEFAULTS.snapshotChunkBytes;
+    this.snapshotTransfer = cfg.snapshotTransfer ?? RAFT_DEFAULTS.snapshotTransfer;
     this.leaseClockDriftTicks = cfg.leaseClockDriftTicks ?? RAFT_DEFAULTS.leaseClockDriftTicks;
-    this.maxPromoteLagEntries = cfg.maxPromoteLagEntries ?? RAFT_DEFAULTS.maxPromoteLagEntries;
+    this.promoteLagEntriesMax = cfg.promoteLagEntriesMax ?? RAFT_DEFAULTS.promoteLagEntriesMax;
     this.appendRetransmitTicks = cfg.appendRetransmitTicks ?? RAFT_DEFAULTS.appendRetransmitTicks;
     assert.ok(this.heartbeatIntervalTicks >= 1 && this.electionTimeoutTicks > this.heartbeatIntervalTicks);
     assert.ok(this.leaseClockDriftTicks >= 0 && this.leaseClockDriftTicks < this.electionTimeoutTicks);
-    assert.ok(this.snapshotChunkBytes >= 1 && this.maxInflightAppends >= 1);
+    assert.ok(this.snapshotChunkBytes >= 1 && this.inflightAppendsMax >= 1);
 
     const storage = cfg.storage;
     const { hardState, snapshotConf } = storage.initialState();
-    assertIndex(hardState.term, "term");
+    assertIndex(hardState.term, 'term');
     this.term = hardState.term;
     this.vote = hardState.vote;
     this.lastHardState = hardState;
@@ -282,27 +277,27 @@ export class RaftNode {
   }
 
   step(m: Message): void {
-    assert.equal(m.to, this.id, "message for another node");
-    assertIndex(m.term, "message term");
+    assert.equal(m.to, this.id, 'message for another node');
+    assertIndex(m.term, 'message term');
     if (m.term > this.term) {
-      if ((m.type === "vote" || m.type === "preVote") && !m.transfer && this.inLease()) {
+      if ((m.type === 'vote' || m.type === 'preVote') && !m.transfer && this.inLease()) {
         return; // we heard from a leader recently: do not help depose it
       }
-      if (m.type === "preVote") {
+      if (m.type === 'preVote') {
         // Pre-vote never changes our term.
-      } else if (m.type === "preVoteResp" && !m.reject) {
+      } else if (m.type === 'preVoteResp' && !m.reject) {
         // Granted pre-votes carry the future term we asked about.
-      } else if (m.type === "append" || m.type === "heartbeat" || m.type === "snapshot") {
+      } else if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') {
         this.becomeFollower(m.term, m.from);
       } else {
         this.becomeFollower(m.term, null);
       }
     } else if (m.term < this.term) {
-      if (m.type === "append" || m.type === "heartbeat") {
+      if (m.type === 'append' || m.type === 'heartbeat') {
         // A stale leader: tell it our term so it steps down.
-        this.sendHeld(newMessage("appendResp", this.id, m.from, this.term));
-      } else if (m.type === "preVote") {
-        const r = newMessage("preVoteResp", this.id, m.from, this.term);
+        this.sendHeld(newMessage('appendResp', this.id, m.from, this.term));
+      } else if (m.type === 'preVote') {
+        const r = newMessage('preVoteResp', this.id, m.from, this.term);
         r.reject = true;
         this.msgs.push(r);
       }
@@ -310,21 +305,21 @@ export class RaftNode {
     }
 
     switch (m.type) {
-      case "preVote":
-      case "vote":
+      case 'preVote':
+      case 'vote':
         this.handleVoteRequest(m);
         return;
-      case "timeoutNow":
+      case 'timeoutNow':
         if (this.promotable() && this.role !== Role.Leader) this.campaign(false, true);
         return;
-      case "readIndexResp":
+      case 'readIndexResp':
         // Confirmed by the leader of this term after the request was made: valid whatever our role is now.
         if (m.reject) this.droppedReads.push(m.requestId);
         else this.readStates.push({ requestId: m.requestId, index: m.index });
         return;
-      case "readIndex":
+      case 'readIndex':
         if (this.role !== Role.Leader) {
-          const r = newMessage("readIndexResp", this.id, m.from, this.term);
+          const r = newMessage('readIndexResp', this.id, m.from, this.term);
           r.requestId = m.requestId;
           r.reject = true;
           this.msgs.push(r);
@@ -361,14 +356,14 @@ export class RaftNode {
 
   /** Propose a single-server membership change (one at a time). */
   proposeConfChange(cc: ConfChange): ProposeResult {
-    if (this.role !== Role.Leader) return { ok: false, reason: "notLeader", leader: this.leader };
-    if (this.pendingConfIndex > this.log.committed) return { ok: false, reason: "confChangePending", leader: this.id };
+    if (this.role !== Role.Leader) return { ok: false, reason: 'notLeader', leader: this.leader };
+    if (this.pendingConfIndex > this.log.committed) return { ok: false, reason: 'confChangePending', leader: this.id };
     const next = applyConfChange(this.currentConf(), cc);
-    if (typeof next === "string") return { ok: false, reason: "invalid", leader: this.id, detail: next };
-    if (cc.op === "promote") {
+    if (typeof next === 'string') return { ok: false, reason: 'invalid', leader: this.id, detail: next };
+    if (cc.op === 'promote') {
       const pr = this.progress.get(cc.nodeId);
-      if (pr === undefined || pr.match + this.maxPromoteLagEntries < this.log.lastIndex()) {
-        return { ok: false, reason: "invalid", leader: this.id, detail: `${cc.nodeId} has not caught up` };
+      if (pr === undefined || pr.match + this.promoteLagEntriesMax < this.log.lastIndex()) {
+        return { ok: false, reason: 'invalid', leader: this.id, detail: `${cc.nodeId} has not caught up` };
       }
     }
     return this.proposeEntry(EntryType.ConfChange, encodeConfState(next));
@@ -380,13 +375,13 @@ export class RaftNode {
    * back to ReadIndex. The answer arrives as a ReadState in a later Ready
    * (possibly the next one), or the id appears in Ready.droppedReads.
    */
-  read(requestId: number, mode: "safe" | "lease" = "safe"): ReadResult {
+  read(requestId: number, mode: 'safe' | 'lease' = 'safe'): ReadResult {
     if (this.role !== Role.Leader) {
-      if (this.leader === null) return "notLeader";
-      const m = newMessage("readIndex", this.id, this.leader, this.term);
+      if (this.leader === null) return 'notLeader';
+      const m = newMessage('readIndex', this.id, this.leader, this.term);
       m.requestId = requestId;
       this.msgs.push(m);
-      return "ok";
+      return 'ok';
     }
     return this.leaderRead(requestId, this.id, mode);
   }
@@ -419,7 +414,7 @@ export class RaftNode {
   }
 
   ready(): Ready {
-    assert.equal(this.outstanding, null, "ready() called before advance() of the previous Ready");
+    assert.equal(this.outstanding, null, 'ready() called before advance() of the previous Ready');
     if (this.role === Role.Leader && this.needBroadcast) this.broadcastAppend();
     const hardState = this.hardStateChanged() ? { term: this.term, vote: this.vote, commit: this.log.committed } : null;
     if (hardState !== null) this.lastHardState = hardState;
@@ -429,7 +424,7 @@ export class RaftNode {
       this.log.snapshotInProgress = true;
     }
     const entries = this.log.takeUnstableEntries();
-    const committedEntries = this.log.takeCommittedEntries(this.maxApplyBytes);
+    const committedEntries = this.log.takeCommittedEntries(this.applyBytesMax);
     const messages = this.msgs;
     this.msgs = [];
     const persists = hardState !== null || snapshot !== null || entries.length > 0;
@@ -456,7 +451,7 @@ export class RaftNode {
   /** Confirms that everything the last Ready asked to persist is durable. */
   advance(): void {
     const o = this.outstanding;
-    assert.ok(o !== null, "advance() without ready()");
+    assert.ok(o !== null, 'advance() without ready()');
     this.outstanding = null;
     if (o.snapshotIndex > 0) this.log.stableSnapshotTo(o.snapshotIndex);
     if (o.lastEntryIndex > 0) this.log.stableTo(o.lastEntryIndex, o.lastEntryTerm);
@@ -570,9 +565,9 @@ export class RaftNode {
   }
 
   private resetTerm(term: number): void {
-    assertIndex(term, "term");
+    assertIndex(term, 'term');
     if (term !== this.term) {
-      assert.ok(term > this.term, "term went backwards");
+      assert.ok(term > this.term, 'term went backwards');
       this.term = term;
       this.vote = null;
     }
@@ -618,14 +613,14 @@ export class RaftNode {
   }
 
   private becomeLeader(): void {
-    assert.ok(this.role === Role.Candidate, "only a candidate becomes leader");
+    assert.ok(this.role === Role.Candidate, 'only a candidate becomes leader');
     this.resetTerm(this.term);
     this.role = Role.Leader;
     this.leader = this.id;
     this.leaderSinceTick = this.tickCount;
     const last = this.log.lastIndex();
-    for (const p of this.voters) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, false));
-    for (const p of this.learners) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, true));
+    for (const p of this.voters) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.inflightAppendsMax, false));
+    for (const p of this.learners) if (p !== this.id) this.progress.set(p, new Progress(last + 1, this.inflightAppendsMax, true));
     // Membership changes still uncommitted in our log must commit before a new one.
     this.pendingConfIndex = last;
     // The no-op of this term: nothing is served from this term before it commits.
@@ -640,14 +635,14 @@ export class RaftNode {
     if (usePreVote) {
       this.becomePreCandidate();
       voteTerm = this.term + 1;
-      type = "preVote";
+      type = 'preVote';
     } else {
       this.becomeCandidate();
       voteTerm = this.term;
-      type = "vote";
+      type = 'vote';
     }
     this.votes.set(this.id, true);
-    if (this.pollResult() === "won") {
+    if (this.pollResult() === 'won') {
       if (usePreVote) this.campaign(false, false);
       else this.becomeLeader();
       return;
@@ -666,7 +661,7 @@ export class RaftNode {
     }
   }
 
-  private pollResult(): "won" | "lost" | "pending" {
+  private pollResult(): 'won' | 'lost' | 'pending' {
     let granted = 0;
     let rejected = 0;
     for (const v of this.voters) {
@@ -675,17 +670,16 @@ export class RaftNode {
       else if (g === false) rejected++;
     }
     const q = (this.voters.length >> 1) + 1;
-    if (granted >= q) return "won";
-    if (rejected >= q) return "lost";
-    return "pending";
+    if (granted >= q) return 'won';
+    if (rejected >= q) return 'lost';
+    return 'pending';
   }
 
   private handleVoteRequest(m: Message): void {
-    const isPre = m.type === "preVote";
-    const canVote =
-      this.vote === m.from || (this.vote === null && this.leader === null) || (isPre && m.term > this.term);
+    const isPre = m.type === 'preVote';
+    const canVote = this.vote === m.from || (this.vote === null && this.leader === null) || (isPre && m.term > this.term);
     const grant = canVote && this.log.isUpToDate(m.index, m.logTerm);
-    const r = newMessage(isPre ? "preVoteResp" : "voteResp", this.id, m.from, grant ? m.term : this.term);
+    const r = newMessage(isPre ? 'preVoteResp' : 'voteResp', this.id, m.from, grant ? m.term : this.term);
     r.reject = !grant;
     if (isPre) {
       this.msgs.push(r);
@@ -724,7 +718,7 @@ export class RaftNode {
       this.heartbeatElapsed = 0;
       this.broadcastHeartbeat();
       for (const [id, pr] of this.progress) {
-        if (pr.state === ProgressState.Snapshot && this.tickCount - pr.snapshotSentTick >= this.appendRetransmitTicks) {
+        if (this.snapshotTransfer === 'inline' && pr.state === ProgressState.Snapshot && this.tickCount - pr.snapshotSentTick >= this.appendRetransmitTicks) {
           this.sendSnapshotChunk(id, pr); // the previous chunk or its ack was lost
         }
       }
@@ -748,10 +742,10 @@ export class RaftNode {
   // ----------------------------------------------------------------- leader
 
   private proposeEntry(type: EntryType, data: Uint8Array): ProposeResult {
-    if (this.role !== Role.Leader) return { ok: false, reason: "notLeader", leader: this.leader };
-    if (this.leadTransferee !== null) return { ok: false, reason: "transferring", leader: this.id };
+    if (this.role !== Role.Leader) return { ok: false, reason: 'notLeader', leader: this.leader };
+    if (this.leadTransferee !== null) return { ok: false, reason: 'transferring', leader: this.id };
     const last = this.log.lastIndex();
-    if (last - this.log.committed >= this.maxUncommittedEntries) return { ok: false, reason: "overloaded", leader: this.id };
+    if (last - this.log.committed >= this.uncommittedEntriesMax) return { ok: false, reason: 'overloaded', leader: this.id };
     const index = last + 1;
     this.appendLocal([{ term: this.term, index, type, data }]);
     if (type === EntryType.ConfChange) this.pendingConfIndex = index;
@@ -761,28 +755,28 @@ export class RaftNode {
 
   private stepLeader(m: Message): void {
     switch (m.type) {
-      case "appendResp":
+      case 'appendResp':
         this.handleAppendResp(m);
         return;
-      case "heartbeatResp":
+      case 'heartbeatResp':
         this.handleHeartbeatResp(m);
         return;
-      case "snapshotResp":
+      case 'snapshotResp':
         this.handleSnapshotResp(m);
         return;
-      case "readIndex": {
-        const res = this.leaderRead(m.requestId, m.from, "safe");
-        if (res !== "ok") {
-          const r = newMessage("readIndexResp", this.id, m.from, this.term);
+      case 'readIndex': {
+        const res = this.leaderRead(m.requestId, m.from, 'safe');
+        if (res !== 'ok') {
+          const r = newMessage('readIndexResp', this.id, m.from, this.term);
           r.requestId = m.requestId;
           r.reject = true;
           this.msgs.push(r);
         }
         return;
       }
-      case "append":
-      case "heartbeat":
-      case "snapshot":
+      case 'append':
+      case 'heartbeat':
+      case 'snapshot':
         assert.fail(`two leaders in term ${this.term}: ${this.id} and ${m.from}`);
         return;
       default:
@@ -903,7 +897,7 @@ export class RaftNode {
   /** The value a quorum of the entries in `a` reaches (k-th largest, k = majority). */
   private quorumValue(a: number[]): number {
     a.sort((x, y) => y - x);
-    return a[(a.length >> 1)] as number;
+    return a[a.length >> 1] as number;
   }
 
   private broadcastAppend(): void {
@@ -913,7 +907,7 @@ export class RaftNode {
 
   private broadcastHeartbeat(): void {
     for (const [id, pr] of this.progress) {
-      const m = newMessage("heartbeat", this.id, id, this.term);
+      const m = newMessage('heartbeat', this.id, id, this.term);
       m.commit = Math.min(pr.match, this.log.committed);
       m.readSeq = this.readSeq;
       m.sentTick = this.tickCount;
@@ -923,7 +917,7 @@ export class RaftNode {
 
   /**
    * Send what `to` is missing, as many append messages as the inflight window
-   * and maxAppendBytes allow. `force`: send even an empty append (a probe, or
+   * and appendBytesMax allow. `force`: send even an empty append (a probe, or
    * to carry the commit index).
    */
   private sendAppend(to: NodeId, pr: Progress, force: boolean): void {
@@ -938,8 +932,8 @@ export class RaftNode {
       }
       const hasEntries = pr.next <= last;
       if (!hasEntries && !force && pr.commitSent >= this.log.committed) return;
-      const entries = hasEntries ? this.log.slice(pr.next, last + 1, this.maxAppendBytes) : [];
-      const m = newMessage("append", this.id, to, this.term);
+      const entries = hasEntries ? this.log.slice(pr.next, last + 1, this.appendBytesMax) : [];
+      const m = newMessage('append', this.id, to, this.term);
       m.index = prevIndex;
       m.logTerm = prevTerm;
       m.entries = entries;
@@ -962,49 +956,67 @@ export class RaftNode {
 
   private startSnapshot(to: NodeId, pr: Progress): void {
     const snap = this.log.storage.snapshot();
-    assert.ok(snap.meta.index >= pr.next - 1, "log compacted without a covering snapshot");
+    assert.ok(snap.meta.index >= pr.next - 1, 'log compacted without a covering snapshot');
     pr.becomeSnapshot(snap, this.tickCount);
+    if (this.snapshotTransfer === 'external') {
+      // Only the meta is read here: the application streams the data and calls reportSnapshot.
+      this.msgs.push(externalSnapshotRequest(this.id, to, this.term, snap.meta, this.tickCount));
+      return;
+    }
     this.sendSnapshotChunk(to, pr);
   }
 
   private sendSnapshotChunk(to: NodeId, pr: Progress): void {
     const snap = pr.pendingSnapshot;
     assert.ok(snap !== null);
-    const offset = pr.snapshotAckedOffset;
-    const m = newMessage("snapshot", this.id, to, this.term);
-    m.snapshotMeta = snap.meta;
-    m.offset = offset;
-    m.chunk = snap.data.subarray(offset, Math.min(snap.data.length, offset + this.snapshotChunkBytes));
-    m.totalBytes = snap.data.length;
-    m.sentTick = this.tickCount;
-    this.msgs.push(m);
+    this.msgs.push(inlineChunkMessage(this.id, to, this.term, snap, pr.snapshotAckedOffset, this.snapshotChunkBytes, this.tickCount));
     pr.snapshotSentTick = this.tickCount;
+  }
+
+  /**
+   * External transfer, leader side: the application finished (`ok`) or gave
+   * up on the snapshot it was asked to send to `to`. On success the follower
+   * is probed right after the snapshot (its node restored it before the
+   * application reported); on failure it is probed from its match index
+   * later, which asks for a snapshot again if it still needs one.
+   */
+  reportSnapshot(to: NodeId, ok: boolean): void {
+    assert.equal(this.snapshotTransfer, 'external', 'reportSnapshot without external snapshot transfer');
+    if (this.role !== Role.Leader) return;
+    const pr = this.progress.get(to);
+    if (pr === undefined || pr.state !== ProgressState.Snapshot) return;
+    if (ok) pr.deliveredSnapshotIndex = pr.pendingSnapshot?.meta.index ?? 0;
+    else pr.pendingSnapshot = null;
+    pr.becomeProbe();
+    pr.lastProgressTick = this.tickCount;
+    if (ok) this.sendAppend(to, pr, true);
+    else pr.probeSent = true; // retried from a heartbeat response after appendRetransmitTicks
   }
 
   private sendTimeoutNow(to: NodeId): void {
     this.leaseRevoked = true;
-    this.msgs.push(newMessage("timeoutNow", this.id, to, this.term));
+    this.msgs.push(newMessage('timeoutNow', this.id, to, this.term));
   }
 
-  private leaderRead(requestId: number, from: NodeId, mode: "safe" | "lease"): ReadResult {
-    if (this.log.term(this.log.committed) !== this.term) return "notReady"; // no-op not committed yet
+  private leaderRead(requestId: number, from: NodeId, mode: 'safe' | 'lease'): ReadResult {
+    if (this.log.term(this.log.committed) !== this.term) return 'notReady'; // no-op not committed yet
     const index = this.log.committed;
     const single = this.voters.length === 1 && this.voters[0] === this.id;
-    if (single || (mode === "lease" && this.leaseValid())) {
+    if (single || (mode === 'lease' && this.leaseValid())) {
       this.answerRead({ requestId, index, seq: 0, from });
-      return "ok";
+      return 'ok';
     }
     this.readSeq++;
     this.pendingReads.push({ requestId, index, seq: this.readSeq, from });
     this.broadcastHeartbeat();
-    return "ok";
+    return 'ok';
   }
 
   private answerRead(r: PendingRead): void {
     if (r.from === this.id) {
       this.readStates.push({ requestId: r.requestId, index: r.index });
     } else {
-      const m = newMessage("readIndexResp", this.id, r.from, this.term);
+      const m = newMessage('readIndexResp', this.id, r.from, this.term);
       m.requestId = r.requestId;
       m.index = r.index;
       this.msgs.push(m);
@@ -1031,23 +1043,23 @@ export class RaftNode {
 
   private stepCandidate(m: Message): void {
     switch (m.type) {
-      case "append":
-      case "heartbeat":
-      case "snapshot":
+      case 'append':
+      case 'heartbeat':
+      case 'snapshot':
         this.becomeFollower(m.term, m.from);
         this.stepFollower(m);
         return;
-      case "preVoteResp":
-      case "voteResp": {
-        const expected = this.role === Role.PreCandidate ? "preVoteResp" : "voteResp";
+      case 'preVoteResp':
+      case 'voteResp': {
+        const expected = this.role === Role.PreCandidate ? 'preVoteResp' : 'voteResp';
         if (m.type !== expected) return;
-        if (m.type === "preVoteResp" && !m.reject && m.term !== this.term + 1) return;
+        if (m.type === 'preVoteResp' && !m.reject && m.term !== this.term + 1) return;
         this.votes.set(m.from, !m.reject);
         const res = this.pollResult();
-        if (res === "won") {
+        if (res === 'won') {
           if (this.role === Role.PreCandidate) this.campaign(false, false);
           else this.becomeLeader();
-        } else if (res === "lost") {
+        } else if (res === 'lost') {
           this.becomeFollower(this.term, null);
         }
         return;
@@ -1059,15 +1071,15 @@ export class RaftNode {
 
   private stepFollower(m: Message): void {
     switch (m.type) {
-      case "append":
+      case 'append':
         this.heardFromLeader(m.from);
         this.handleAppend(m);
         return;
-      case "heartbeat":
+      case 'heartbeat':
         this.heardFromLeader(m.from);
         this.handleHeartbeat(m);
         return;
-      case "snapshot":
+      case 'snapshot':
         this.heardFromLeader(m.from);
         this.handleSnapshotChunk(m);
         return;
@@ -1083,7 +1095,7 @@ export class RaftNode {
   }
 
   private handleAppend(m: Message): void {
-    const r = newMessage("appendResp", this.id, m.from, this.term);
+    const r = newMessage('appendResp', this.id, m.from, this.term);
     r.sentTick = m.sentTick;
     if (m.index < this.log.committed) {
       r.index = this.log.committed;
@@ -1114,7 +1126,7 @@ export class RaftNode {
 
   private handleHeartbeat(m: Message): void {
     this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-    const r = newMessage("heartbeatResp", this.id, m.from, this.term);
+    const r = newMessage('heartbeatResp', this.id, m.from, this.term);
     r.readSeq = m.readSeq;
     r.sentTick = m.sentTick;
     this.sendHeld(r);
@@ -1122,8 +1134,12 @@ export class RaftNode {
 
   private handleSnapshotChunk(m: Message): void {
     const meta = m.snapshotMeta;
-    assert.ok(meta !== null && m.chunk !== null, "snapshot message without snapshot");
-    const r = newMessage("snapshotResp", this.id, m.from, this.term);
+    assert.ok(meta !== null, 'snapshot message without snapshot');
+    if (m.chunk === null) {
+      this.handleExternalSnapshot(m, meta);
+      return;
+    }
+    const r = newMessage('snapshotResp', this.id, m.from, this.term);
     r.index = meta.index;
     r.totalBytes = m.totalBytes;
     r.sentTick = m.sentTick;
@@ -1133,41 +1149,42 @@ export class RaftNode {
       this.sendHeld(r);
       return;
     }
-    let inc = this.incomingSnapshot;
-    if (inc === null || inc.meta.index !== meta.index || inc.term !== this.term || inc.leader !== m.from) {
-      inc = null;
-      this.incomingSnapshot = null;
-      if (m.offset !== 0) {
-        r.offset = 0; // start over
-        this.msgs.push(r);
-        return;
-      }
-      inc = { term: this.term, leader: m.from, meta, chunks: [], received: 0 };
-      this.incomingSnapshot = inc;
-    }
-    if (m.offset !== inc.received) {
-      r.offset = inc.received;
-      this.msgs.push(r);
-      return;
-    }
-    inc.chunks.push(m.chunk);
-    inc.received += m.chunk.length;
-    assert.ok(inc.received <= m.totalBytes, "snapshot chunks exceed total size");
-    if (inc.received < m.totalBytes) {
-      r.offset = inc.received;
+    const got = this.incomingSnapshot.accept(m, this.term);
+    if (got.kind === 'next') {
+      r.offset = got.offset;
       this.msgs.push(r); // chunk acks carry no durable claim
       return;
     }
-    const data = new Uint8Array(inc.received);
-    let at = 0;
-    for (const c of inc.chunks) {
-      data.set(c, at);
-      at += c.length;
-    }
-    this.incomingSnapshot = null;
-    this.restoreSnapshot({ meta, data });
+    this.restoreSnapshot(got.snapshot);
     r.offset = m.totalBytes;
     this.sendHeld(r); // released once the snapshot is durable
+  }
+
+  /**
+   * External transfer, follower side: the application staged the data of
+   * `meta`'s snapshot. Restore from it unless the log already covers it; the
+   * ack (an appendResp at the snapshot index, or at the commit index when it
+   * was not needed) is released once the Ready restoring it is durable.
+   * Whether it was taken shows in pendingSnapshotIndex().
+   */
+  private handleExternalSnapshot(m: Message, meta: SnapshotMeta): void {
+    assert.equal(this.snapshotTransfer, 'external', 'a snapshot without data in inline transfer mode');
+    const r = newMessage('appendResp', this.id, m.from, this.term);
+    r.sentTick = m.sentTick;
+    if (meta.index <= this.log.committed) {
+      r.index = this.log.committed;
+      this.sendHeld(r);
+      return;
+    }
+    this.restoreSnapshot({ meta, data: EMPTY });
+    r.index = meta.index;
+    this.sendHeld(r);
+  }
+
+  /** Index of the snapshot restored from a leader and not yet confirmed durable (0: none). */
+  pendingSnapshotIndex(): number {
+    const snap = this.log.unstableSnapshot;
+    return snap === null ? 0 : snap.meta.index;
   }
 
   private restoreSnapshot(snap: Snapshot): void {
@@ -1230,7 +1247,7 @@ export class RaftNode {
       if (p === this.id) continue;
       const pr = this.progress.get(p);
       const learner = !this.voterSet.has(p);
-      if (pr === undefined) this.progress.set(p, new Progress(last + 1, this.maxInflightAppends, learner));
+      if (pr === undefined) this.progress.set(p, new Progress(last + 1, this.inflightAppendsMax, learner));
       else pr.isLearner = learner;
     }
     for (const p of [...this.progress.keys()]) if (!members.has(p)) this.progress.delete(p);

@@ -1,7 +1,7 @@
 // The leader's view of one follower's log.
 
-import assert from "node:assert/strict";
-import { Snapshot } from "./types.js";
+import assert from 'node:assert/strict';
+import { Snapshot } from './types.js';
 
 export const ProgressState = {
   /** Unknown match point: send one append at a time and wait for the answer. */
@@ -29,7 +29,7 @@ export class Inflights {
   }
 
   add(lastIndex: number): void {
-    assert.ok(!this.full(), "inflights full");
+    assert.ok(!this.full(), 'inflights full');
     this.buf[(this.start + this.count) % this.capacity] = lastIndex;
     this.count++;
   }
@@ -71,17 +71,28 @@ export class Progress {
   snapshotAckedOffset = 0;
   /** Leader tick at which the last snapshot chunk was sent. */
   snapshotSentTick = 0;
+  /**
+   * External snapshot transfer: index of a snapshot the application
+   * delivered and the follower has not acknowledged or rejected yet (0:
+   * none). Probes start after it, so a follower still installing it is not
+   * sent another one.
+   */
+  deliveredSnapshotIndex = 0;
 
-  constructor(next: number, maxInflight: number, public isLearner: boolean) {
+  constructor(
+    next: number,
+    inflightMax: number,
+    public isLearner: boolean,
+  ) {
     this.next = next;
-    this.inflights = new Inflights(maxInflight);
+    this.inflights = new Inflights(inflightMax);
   }
 
   becomeProbe(): void {
     if (this.state === ProgressState.Snapshot && this.pendingSnapshot !== null) {
       this.next = Math.max(this.match + 1, this.pendingSnapshot.meta.index + 1);
     } else {
-      this.next = this.match + 1;
+      this.next = Math.max(this.match + 1, this.deliveredSnapshotIndex + 1);
     }
     this.state = ProgressState.Probe;
     this.probeSent = false;
@@ -113,6 +124,7 @@ export class Progress {
       updated = true;
       this.probeSent = false;
     }
+    if (this.match >= this.deliveredSnapshotIndex) this.deliveredSnapshotIndex = 0;
     this.next = Math.max(this.next, index + 1);
     return updated;
   }
@@ -122,6 +134,12 @@ export class Progress {
    * match. Returns false if the reject is stale (answers an older message).
    */
   maybeDecrTo(rejected: number, matchHint: number): boolean {
+    const accepted = this.decrTo(rejected, matchHint);
+    if (accepted) this.deliveredSnapshotIndex = 0; // the follower's log disagrees: it does not hold that snapshot
+    return accepted;
+  }
+
+  private decrTo(rejected: number, matchHint: number): boolean {
     if (this.state === ProgressState.Replicate) {
       if (rejected <= this.match) return false;
       this.next = this.match + 1;

@@ -7,15 +7,15 @@
 // from Storage only what advance() confirmed; everything newer it keeps in its
 // own unstable buffer.
 
-import assert from "node:assert/strict";
-import { ConfState, Entry, EntryType, HardState, Snapshot, assertIndex, entrySizeBytes } from "./types.js";
+import assert from 'node:assert/strict';
+import { ConfState, Entry, EntryType, HardState, Snapshot, assertIndex, entrySizeBytes } from './types.js';
 
 /** Read side, used by the Raft node. */
 export interface Storage {
   /** Hard state and the membership recorded in the snapshot (entries after it are scanned by the node). */
   initialState(): { hardState: HardState; snapshotConf: ConfState };
-  /** Entries in [lo, hi), at most maxBytes in total but always at least one if lo < hi. */
-  entries(lo: number, hi: number, maxBytes: number): Entry[];
+  /** Entries in [lo, hi), at most bytesMax in total but always at least one if lo < hi. */
+  entries(lo: number, hi: number, bytesMax: number): Entry[];
   /** Term of entry i; valid for firstIndex()-1 <= i <= lastIndex(); undefined outside. */
   term(i: number): number | undefined;
   /** Index of the first entry still in the log (snapshot index + 1). */
@@ -81,7 +81,7 @@ export class MemoryStorage implements WritableStorage {
     return (this.ents[i - off] as Entry).term;
   }
 
-  entries(lo: number, hi: number, maxBytes: number): Entry[] {
+  entries(lo: number, hi: number, bytesMax: number): Entry[] {
     const off = this.offset();
     if (lo <= off) assert.fail(`entries(${lo}) compacted (first ${off + 1})`);
     if (hi > this.lastIndex() + 1) assert.fail(`entries hi ${hi} beyond last ${this.lastIndex()}`);
@@ -90,7 +90,7 @@ export class MemoryStorage implements WritableStorage {
     for (let i = lo; i < hi; i++) {
       const e = this.ents[i - off] as Entry;
       bytes += entrySizeBytes(e);
-      if (out.length > 0 && bytes > maxBytes) break;
+      if (out.length > 0 && bytes > bytesMax) break;
       out.push(e);
     }
     return out;
@@ -108,8 +108,8 @@ export class MemoryStorage implements WritableStorage {
   }
 
   setHardState(hs: HardState): void {
-    assertIndex(hs.term, "term");
-    assertIndex(hs.commit, "commit");
+    assertIndex(hs.term, 'term');
+    assertIndex(hs.commit, 'commit');
     this.hard = hs;
   }
 
@@ -125,13 +125,13 @@ export class MemoryStorage implements WritableStorage {
     this.ents.length = start - off;
     for (let k = skip; k < entries.length; k++) {
       const e = entries[k] as Entry;
-      assert.equal(e.index, this.offset() + this.ents.length, "append: non-contiguous entries");
+      assert.equal(e.index, this.offset() + this.ents.length, 'append: non-contiguous entries');
       this.ents.push(e);
     }
   }
 
   applySnapshot(snap: Snapshot): void {
-    assert.ok(snap.meta.index >= this.snap.meta.index, "applySnapshot: older than current snapshot");
+    assert.ok(snap.meta.index >= this.snap.meta.index, 'applySnapshot: older than current snapshot');
     this.snap = snap;
     this.ents = [{ term: snap.meta.term, index: snap.meta.index, type: EntryType.Normal, data: EMPTY }];
   }

@@ -1,7 +1,7 @@
 // Core types of the pure Raft implementation. Nothing here touches I/O,
 // clocks or randomness.
 
-import assert from "node:assert/strict";
+import assert from 'node:assert/strict';
 
 export type NodeId = string;
 
@@ -51,19 +51,19 @@ export interface Snapshot {
 }
 
 export type MessageType =
-  | "preVote"
-  | "preVoteResp"
-  | "vote"
-  | "voteResp"
-  | "append"
-  | "appendResp"
-  | "heartbeat"
-  | "heartbeatResp"
-  | "snapshot"
-  | "snapshotResp"
-  | "timeoutNow"
-  | "readIndex"
-  | "readIndexResp";
+  | 'preVote'
+  | 'preVoteResp'
+  | 'vote'
+  | 'voteResp'
+  | 'append'
+  | 'appendResp'
+  | 'heartbeat'
+  | 'heartbeatResp'
+  | 'snapshot'
+  | 'snapshotResp'
+  | 'timeoutNow'
+  | 'readIndex'
+  | 'readIndexResp';
 
 /**
  * One flat message shape for every type (all fields always present) so that

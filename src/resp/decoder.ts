@@ -34,6 +34,8 @@
 // Like Redis, the byte after a header's CR and the two bytes after a payload
 // are taken as the line end without being checked.
 
+import { OrdoError } from '../ordo-error.js';
+
 /** Bounds on what one connection may make the decoder hold. */
 export interface DecoderLimits {
   /** Bytes buffered and not yet returned as part of a command (Redis: client-query-buffer-limit). */
@@ -59,11 +61,8 @@ export const DEFAULT_DECODER_LIMITS: DecoderLimits = Object.freeze({
  * `-ERR Protocol error: <message>` and closes the connection. A byte quoted in
  * a message (in "expected '$', got 'X'") is one latin1 char.
  */
-export class ProtocolError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ProtocolError';
-  }
+export class ProtocolError extends OrdoError {
+  override readonly code = 'ORDO_ERR_RESP_PROTOCOL';
 }
 
 const CR = 0x0d;
@@ -161,7 +160,7 @@ export function splitInlineArgs(line: Buffer, from: number, to: number): Buffer[
       if (c === 0x20 || c === 0x09 || c === CR || c === LF || c === 0x22 || c === 0x27) break;
       p++;
     }
-    if (p >= to || line[p] !== 0x22 && line[p] !== 0x27) {
+    if (p >= to || (line[p] !== 0x22 && line[p] !== 0x27)) {
       args.push(line.subarray(start, p));
       if (p < to) p++; // the separator
       continue;
@@ -187,12 +186,24 @@ export function splitInlineArgs(line: Buffer, from: number, to: number): Buffer[
           p++;
           const e = line[p] as number;
           switch (e) {
-            case 0x6e: scratch.push(LF); break; // n
-            case 0x72: scratch.push(CR); break; // r
-            case 0x74: scratch.push(0x09); break; // t
-            case 0x62: scratch.push(0x08); break; // b
-            case 0x61: scratch.push(0x07); break; // a
-            default: scratch.push(e); break;
+            case 0x6e:
+              scratch.push(LF);
+              break; // n
+            case 0x72:
+              scratch.push(CR);
+              break; // r
+            case 0x74:
+              scratch.push(0x09);
+              break; // t
+            case 0x62:
+              scratch.push(0x08);
+              break; // b
+            case 0x61:
+              scratch.push(0x07);
+              break; // a
+            default:
+              scratch.push(e);
+              break;
           }
         } else if (c === 0x22) {
           if (p + 1 < to && !isSpace(line[p + 1] as number)) return null;
@@ -302,9 +313,7 @@ export class RequestDecoder {
    */
   setAuthenticated(authenticated: boolean): void {
     this.unauthenticated = !authenticated;
-    this.multibulkLengthMax = authenticated
-      ? this.limits.multibulkLengthMax
-      : Math.min(this.limits.multibulkLengthMax, UNAUTHENTICATED_MULTIBULK_LENGTH_MAX);
+    this.multibulkLengthMax = authenticated ? this.limits.multibulkLengthMax : Math.min(this.limits.multibulkLengthMax, UNAUTHENTICATED_MULTIBULK_LENGTH_MAX);
     this.bulkBytesMax = authenticated ? this.limits.bulkBytesMax : Math.min(this.limits.bulkBytesMax, UNAUTHENTICATED_BULK_BYTES_MAX);
   }
 
@@ -532,10 +541,7 @@ export class RequestDecoder {
     if (i < quickEnd) {
       cr = i;
       const digits = Math.max(0, cr - start - 1);
-      this.headerValue =
-        plainDigits && digits > 0 && digits <= 15 && (digits === 1 || buf[start + 1] !== ZERO)
-          ? value
-          : parseLength(buf, start + 1, cr);
+      this.headerValue = plainDigits && digits > 0 && digits <= 15 && (digits === 1 || buf[start + 1] !== ZERO) ? value : parseLength(buf, start + 1, cr);
     } else if (quickEnd === held) {
       if (held - start > limit) this.fail(tooBig);
       return -1;

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { isSequence, type Sequence, type TokenRecord, type TokenTable } from './sequence.js';
 import type { StateMachine, StoredValue } from './state-machine.js';
+import { OrdoError } from '../ordo-error.js';
 
 const TAG_INT64 = 1;
 const TAG_BYTES = 2;
@@ -27,7 +28,9 @@ export function encodeValue(value: StoredValue): Buffer {
   return buf;
 }
 
-export class CorruptRecordError extends Error {}
+export class CorruptRecordError extends OrdoError {
+  override readonly code = 'ORDO_ERR_VALUE_RECORD_CORRUPT';
+}
 
 export function decodeValue(record: Uint8Array): StoredValue {
   const buf = Buffer.from(record.buffer, record.byteOffset, record.byteLength);
@@ -127,10 +130,7 @@ export function decodeTokens(record: Uint8Array): Map<string, TokenRecord> {
  * tokens and the same layout for their token tables.
  */
 export function snapshotState(sm: StateMachine): Buffer {
-  return encodeSnapshot(
-    mapEntries(sm.entries(), encodeValue),
-    mapEntries(sm.tokenEntries(), encodeTokens),
-  );
+  return encodeSnapshot(mapEntries(sm.entries(), encodeValue), mapEntries(sm.tokenEntries(), encodeTokens));
 }
 
 /**

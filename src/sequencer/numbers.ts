@@ -48,7 +48,7 @@ interface Decimal {
 const FLOAT_TEXT = /^([-+]?)(\d*)(?:\.(\d*))?(?:[eE]([-+]?\d+))?$/;
 const EXPONENT_ABS_MAX = 5000;
 /** Largest magnitude a long double holds (about 1.19e4932). */
-const LONG_DOUBLE_MAX_DIGITS = 4933;
+const LONG_DOUBLE_DIGITS_MAX = 4933;
 
 /** Parses the text strtold would accept for a finite value; null otherwise. */
 export function parseDecimal(bytes: Buffer | string): Decimal | null {
@@ -106,7 +106,7 @@ export type FloatAddResult = { ok: true; text: string } | { ok: false; error: 'n
 /** current + increment as INCRBYFLOAT does; current null means a missing key. */
 export function addFloatText(current: Buffer | string | null, increment: Buffer | string): FloatAddResult {
   const inc = parseFloatOperand(increment);
-  const cur = current === null ? ({ mantissa: 0n, exponent: 0 } as Decimal) : parseFloatOperand(current);
+  const cur = current === null ? { mantissa: 0n, exponent: 0 } : parseFloatOperand(current);
   // Redis reads the stored value first, then the increment; an infinite operand parses but cannot be added.
   if (cur === null || inc === null) return { ok: false, error: 'notFloat' };
   if (inc === 'infinite' || cur === 'infinite') return { ok: false, error: 'nanOrInfinity' };
@@ -216,5 +216,5 @@ function outsideLongDouble(d: Decimal): boolean {
   if (d.mantissa === 0n) return false;
   const digits = (d.mantissa < 0n ? -d.mantissa : d.mantissa).toString().length;
   const order = digits + d.exponent; // 10^(order-1) <= |d| < 10^order
-  return order > LONG_DOUBLE_MAX_DIGITS || order < -4950;
+  return order > LONG_DOUBLE_DIGITS_MAX || order < -4950;
 }

@@ -7,6 +7,7 @@
 
 import type { SequenceSpec, TokenPolicy, TokenRecord } from './sequence.js';
 import type { Op } from './state-machine.js';
+import { OrdoError } from '../ordo-error.js';
 
 const ENTRY_VERSION = 1;
 
@@ -26,7 +27,9 @@ const TAG = {
 const CONDITIONS = ['always', 'nx', 'xx'] as const;
 const MODES = ['strict', 'window'] as const;
 
-export class OpDecodeError extends Error {}
+export class OpDecodeError extends OrdoError {
+  override readonly code = 'ORDO_ERR_OP_DECODE';
+}
 
 class Writer {
   private parts: Buffer[] = [];
@@ -198,7 +201,7 @@ function writeOp(w: Writer, op: Op): void {
       w.u8(TAG.reserve);
       w.key(op.key);
       w.key(op.id);
-      w.i64(op.minCount);
+      w.i64(op.countMin);
       return;
     case 'token':
       w.u8(TAG.token);
@@ -295,7 +298,7 @@ function readOp(r: Reader): Op {
     case TAG.reserve: {
       const key = r.key();
       const id = r.key();
-      return { type: 'reserve', key, id, minCount: r.i64() };
+      return { type: 'reserve', key, id, countMin: r.i64() };
     }
     case TAG.token: {
       const key = r.key();

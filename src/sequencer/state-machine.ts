@@ -65,8 +65,8 @@ export type Op =
       readonly nowMs: number;
       readonly policy: TokenPolicy;
     }
-  /** Window mode: reserve the next window (at least `minCount` values) above everything reserved before. */
-  | { readonly type: 'reserve'; readonly key: string; readonly id: string; readonly minCount: bigint }
+  /** Window mode: reserve the next window (at least `countMin` values) above everything reserved before. */
+  | { readonly type: 'reserve'; readonly key: string; readonly id: string; readonly countMin: bigint }
   /** Window mode: remember values served from a window under a token, so a retry gets them again. */
   | {
       readonly type: 'token';
@@ -220,7 +220,7 @@ export class StateMachine {
       case 'seqnext':
         return this.seqNext(op);
       case 'reserve':
-        return this.reserve(op.key, op.id, op.minCount);
+        return this.reserve(op.key, op.id, op.countMin);
       case 'token': {
         const table = pruneTokens(this.lookupTokens(op.key), op.record.atMs, op.policy);
         const existing = table.get(op.token);
@@ -253,11 +253,7 @@ export class StateMachine {
       const end = lastOfRange(first, op.count, current.step, current.max);
       if (end === null) return { type: 'error', error: 'seqMax' };
       last = end;
-      this.write(
-        op.key,
-        current.mode === 'strict' ? { ...current, current: last } : { ...current, current: last, reservedHigh: last },
-        true,
-      );
+      this.write(op.key, current.mode === 'strict' ? { ...current, current: last } : { ...current, current: last, reservedHigh: last }, true);
     } else {
       let base = 0n;
       if (current !== undefined) {
@@ -278,14 +274,14 @@ export class StateMachine {
     return tokenReply(record, op.count, op.range);
   }
 
-  private reserve(key: string, id: string, minCount: bigint): OpResult {
+  private reserve(key: string, id: string, countMin: bigint): OpResult {
     const seq = this.lookup(key);
     // The sequence the window was asked for is gone (deleted or recreated): nothing to reserve.
     if (!isSequence(seq) || seq.id !== id || seq.mode !== 'window') return { type: 'error', error: 'seqGone' };
     const floor = seq.reservedHigh ?? seq.current;
     const first = floor === null ? seq.start : floor + seq.step;
     if (first > seq.max) return { type: 'error', error: 'seqMax' };
-    const wanted = minCount > seq.windowSize ? minCount : seq.windowSize;
+    const wanted = countMin > seq.windowSize ? countMin : seq.windowSize;
     // A window is cut at MAX: the values below it are still served.
     const room = (seq.max - first) / seq.step + 1n;
     const count = wanted < room ? wanted : room;
@@ -323,11 +319,7 @@ export class StateMachine {
     const next = base + delta;
     if (next > seq.max) return { type: 'error', error: 'seqMax' };
     if (delta > 0n) {
-      this.write(
-        key,
-        seq.mode === 'strict' ? { ...seq, current: next } : { ...seq, current: next, reservedHigh: next },
-        true,
-      );
+      this.write(key, seq.mode === 'strict' ? { ...seq, current: next } : { ...seq, current: next, reservedHigh: next }, true);
     }
     return { type: 'int', value: next };
   }
@@ -446,6 +438,25 @@ export class StateMachine {
     if (inFlight.clears !== this.clears) return;
     if (changes.cleared) this.cleared = false;
     this.dropFrozen();
+  }
+
+  /**
+   * Backed: the backing was replaced as a whole (a snapshot from the leader
+   * installed into it): every change held in memory is forgotten and every
+   * key is read from the backing from now on. A checkpoint still in flight no
+   * longer counts once durable (as after a clear).
+   */
+  resetToBacking(): void {
+    const backing = this.backing;
+    assert.ok(backing !== null, 'resetToBacking: the state machine has no backing');
+    this.overlay = new Map();
+    this.tokenOverlay = new Map();
+    this.dropFrozen();
+    this.scanOrder = null;
+    this.clears++;
+    this.cleared = false;
+    this.keyCount = backing.count;
+    if (this.changes !== null) this.changes = emptyChanges(false);
   }
 
   private dropFrozen(): void {

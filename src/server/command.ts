@@ -90,7 +90,7 @@ export function command(input: SpecInput): CommandSpec {
     complexity: 'O(1)',
     ...rest,
     ...(data === undefined
-      ? { handler: handler as Handler }
+      ? { handler }
       : { data, handler: (ctx: ServerContext, _conn: Connection, args: readonly Buffer[], respond: Respond) => data(ctx, args, respond) }),
     ...(subcommands === undefined ? {} : { subcommands: new Map(subcommands.map((s) => [s.name.split('|')[1] ?? s.name, s])) }),
   };

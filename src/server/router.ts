@@ -209,7 +209,9 @@ export class ClusterRouter {
       // Leadership can move (balancing, an election) between this check and
       // the proposal; such a write was certainly not applied: route it again.
       const data = spec.data as NonNullable<CommandSpec['data']>;
-      data(local, args, (reply) => (this.refusedForLostLeadership(reply) ? once.release(() => retryOr(isWrite ? 'noLeader' : 'readTimeout')) : once.respond(reply)));
+      data(local, args, (reply) =>
+        this.refusedForLostLeadership(reply) ? once.release(() => retryOr(isWrite ? 'noLeader' : 'readTimeout')) : once.respond(reply),
+      );
       return;
     }
     // A group this node does not replicate: ask its preferred leader, which names the leader it knows.
@@ -254,7 +256,11 @@ export class ClusterRouter {
    * (the group's later reply is dropped). `release` hands the command back to
    * routing (not applied here) without answering it.
    */
-  private answeredBy(deadlineMs: number, respond: (reply: Reply) => void, timedOut: Reply): { respond: (reply: Reply) => void; release: (then: () => void) => void } {
+  private answeredBy(
+    deadlineMs: number,
+    respond: (reply: Reply) => void,
+    timedOut: Reply,
+  ): { respond: (reply: Reply) => void; release: (then: () => void) => void } {
     let answered = false;
     const entry: RunningCommand = {
       deadlineMs,
@@ -337,7 +343,8 @@ export class ClusterRouter {
     const local = this.contexts.get(target.groupId);
     const leader = this.engine.leaderOf(target.groupId);
     if (local === undefined || leader !== this.engine.myId) {
-      if (relay && leader !== null && leader !== this.engine.myId && this.engine.reachable(leader)) return this.relay(spec, args, protocol, target.groupId, leader, done);
+      if (relay && leader !== null && leader !== this.engine.myId && this.engine.reachable(leader))
+        return this.relay(spec, args, protocol, target.groupId, leader, done);
       done({ leader });
       return;
     }
@@ -414,7 +421,6 @@ export class ClusterRouter {
     });
   }
 }
-
 
 function mergeNodeWide(name: string, replies: readonly Reply[]): Reply {
   const failed = replies.find((r) => r.kind === 'error');

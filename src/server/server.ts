@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Config } from '../config.js';
-import { ERR, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
+import { ERR, protocolError, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
 import { ClusterEngine, META_BOOTSTRAP, META_NODE_ID, openNodeStorage, type ClusterOpenOptions, type NodeStorage } from '../cluster/engine.js';
 import { MultiRaftHost } from '../multiraft/host.js';
 import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
@@ -47,7 +47,7 @@ export function buildCommandTable(): CommandTable {
   return table;
 }
 
-const MAX_CLIENTS_REPLY = `-${ERR.maxClients}\r\n`;
+const TOO_MANY_CLIENTS_REPLY = `-${ERR.tooManyClients}\r\n`;
 
 /** A node alone: this node's id when the data directory records none yet (a new data directory). */
 export const RAFT_DEFAULT_NODE_ID = 'n1';
@@ -224,9 +224,9 @@ export class OrdoServer implements ConnectionHost {
       return;
     }
     this.stats.connectionsReceived++;
-    if (this.connections.size >= this.config.maxClients) {
+    if (this.connections.size >= this.config.clientsMax) {
       this.stats.rejectedConnections++;
-      socket.end(MAX_CLIENTS_REPLY);
+      socket.end(TOO_MANY_CLIENTS_REPLY);
       return;
     }
     this.connections.add(new Connection(socket, this.nextClientId++, this));
@@ -239,7 +239,7 @@ export class OrdoServer implements ConnectionHost {
   onReply(reply: Reply): void {
     if (reply.kind === 'error') {
       this.stats.errorReplies++;
-      if (reply.value.startsWith('ERR Protocol error')) this.stats.protocolErrors++;
+      if (reply.value.startsWith(protocolError(''))) this.stats.protocolErrors++;
     }
   }
 
@@ -254,7 +254,14 @@ export class OrdoServer implements ConnectionHost {
     const name = first.toString('latin1').toLowerCase();
     let spec = this.context.commands.get(name);
     if (spec === undefined) {
-      respond(R.error(unknownCommand(first.toString('latin1'), args.slice(1).map((a) => a.toString('latin1')))));
+      respond(
+        R.error(
+          unknownCommand(
+            first.toString('latin1'),
+            args.slice(1).map((a) => a.toString('latin1')),
+          ),
+        ),
+      );
       return;
     }
     if (spec.subcommands !== undefined && args.length >= 2) {

@@ -175,9 +175,7 @@ export function checkDataDir(dir: string): void {
   const lockFiles = [KEYSPACE_FILES.lockFile, RAFT_FILES.lockFile, LEGACY_LOCAL_FILES.lockFile];
   const others = files.filter((f) => !lockFiles.includes(f));
   if (others.length > 0) {
-    throw new DataDirectoryError(
-      `data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`,
-    );
+    throw new DataDirectoryError(`data directory ${dir} holds other files (${others.slice(0, 3).join(', ')}) and no ordo data; refusing to use it`);
   }
 }
 

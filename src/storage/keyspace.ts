@@ -6,8 +6,12 @@
 // together, to `checkpoint`, written as ONE transaction committed (with its
 // fsync) on lmdb-js's write thread, off the reply path. State machines read the
 // keys they do not hold in memory from here (`backing`), a restart replays the
-// log from each group's checkpointed applied index, and a lagging follower is
-// sent `exportGroup`. See docs/storage.md, "The keyspace".
+// log from each group's checkpointed applied index. A lagging follower is sent
+// its group's records read in chunks from one read transaction
+// (`openSnapshotReader`); a follower stages the chunks it receives under a
+// key prefix no read looks at (`stageChunk`) and swaps them in with one
+// transaction (`installStaged`); staging left by a crash is removed at open.
+// See docs/storage.md, "The keyspace".
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -17,6 +21,7 @@ import type { RootDatabase, Transaction } from 'lmdb';
 import type { ConfState, NodeId } from '../raft/types.js';
 import { scanHash, type BackingScanItem, type KeyspaceBacking } from '../sequencer/backing.js';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeSnapshot, encodeTokens, encodeValue } from '../sequencer/codec.js';
+import { ChunkWriter, ITEM_TOKENS, ITEM_VALUE, readItems, type ItemKind } from '../sequencer/snapshot-items.js';
 import type { TokenTable } from '../sequencer/sequence.js';
 import type { ChangeSet, StoredValue } from '../sequencer/state-machine.js';
 import { KEYSPACE_FILES, openLmdbStore, releasePidLock, type FsyncMode } from './files.js';
@@ -62,6 +67,10 @@ export const KEYSPACE_NODE_ID_BYTES_MAX = 1024;
 //   [0x02][u32 group][u32 hash][0x00][key]      value record (sequencer/codec.ts encodeValue)
 //   [0x02][u32 group][u32 hash][0x01][sha256]   long key: u32 key length, key, value record
 //   [0x03][u32 group][u32 hash][form as above]  token table (encodeTokens), same key forms
+//   [0x04][u32 group][u32 hash][form as above]  a value record of a snapshot being received (staged)
+//   [0x05][u32 group][u32 hash][form as above]  a token table of a snapshot being received (staged)
+//   [0x06][u32 group]                           the group's state is a snapshot installed from its
+//                                               leader, no checkpoint since: u64 index, u64 term
 //
 // Every value but the format marker ends with a u32 CRC-32 of the key and the
 // rest of the value: LMDB keeps no checksums, and a damaged record must be
@@ -72,6 +81,11 @@ const KIND_FORMAT = 0x00;
 const KIND_GROUP = 0x01;
 const KIND_VALUE = 0x02;
 const KIND_TOKENS = 0x03;
+const KIND_STAGED_VALUE = 0x04;
+const KIND_STAGED_TOKENS = 0x05;
+const KIND_INSTALLED = 0x06;
+/** Staged records removed per transaction when discarding staging left by a crash at open. */
+const STAGING_DISCARD_BATCH = 10_000;
 const FORM_INLINE = 0x00;
 const FORM_HASHED = 0x01;
 const FORMAT_MAGIC = Buffer.from('ordo-keyspace', 'latin1');
@@ -118,6 +132,19 @@ export interface GroupCheckpointView {
   readonly state: GroupCheckpointState | undefined;
   /** The checkpoint's data in snapshotState's format, from the same read. */
   exportData(): Uint8Array;
+  /** Ends the read (idempotent). */
+  close(): void;
+}
+
+/** One read of a group's last durable checkpoint, served in chunks (KeyspaceStore.openSnapshotReader). */
+export interface GroupSnapshotReader {
+  /** undefined: the group has no checkpoint. */
+  readonly state: GroupCheckpointState | undefined;
+  /**
+   * The next records (snapshot-items.ts format), at most `bytesMax` bytes
+   * unless one record alone is larger; `last` once nothing follows.
+   */
+  nextChunk(bytesMax: number): { readonly data: Uint8Array; readonly last: boolean };
   /** Ends the read (idempotent). */
   close(): void;
 }
@@ -287,10 +314,18 @@ export class KeyspaceStore {
   private closed = false;
   /** The first failed checkpoint; every later one fails too (the node must stop and restart). */
   private failure: PersistError | null = null;
-  /** The checkpoint being committed (close waits for it). */
+  /** The write being committed, a checkpoint or an install (close waits for it). */
   private inFlight: Promise<void> | null = null;
+  /**
+   * Per group, the index of the last snapshot installed by this process: a
+   * checkpoint taken before it (a lower applied index, retried after a full
+   * disk) must not write stale keys over it, and is skipped for that group.
+   */
+  private readonly installedAt = new Map<number, number>();
+  /** Groups whose state is a snapshot installed from the leader with no checkpoint since (the 0x06 records). */
+  private readonly installedSnapshots = new Map<number, { readonly index: number; readonly term: number }>();
   /** The last checkpoint: records written, main-thread milliseconds in total and in its longest slice (encoding plus LMDB writes). */
-  lastCheckpoint: { readonly writes: number; readonly blockedMs: number; readonly sliceMaxMs: number } = { writes: 0, blockedMs: 0, sliceMaxMs: 0 };
+  lastCheckpoint: { readonly writes: number; readonly blockedMs: number; readonly sliceMsMax: number } = { writes: 0, blockedMs: 0, sliceMsMax: 0 };
 
   private constructor(
     private readonly dataPath: string,
@@ -321,8 +356,7 @@ export class KeyspaceStore {
     }
     // Copy-on-write: each changed record dirties at most one leaf page, and a
     // transaction rewrites at most the pages the tree holds plus the new records.
-    const neededBytes =
-      Math.min(changed * CHECKPOINT_PAGE_BYTES_PER_KEY, fileBytes + changed * CHECKPOINT_RECORD_BYTES_EST) + CHECKPOINT_DISK_MARGIN_BYTES;
+    const neededBytes = Math.min(changed * CHECKPOINT_PAGE_BYTES_PER_KEY, fileBytes + changed * CHECKPOINT_RECORD_BYTES_EST) + CHECKPOINT_DISK_MARGIN_BYTES;
     if (freeBytes >= neededBytes) return null;
     return new PersistError(
       `no space left on device for a checkpoint of ${this.dataPath}: ${Math.floor(freeBytes / MiB)} MiB free, up to ${Math.ceil(neededBytes / MiB)} MiB needed; not written`,
@@ -364,9 +398,20 @@ export class KeyspaceStore {
     }
     const version = marker.readUInt32BE(FORMAT_MAGIC.length);
     if (version !== KEYSPACE_FORMAT_VERSION) {
-      throw new DataDirectoryError(
-        `${dataPath} has keyspace format ${version}, this ordo reads format ${KEYSPACE_FORMAT_VERSION}; refusing to start`,
-      );
+      throw new DataDirectoryError(`${dataPath} has keyspace format ${version}, this ordo reads format ${KEYSPACE_FORMAT_VERSION}; refusing to start`);
+    }
+    this.discardAllStaging();
+    for (const { key, value } of this.root.getRange({ start: Buffer.of(KIND_INSTALLED), end: Buffer.of(KIND_INSTALLED + 1) })) {
+      const group = key.length === GROUP_PREFIX_BYTES ? key.readUInt32BE(1) : -1;
+      try {
+        if (group < 0) throw new CorruptRecordError(`installed-snapshot key of ${key.length} bytes`);
+        const body = unseal(key, value);
+        if (body.length !== 16) throw new CorruptRecordError(`installed-snapshot record of ${body.length} bytes`);
+        this.installedSnapshots.set(group, { index: readU64(body, 0), term: readU64(body, 8) });
+      } catch (e) {
+        if (!(e instanceof CorruptRecordError)) throw e;
+        throw new DataDirectoryError(`${dataPath}: installed-snapshot record of group ${group}: ${e.message}; refusing to start on a corrupt keyspace`);
+      }
     }
     for (const { key, value } of this.root.getRange({ start: Buffer.of(KIND_GROUP), end: Buffer.of(KIND_GROUP + 1) })) {
       const group = key.length === GROUP_PREFIX_BYTES ? key.readUInt32BE(1) : -1;
@@ -380,10 +425,34 @@ export class KeyspaceStore {
     }
   }
 
+  /** Staged records of every group (snapshots being received when the process stopped): removed, never installed. */
+  private discardAllStaging(): void {
+    const range = { start: Buffer.of(KIND_STAGED_VALUE), end: Buffer.of(KIND_STAGED_TOKENS + 1), limit: STAGING_DISCARD_BATCH };
+    let removed = 0;
+    for (;;) {
+      const keys = [...this.root.getKeys(range)];
+      if (keys.length === 0) break;
+      this.root.transactionSync(() => {
+        for (const key of keys) this.root.removeSync(key);
+      });
+      removed += keys.length;
+    }
+    if (removed > 0) process.emitWarning(`ordo: ${this.description}: removed ${removed} records of a snapshot transfer cut short`);
+  }
+
   /** The group's last durable checkpoint, or undefined when it has none. */
   groupState(groupId: number): GroupCheckpointState | undefined {
     const g = this.groups.get(groupId);
     return g === undefined ? undefined : { appliedIndex: g.appliedIndex, appliedTerm: g.appliedTerm, conf: g.conf };
+  }
+
+  /**
+   * Whether the group's last durable state is a snapshot installed from its
+   * leader (installStaged) with no checkpoint since: then, should the log not
+   * hold it (a crash before the log recorded it), the log may adopt it.
+   */
+  installedSnapshot(groupId: number): { readonly index: number; readonly term: number } | undefined {
+    return this.installedSnapshots.get(groupId);
   }
 
   /** Ids of the groups with a checkpoint, ascending. */
@@ -414,7 +483,12 @@ export class KeyspaceStore {
   }
 
   /** @internal The records of `kind` of a group from `fromHash` on, in key order, read lazily. */
-  *readRange(kind: number, groupId: number, fromHash: number, transaction?: Transaction): Generator<{ hash: number; key: string; record: Buffer }, undefined, undefined> {
+  *readRange(
+    kind: number,
+    groupId: number,
+    fromHash: number,
+    transaction?: Transaction,
+  ): Generator<{ hash: number; key: string; record: Buffer }, undefined, undefined> {
     assert.ok(!this.closed, 'keyspace store is closed');
     const options = { start: hashPrefix(kind, groupId, fromHash), end: groupEnd(kind, groupId) };
     const range = transaction === undefined ? this.root.getRange(options) : this.root.getRange({ ...options, transaction });
@@ -452,8 +526,12 @@ export class KeyspaceStore {
   checkpoint(items: readonly KeyspaceCheckpointItem[]): Promise<void> {
     if (this.closed) return Promise.reject(new PersistError('keyspace store is closed; checkpoint not written', 'no'));
     for (const item of items) this.check(item);
+    return this.serialized(() => this.write(items));
+  }
+
+  /** Runs `run` after every write asked for before it (checkpoints and installs go to LMDB in call order). */
+  private serialized(run: () => Promise<void>): Promise<void> {
     const previous = this.inFlight;
-    const run = (): Promise<void> => this.write(items);
     const done = previous === null ? run() : previous.then(run, run);
     this.inFlight = done;
     const settled = (): void => {
@@ -472,15 +550,16 @@ export class KeyspaceStore {
     for (const id of item.conf.learners) nodeIdBytes(id);
   }
 
-  private write(items: readonly KeyspaceCheckpointItem[]): Promise<void> {
+  private write(allItems: readonly KeyspaceCheckpointItem[]): Promise<void> {
     if (this.failure !== null) {
       return Promise.reject(new PersistError(`checkpoint not written: an earlier one failed (${this.failure.message})`, 'no'));
     }
+    const items = allItems.filter((item) => item.appliedIndex >= (this.installedAt.get(item.groupId) ?? 0));
     const noRoom = this.roomFor(items);
     if (noRoom !== null) return Promise.reject(noRoom);
     let writing = true;
     let blockedMs = 0;
-    let sliceMaxMs = 0;
+    let sliceMsMax = 0;
     let sliceStartMs = performance.now();
     let writes = 0;
     /** Whether a slice is full: then the caller lets the event loop run (the transaction stays open). */
@@ -488,7 +567,7 @@ export class KeyspaceStore {
     const yieldLoop = async (): Promise<void> => {
       const ms = performance.now() - sliceStartMs;
       blockedMs += ms;
-      sliceMaxMs = Math.max(sliceMaxMs, ms);
+      sliceMsMax = Math.max(sliceMsMax, ms);
       await new Promise<void>((resolve) => setImmediate(resolve));
       sliceStartMs = performance.now();
     };
@@ -521,16 +600,20 @@ export class KeyspaceStore {
         }
         const groupKey = groupPrefix(KIND_GROUP, g);
         this.root.putSync(groupKey, seal(groupKey, encodeGroup(recordOf(item))));
+        if (this.installedSnapshots.has(g)) this.root.removeSync(groupPrefix(KIND_INSTALLED, g));
       }
       writing = false;
       const ms = performance.now() - sliceStartMs;
       blockedMs += ms;
-      sliceMaxMs = Math.max(sliceMaxMs, ms);
+      sliceMsMax = Math.max(sliceMsMax, ms);
     };
     return this.root.transaction(writeAll).then(
       () => {
-        for (const item of items) this.groups.set(item.groupId, recordOf(item));
-        this.lastCheckpoint = { writes, blockedMs, sliceMaxMs };
+        for (const item of items) {
+          this.groups.set(item.groupId, recordOf(item));
+          this.installedSnapshots.delete(item.groupId);
+        }
+        this.lastCheckpoint = { writes, blockedMs, sliceMsMax };
       },
       (e: unknown) => {
         // lmdb-js hangs a second rejected promise on a failed commit; it is this one's cause, not news.
@@ -566,8 +649,7 @@ export class KeyspaceStore {
         state,
         exportData: (): Uint8Array => {
           assert.ok(open, 'openCheckpoint: the view is closed');
-          const entries = (kind: number): Generator<[string, Buffer], undefined, undefined> =>
-            mapRecords(this.readRange(kind, groupId, 0, txn));
+          const entries = (kind: number): Generator<[string, Buffer], undefined, undefined> => mapRecords(this.readRange(kind, groupId, 0, txn));
           return encodeSnapshot(entries(KIND_VALUE), entries(KIND_TOKENS));
         },
         close: (): void => {
@@ -593,6 +675,200 @@ export class KeyspaceStore {
     }
   }
 
+  /**
+   * A read of the group's last durable checkpoint (one LMDB read transaction,
+   * open until `close`) served in chunks: its state, then its value records
+   * and token tables, in key order, each chunk read where the previous one
+   * stopped. Holds at most one chunk (and the record that did not fit in it)
+   * in memory. While it is open LMDB cannot reuse the pages it reads, so the
+   * file may grow with checkpoints written meanwhile.
+   */
+  openSnapshotReader(groupId: number): GroupSnapshotReader {
+    assert.ok(!this.closed, 'keyspace store is closed');
+    assertGroupId(groupId);
+    const txn = this.root.useReadTransaction();
+    let open = true;
+    let state: GroupCheckpointState | undefined;
+    try {
+      for (const { key, value } of this.root.getRange({ start: groupPrefix(KIND_GROUP, groupId), end: groupEnd(KIND_GROUP, groupId), transaction: txn })) {
+        const record = decodeGroup(unseal(key, value));
+        state = { appliedIndex: record.appliedIndex, appliedTerm: record.appliedTerm, conf: record.conf };
+      }
+    } catch (e) {
+      txn.done();
+      throw e;
+    }
+    const sections: { readonly kind: number; readonly item: ItemKind }[] = [
+      { kind: KIND_VALUE, item: ITEM_VALUE },
+      { kind: KIND_TOKENS, item: ITEM_TOKENS },
+    ];
+    let section = 0;
+    /** Where the next read starts (inclusive): the group's range, then just past the last record taken. */
+    let from: Buffer | null = null;
+    let held: { readonly key: string; readonly record: Buffer; readonly next: Buffer } | null = null;
+    const nextChunk = (bytesMax: number): { data: Uint8Array; last: boolean } => {
+      assert.ok(open, 'openSnapshotReader: the reader is closed');
+      assert.ok(Number.isSafeInteger(bytesMax) && bytesMax > 0);
+      const out = new ChunkWriter(bytesMax);
+      for (; section < sections.length; section++, from = null) {
+        const { kind, item } = sections[section] as { readonly kind: number; readonly item: ItemKind };
+        if (held !== null) {
+          out.push(item, held.key, held.record);
+          from = held.next;
+          held = null;
+        }
+        const range = { start: from ?? groupPrefix(kind, groupId), end: groupEnd(kind, groupId), transaction: txn };
+        for (const { key, value } of this.root.getRange(range)) {
+          const { key: name, record } = this.checked(key, value);
+          if (!out.fits(name, record)) {
+            // The first key after this one is the key with a zero byte appended.
+            held = { key: name, record: Buffer.from(record), next: Buffer.concat([key, ZERO_BYTE]) };
+            return { data: out.take(), last: false };
+          }
+          out.push(item, name, record);
+        }
+      }
+      return { data: out.take(), last: true };
+    };
+    return {
+      state,
+      nextChunk,
+      close: (): void => {
+        if (!open) return;
+        open = false;
+        txn.done();
+      },
+    };
+  }
+
+  /**
+   * Writes one chunk of a snapshot being received (snapshot-items.ts format)
+   * into the group's staging range, which no read looks at, in a transaction
+   * of its own. Every record is decoded first (a malformed chunk is refused
+   * with a CorruptRecordError and nothing of it is written). Staging is not
+   * meant to survive a crash: open() removes whatever is left.
+   */
+  stageChunk(groupId: number, chunk: Uint8Array): Promise<void> {
+    if (this.closed) return Promise.reject(new PersistError('keyspace store is closed; snapshot chunk not staged', 'no'));
+    assertGroupId(groupId);
+    // Decoded, checked and written in slices of CHECKPOINT_SLICE_WRITES, letting the event loop run between them.
+    return this.root
+      .transaction(async () => {
+        let n = 0;
+        for (const item of readItems(chunk)) {
+          if (item.kind === ITEM_VALUE) decodeValue(item.record);
+          else decodeTokens(item.record);
+          const k = recordKey(item.kind === ITEM_VALUE ? KIND_STAGED_VALUE : KIND_STAGED_TOKENS, groupId, item.key);
+          this.root.putSync(k, seal(k, recordBody(item.key, item.record)));
+          if (++n % CHECKPOINT_SLICE_WRITES === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+      })
+      .then(() => undefined);
+  }
+
+  /** Removes the group's staged records (a transfer abandoned), in slices of CHECKPOINT_SLICE_WRITES. */
+  discardStaging(groupId: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    assertGroupId(groupId);
+    return this.root
+      .transaction(async () => {
+        for (const kind of [KIND_STAGED_VALUE, KIND_STAGED_TOKENS]) {
+          for (;;) {
+            const keys = [...this.root.getKeys({ start: groupPrefix(kind, groupId), end: groupEnd(kind, groupId), limit: CHECKPOINT_SLICE_WRITES })];
+            if (keys.length === 0) break;
+            for (const key of keys) this.root.removeSync(key);
+            await new Promise<void>((resolve) => setImmediate(resolve));
+          }
+        }
+      })
+      .then(() => undefined);
+  }
+
+  /**
+   * Replaces the group's keyspace with its staged records and sets its
+   * state (applied index, term, membership, key count) in ONE transaction,
+   * after every checkpoint asked for before it: a crash leaves the old
+   * keyspace whole (and the staging, removed at open) or the new one whole.
+   * Records are moved in slices of CHECKPOINT_SLICE_WRITES, letting the
+   * event loop run between them (reads made meanwhile may see part of it:
+   * the group's state machine reads nothing from here until it is done).
+   * Fails like a checkpoint (PersistError; every later write fails after it).
+   */
+  installStaged(groupId: number, state: GroupCheckpointState): Promise<void> {
+    if (this.closed) return Promise.reject(new PersistError('keyspace store is closed; snapshot not installed', 'no'));
+    assertGroupId(groupId);
+    for (const id of [...state.conf.voters, ...state.conf.learners]) nodeIdBytes(id);
+    return this.serialized(() => this.install(groupId, state));
+  }
+
+  private install(groupId: number, state: GroupCheckpointState): Promise<void> {
+    if (this.failure !== null) {
+      return Promise.reject(new PersistError(`snapshot not installed: an earlier write failed (${this.failure.message})`, 'no'));
+    }
+    let writing = true;
+    let keyCount = 0;
+    const yieldLoop = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
+    const moveAll = async (): Promise<void> => {
+      for (const kind of [KIND_VALUE, KIND_TOKENS]) {
+        for (;;) {
+          const keys = [...this.root.getKeys({ start: groupPrefix(kind, groupId), end: groupEnd(kind, groupId), limit: CHECKPOINT_SLICE_WRITES })];
+          if (keys.length === 0) break;
+          for (const key of keys) this.root.removeSync(key);
+          await yieldLoop();
+        }
+      }
+      for (const [staged, live] of [
+        [KIND_STAGED_VALUE, KIND_VALUE],
+        [KIND_STAGED_TOKENS, KIND_TOKENS],
+      ] as const) {
+        for (;;) {
+          const batch: [Buffer, Buffer][] = [];
+          for (const { key, value } of this.root.getRange({
+            start: groupPrefix(staged, groupId),
+            end: groupEnd(staged, groupId),
+            limit: CHECKPOINT_SLICE_WRITES,
+          })) {
+            batch.push([Buffer.from(key), Buffer.from(value)]);
+          }
+          if (batch.length === 0) break;
+          for (const [key, value] of batch) {
+            const body = unseal(key, value);
+            const moved = Buffer.from(key);
+            moved[0] = live;
+            this.root.putSync(moved, seal(moved, body));
+            this.root.removeSync(key);
+          }
+          if (live === KIND_VALUE) keyCount += batch.length;
+          await yieldLoop();
+        }
+      }
+      const groupKey = groupPrefix(KIND_GROUP, groupId);
+      this.root.putSync(groupKey, seal(groupKey, encodeGroup({ ...state, keyCount })));
+      const installedKey = groupPrefix(KIND_INSTALLED, groupId);
+      const installed = Buffer.allocUnsafe(16);
+      writeU64(installed, state.appliedIndex, 0);
+      writeU64(installed, state.appliedTerm, 8);
+      this.root.putSync(installedKey, seal(installedKey, installed));
+      writing = false;
+    };
+    return this.root.transaction(moveAll).then(
+      () => {
+        this.groups.set(groupId, { appliedIndex: state.appliedIndex, appliedTerm: state.appliedTerm, conf: state.conf, keyCount });
+        this.installedAt.set(groupId, state.appliedIndex);
+        this.installedSnapshots.set(groupId, { index: state.appliedIndex, term: state.appliedTerm });
+      },
+      (e: unknown) => {
+        const commitError = (e as { commitError?: unknown }).commitError;
+        if (commitError instanceof Promise) commitError.catch(() => undefined);
+        const failure = writing
+          ? new PersistError(`snapshot install failed, not applied: ${(e as Error).message}`, 'no')
+          : new PersistError(`snapshot install commit failed, outcome unknown: ${(e as Error).message}`, 'unknown');
+        this.failure ??= failure;
+        throw failure;
+      },
+    );
+  }
+
   /** Waits for the checkpoint in flight, then closes the environment. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -605,6 +881,8 @@ export class KeyspaceStore {
     }
   }
 }
+
+const ZERO_BYTE = Buffer.of(0);
 
 function* mapRecords(records: Iterable<{ key: string; record: Buffer }>): Generator<[string, Buffer], undefined, undefined> {
   for (const { key, record } of records) yield [key, record];

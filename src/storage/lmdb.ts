@@ -62,13 +62,7 @@ export class LmdbStore implements LegacyKeyspaceStore {
   private readonly lockPath: string;
   private closed = false;
 
-  private constructor(
-    dataDir: string,
-    root: RootDatabase,
-    kv: Database<Buffer, Buffer>,
-    tokens: Database<Buffer, Buffer>,
-    lockPath: string,
-  ) {
+  private constructor(dataDir: string, root: RootDatabase, kv: Database<Buffer, Buffer>, tokens: Database<Buffer, Buffer>, lockPath: string) {
     this.description = `lmdb:${join(dataDir, DATA_FILE)}`;
     this.root = root;
     this.kv = kv;
@@ -118,13 +112,11 @@ export class LmdbStore implements LegacyKeyspaceStore {
       if (fresh) {
         meta.putSync(FORMAT_KEY, FORMAT);
       } else if (!isFormat(format)) {
-        root.close();
+        void root.close();
         throw new DataDirectoryError(`${dataPath} is not an ordo data file (no ordo format record); refusing to use it`);
       } else if (format.version !== FORMAT.version) {
-        root.close();
-        throw new DataDirectoryError(
-          `${dataPath} has data format ${format.version}, this ordo reads format ${FORMAT.version}; refusing to start`,
-        );
+        void root.close();
+        throw new DataDirectoryError(`${dataPath} has data format ${format.version}, this ordo reads format ${FORMAT.version}; refusing to start`);
       }
       return new LmdbStore(dir, root, kv, tokens, lockPath);
     } catch (e) {
@@ -150,7 +142,9 @@ export class LmdbStore implements LegacyKeyspaceStore {
       } catch (e) {
         if (e instanceof DataDirectoryError) throw e;
         // A damaged page shows up as an LMDB error while reading (MDB_PAGE_NOTFOUND, MDB_CORRUPTED).
-        throw new DataDirectoryError(`cannot read ${this.description.replace(/^lmdb:/, '')}: ${(e as Error).message}; the file may be corrupt; refusing to start`);
+        throw new DataDirectoryError(
+          `cannot read ${this.description.replace(/^lmdb:/, '')}: ${(e as Error).message}; the file may be corrupt; refusing to start`,
+        );
       }
     };
     load(this.kv, (key, record) => sm.load(key, decodeValue(record)));
@@ -187,9 +181,7 @@ export class LmdbStore implements LegacyKeyspaceStore {
       // A write refused inside the transaction aborts it: nothing applied. A failed
       // commit may have written pages before its sync failed: outcome unknown.
       return Promise.reject(
-        writing
-          ? new PersistError(`write failed: ${(e as Error).message}`, 'no')
-          : new PersistError(`commit failed: ${(e as Error).message}`, 'unknown'),
+        writing ? new PersistError(`write failed: ${(e as Error).message}`, 'no') : new PersistError(`commit failed: ${(e as Error).message}`, 'unknown'),
       );
     }
     return Promise.resolve();

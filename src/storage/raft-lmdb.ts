@@ -21,6 +21,7 @@ import { MemoryStorage } from '../raft/storage.js';
 import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
 import { openLmdbStore, RAFT_FILES, releasePidLock, type FsyncMode } from './files.js';
 import { DataDirectoryError, PersistError } from './store.js';
+import { OrdoError } from '../ordo-error.js';
 
 /** The LMDB file holding every Raft group of the node, in the data directory. */
 export const RAFT_DATA_FILE = RAFT_FILES.dataFile;
@@ -128,7 +129,9 @@ function unseal(key: Buffer, value: Buffer): Buffer {
 }
 
 /** Thrown while decoding a record; turned into a DataDirectoryError naming the record. */
-class CorruptError extends Error {}
+class CorruptError extends OrdoError {
+  override readonly code = 'ORDO_ERR_RAFT_LMDB_CORRUPT';
+}
 
 function corruptIf(cond: boolean, why: string): void {
   if (cond) throw new CorruptError(why);
@@ -573,9 +576,7 @@ export class RaftLogStore {
         }
         const version = value.readUInt32BE(FORMAT_MAGIC.length);
         if (version !== RAFT_FORMAT_VERSION) {
-          throw new DataDirectoryError(
-            `${dataPath} has Raft data format ${version}, this ordo reads format ${RAFT_FORMAT_VERSION}; refusing to start`,
-          );
+          throw new DataDirectoryError(`${dataPath} has Raft data format ${version}, this ordo reads format ${RAFT_FORMAT_VERSION}; refusing to start`);
         }
         sawFormat = true;
         continue;
@@ -760,7 +761,13 @@ export class RaftLogStore {
     if (this.closed) return Promise.reject(new PersistError('raft log store is closed; turn not written', 'no'));
     const batch = this.collect();
     const previous = this.inFlight;
-    const turn = previous === null ? this.write(batch) : previous.then(() => this.write(batch), () => this.write(batch));
+    const turn =
+      previous === null
+        ? this.write(batch)
+        : previous.then(
+            () => this.write(batch),
+            () => this.write(batch),
+          );
     // A synchronous commit (or an empty turn) is over already: nothing is in flight.
     if (previous === null && (batch.size === 0 || !this.commitOffThread)) return turn;
     this.inFlight = turn;
@@ -774,9 +781,7 @@ export class RaftLogStore {
   /** Writes one collected turn as one LMDB transaction (once the turns before it have settled). */
   private write(batch: WriteBatch): Promise<void> {
     if (this.failure !== null) {
-      return Promise.reject(
-        new PersistError(`turn not written: an earlier turn failed (${this.failure.message}); reopen the store`, 'no'),
-      );
+      return Promise.reject(new PersistError(`turn not written: an earlier turn failed (${this.failure.message}); reopen the store`, 'no'));
     }
     if (batch.size === 0) return Promise.resolve();
     let writing = true;

@@ -23,28 +23,18 @@
 // valid frame after them) is cut and overwritten with zeros; anywhere else a
 // bad frame is refused with a DataDirectoryError naming the file and the
 // offset.
+//
+// Every file operation goes through a LogFs (log-fs.ts): node:fs itself, or
+// the simulator's disk (sim-disk.ts), so this code runs unchanged on both.
 
 import assert from 'node:assert/strict';
-import {
-  closeSync,
-  fdatasync,
-  fdatasyncSync,
-  fsyncSync,
-  ftruncateSync,
-  openSync,
-  fstatSync,
-  readdirSync,
-  readSync,
-  renameSync,
-  rmSync,
-  unlinkSync,
-  write,
-  writeSync,
-} from 'node:fs';
-import { open as openAsync, rename as renameAsync, unlink as unlinkAsync } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { realLogFs, unlinkIfPresentSync, type LogFs, type SegmentIo } from './log-fs.js';
 import { DataDirectoryError } from './store.js';
+import { OrdoError } from '../ordo-error.js';
+
+export type { SegmentIo } from './log-fs.js';
 
 /** Default size a segment is preallocated to; the log moves to a new segment when a frame does not fit. */
 export const SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
@@ -127,26 +117,11 @@ export interface RecoveredFrame {
   readonly payload: Buffer;
 }
 
-/** What the file layer does to the file system; replaceable by tests to inject failures. */
-export interface SegmentIo {
-  writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
-  fdatasyncSync(fd: number): void;
-  write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number>;
-  fdatasync(fd: number): Promise<void>;
-}
-
-export const realSegmentIo: SegmentIo = {
-  writeSync: (fd, buf, offset, length, position) => writeSync(fd, buf, offset, length, position),
-  fdatasyncSync: (fd) => fdatasyncSync(fd),
-  write: (fd, buf, offset, length, position) =>
-    new Promise((resolve, reject) => write(fd, buf, offset, length, position, (e, n) => (e === null ? resolve(n) : reject(e)))),
-  fdatasync: (fd) => new Promise((resolve, reject) => fdatasync(fd, (e) => (e === null ? resolve() : reject(e)))),
-};
-
 /** Where an append failed: before anything of the frame was written, while writing it, or in its fdatasync. */
 export type AppendStage = 'before' | 'write' | 'sync';
 
-export class AppendError extends Error {
+export class AppendError extends OrdoError {
+  readonly code = 'ORDO_ERR_LOG_APPEND';
   constructor(
     readonly stage: AppendStage,
     override readonly cause: unknown,
@@ -163,6 +138,8 @@ export interface SegmentLogOptions {
   readonly onFrame: (frame: RecoveredFrame) => void;
   /** One line about a cut torn tail (default: stderr). */
   readonly log?: (line: string) => void;
+  /** The file system (default: node:fs; the simulator passes its disk). */
+  readonly fs?: LogFs;
 }
 
 interface Preparation {
@@ -171,14 +148,16 @@ interface Preparation {
   readonly done: Promise<void>;
   settled: boolean;
   failed: boolean;
+  /** Why it failed (an errno error: a full disk must stay recognisable as one). */
+  error: unknown;
   /** No longer wanted: removed once settled. */
   abandoned: boolean;
 }
 
 /** The segments of one log directory: recovery, appends, rotation, deletion. */
 export class SegmentLog {
-  /** @internal Tests replace it to inject failures. */
-  io: SegmentIo = realSegmentIo;
+  /** @internal The writes and fdatasyncs of the commit path (the file system's); tests replace it to inject failures. */
+  io: SegmentIo;
   /** Segment numbers on disk, ascending (the last one is active). */
   private readonly segments: number[];
   private activeFd: number;
@@ -195,6 +174,7 @@ export class SegmentLog {
   private closed = false;
 
   private constructor(
+    private readonly fs: LogFs,
     readonly dir: string,
     private readonly segmentBytes: number,
     private readonly fsync: boolean,
@@ -203,6 +183,7 @@ export class SegmentLog {
     activeOffset: number,
     nextFrameNumber: number,
   ) {
+    this.io = fs;
     this.segments = segments;
     this.activeFd = activeFd;
     this.activeOffset = activeOffset;
@@ -224,15 +205,16 @@ export class SegmentLog {
       `segmentBytes must be an integer in ${SEGMENT_BYTES_MIN}..${SEGMENT_BYTES_MAX}`,
     );
     const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+    const fs = options.fs ?? realLogFs;
     const seqs: number[] = [];
-    for (const name of readdirSync(dir)) {
+    for (const name of fs.readdirSync(dir)) {
       const m = SEGMENT_NAME.exec(name);
       if (m !== null) {
         const seq = Number.parseInt(m[1] as string, 16);
         if (!Number.isSafeInteger(seq) || seq < 1) throw new DataDirectoryError(`${join(dir, name)}: segment number out of range; refusing to start`);
         seqs.push(seq);
       } else if (name.endsWith(TEMP_SUFFIX)) {
-        unlinkSync(join(dir, name));
+        fs.unlinkSync(join(dir, name));
       }
     }
     seqs.sort((a, b) => a - b);
@@ -245,11 +227,11 @@ export class SegmentLog {
     }
     if (seqs.length === 0) {
       const path = join(dir, segmentFileName(1));
-      prepareSync(path + TEMP_SUFFIX, 1, segmentBytes, options.fsync);
-      renameSync(path + TEMP_SUFFIX, path);
-      if (options.fsync) fsyncDir(dir);
-      const fd = openSync(path, 'r+');
-      return new SegmentLog(dir, segmentBytes, options.fsync, [1], fd, SEGMENT_HEADER_BYTES, 1);
+      prepareSync(fs, path + TEMP_SUFFIX, 1, segmentBytes, options.fsync);
+      fs.renameSync(path + TEMP_SUFFIX, path);
+      if (options.fsync) fs.syncDirSync(dir);
+      const fd = fs.openSync(path, 'r+');
+      return new SegmentLog(fs, dir, segmentBytes, options.fsync, [1], fd, SEGMENT_HEADER_BYTES, 1);
     }
     let nextFrameNumber: number | null = null;
     let end = SEGMENT_HEADER_BYTES;
@@ -257,24 +239,25 @@ export class SegmentLog {
       const seq = seqs[i] as number;
       const last = i === seqs.length - 1;
       const file = join(dir, segmentFileName(seq));
-      const scan = scanSegment(file, seq, nextFrameNumber, last, options.onFrame);
+      const scan = scanSegment(fs, file, seq, nextFrameNumber, last, options.onFrame);
       nextFrameNumber = scan.nextFrameNumber;
       end = scan.end;
       if (scan.cut !== null) {
-        const fd = openSync(file, 'r+');
+        const fd = fs.openSync(file, 'r+');
         try {
-          ftruncateSync(fd, end);
-          zeroFill(fd, end, Math.max(segmentBytes, scan.fileBytes));
-          if (options.fsync) fsyncSync(fd);
+          // Zeros over the bytes the file already has (no new space needed: this works on a full disk), then up to
+          // the segment size if it was shorter.
+          zeroFill(fs, fd, end, Math.max(segmentBytes, scan.fileBytes));
+          if (options.fsync) fs.fsyncSync(fd);
         } finally {
-          closeSync(fd);
+          fs.closeSync(fd);
         }
         log(`ordo: ${file}: cut a torn tail at byte ${end} (${scan.cut}); continuing from there`);
       }
     }
     const activeSeq = seqs[seqs.length - 1] as number;
-    const fd = openSync(join(dir, segmentFileName(activeSeq)), 'r+');
-    const opened = new SegmentLog(dir, segmentBytes, options.fsync, seqs, fd, end, nextFrameNumber ?? 1);
+    const fd = fs.openSync(join(dir, segmentFileName(activeSeq)), 'r+');
+    const opened = new SegmentLog(fs, dir, segmentBytes, options.fsync, seqs, fd, end, nextFrameNumber ?? 1);
     opened.prepareIfDue();
     return opened;
   }
@@ -366,23 +349,23 @@ export class SegmentLog {
     const path = join(this.dir, segmentFileName(seq));
     const prep = this.preparation;
     if (prep !== null && prep.seq === seq && prep.settled && !prep.failed) {
-      renameSync(prep.path, path);
+      this.fs.renameSync(prep.path, path);
     } else {
       // Not ready yet: a file of our own, prepared here (the background one is dropped when it settles).
       if (prep !== null) this.abandon(prep);
       const tmp = `${path}.sync${TEMP_SUFFIX}`;
       try {
-        prepareSync(tmp, seq, this.segmentBytes, this.fsync);
+        prepareSync(this.fs, tmp, seq, this.segmentBytes, this.fsync);
       } catch (e) {
         // A disk that filled up gets back the space of the half-written file.
-        rmSync(tmp, { force: true });
+        unlinkIfPresentSync(this.fs, tmp);
         throw e;
       }
-      renameSync(tmp, path);
+      this.fs.renameSync(tmp, path);
     }
     this.preparation = null;
-    if (this.fsync) fsyncDir(this.dir);
-    this.switchTo(seq, openSync(path, 'r+'));
+    if (this.fsync) this.fs.syncDirSync(this.dir);
+    this.switchTo(seq, this.fs.openSync(path, 'r+'));
   }
 
   private async rotate(): Promise<void> {
@@ -395,16 +378,21 @@ export class SegmentLog {
       // One more try, here, so that the error is the one of this turn.
       prep = this.startPreparation(seq);
       await prep.done;
-      if (prep.failed) throw new Error(`cannot preallocate ${path}`);
+      if (prep.failed) {
+        // Keep the errno code: a full disk (ENOSPC) is retried by the store, other failures are not.
+        const code = (prep.error as NodeJS.ErrnoException | null)?.code;
+        const why = prep.error instanceof Error ? prep.error.message : String(prep.error);
+        throw Object.assign(new Error(`cannot preallocate ${path}: ${why}`), code === undefined ? {} : { code });
+      }
     }
-    await renameAsync(prep.path, path);
+    await this.fs.rename(prep.path, path);
     this.preparation = null;
-    if (this.fsync) await fsyncDirAsync(this.dir);
-    this.switchTo(seq, openSync(path, 'r+'));
+    if (this.fsync) await this.fs.syncDir(this.dir);
+    this.switchTo(seq, this.fs.openSync(path, 'r+'));
   }
 
   private switchTo(seq: number, fd: number): void {
-    closeSync(this.activeFd);
+    this.fs.closeSync(this.activeFd);
     this.activeFd = fd;
     this.activeOffset = SEGMENT_HEADER_BYTES;
     this.segments.push(seq);
@@ -424,16 +412,17 @@ export class SegmentLog {
 
   private startPreparation(seq: number): Preparation {
     const path = join(this.dir, `${segmentFileName(seq)}.prep${TEMP_SUFFIX}`);
-    const prep: Preparation = { seq, path, done: Promise.resolve(), settled: false, failed: false, abandoned: false };
-    const done = prepareAsync(path, seq, this.segmentBytes, this.fsync).then(
+    const prep: Preparation = { seq, path, done: Promise.resolve(), settled: false, failed: false, error: null, abandoned: false };
+    const done = prepareAsync(this.fs, path, seq, this.segmentBytes, this.fsync).then(
       async () => {
         prep.settled = true;
-        if (prep.abandoned) await unlinkAsync(prep.path).catch(() => undefined);
+        if (prep.abandoned) await this.fs.unlink(prep.path).catch(() => undefined);
       },
-      async () => {
+      async (e: unknown) => {
         prep.settled = true;
         prep.failed = true;
-        await unlinkAsync(prep.path).catch(() => undefined);
+        prep.error = e;
+        await this.fs.unlink(prep.path).catch(() => undefined);
       },
     );
     (prep as { done: Promise<void> }).done = done;
@@ -447,7 +436,7 @@ export class SegmentLog {
     prep.abandoned = true;
     if (prep.settled) {
       try {
-        unlinkSync(prep.path);
+        this.fs.unlinkSync(prep.path);
       } catch {
         // already gone
       }
@@ -462,16 +451,16 @@ export class SegmentLog {
    */
   deleteBelowSync(seq: number): void {
     while (this.segments.length > 1 && (this.segments[0] as number) < seq) {
-      unlinkSync(join(this.dir, segmentFileName(this.segments[0] as number)));
-      if (this.fsync) fsyncDir(this.dir);
+      this.fs.unlinkSync(join(this.dir, segmentFileName(this.segments[0] as number)));
+      if (this.fsync) this.fs.syncDirSync(this.dir);
       this.segments.shift();
     }
   }
 
   async deleteBelow(seq: number): Promise<void> {
     while (this.segments.length > 1 && (this.segments[0] as number) < seq) {
-      await unlinkAsync(join(this.dir, segmentFileName(this.segments[0] as number)));
-      if (this.fsync) await fsyncDirAsync(this.dir);
+      await this.fs.unlink(join(this.dir, segmentFileName(this.segments[0] as number)));
+      if (this.fsync) await this.fs.syncDir(this.dir);
       this.segments.shift();
     }
   }
@@ -480,65 +469,45 @@ export class SegmentLog {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    closeSync(this.activeFd);
+    this.fs.closeSync(this.activeFd);
     const prep = this.preparation;
     this.preparation = null;
     if (prep !== null) prep.abandoned = true;
     while (this.unsettled.size > 0) await Promise.all([...this.unsettled]);
-    if (prep !== null) await unlinkAsync(prep.path).catch(() => undefined);
+    if (prep !== null) await this.fs.unlink(prep.path).catch(() => undefined);
   }
 }
 
-/** fsyncs a directory, so that files created, renamed or removed in it stay so. */
-export function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-export async function fsyncDirAsync(dir: string): Promise<void> {
-  const fh = await openAsync(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-function zeroFill(fd: number, from: number, to: number): void {
-  for (let at = from; at < to; ) {
+function zeroFill(fs: LogFs, fd: number, from: number, to: number): void {
+  for (let at = from; at < to;) {
     const n = Math.min(ZERO_CHUNK_BYTES, to - at);
-    at += writeSync(fd, ZEROS, 0, n, at);
+    at += fs.writeSync(fd, ZEROS, 0, n, at);
   }
 }
 
-function prepareSync(path: string, seq: number, segmentBytes: number, fsync: boolean): void {
-  const fd = openSync(path, 'w');
+function prepareSync(fs: LogFs, path: string, seq: number, segmentBytes: number, fsync: boolean): void {
+  const fd = fs.openSync(path, 'w');
   try {
-    zeroFill(fd, 0, segmentBytes);
+    zeroFill(fs, fd, 0, segmentBytes);
     const header = segmentHeader(seq);
-    writeSync(fd, header, 0, header.length, 0);
-    if (fsync) fsyncSync(fd);
+    fs.writeSync(fd, header, 0, header.length, 0);
+    if (fsync) fs.fsyncSync(fd);
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
 }
 
-async function prepareAsync(path: string, seq: number, segmentBytes: number, fsync: boolean): Promise<void> {
-  const fh = await openAsync(path, 'w');
+async function prepareAsync(fs: LogFs, path: string, seq: number, segmentBytes: number, fsync: boolean): Promise<void> {
+  const fd = await fs.open(path, 'w');
   try {
-    for (let at = 0; at < segmentBytes; ) {
-      const { bytesWritten } = await fh.write(ZEROS, 0, Math.min(ZERO_CHUNK_BYTES, segmentBytes - at), at);
-      at += bytesWritten;
+    for (let at = 0; at < segmentBytes;) {
+      at += await fs.write(fd, ZEROS, 0, Math.min(ZERO_CHUNK_BYTES, segmentBytes - at), at);
     }
     const header = segmentHeader(seq);
-    await fh.write(header, 0, header.length, 0);
-    if (fsync) await fh.sync();
+    await fs.write(fd, header, 0, header.length, 0);
+    if (fsync) await fs.fsync(fd);
   } finally {
-    await fh.close();
+    await fs.close(fd);
   }
 }
 
@@ -561,6 +530,7 @@ class FileWindow {
   private length = 0;
 
   constructor(
+    private readonly fs: LogFs,
     private readonly fd: number,
     readonly size: number,
   ) {}
@@ -573,7 +543,7 @@ class FileWindow {
     const want = Math.min(this.buf.length, this.size - at);
     let got = 0;
     while (got < want) {
-      const r = readSync(this.fd, this.buf, got, want - got, at + got);
+      const r = this.fs.readSync(this.fd, this.buf, got, want - got, at + got);
       if (r === 0) break;
       got += r;
     }
@@ -600,9 +570,9 @@ function frameAt(w: FileWindow, at: number, expected: number | null): Buffer | s
 }
 
 /** The offset of a valid frame numbered after `after` somewhere in the file from `from` on, or -1. */
-function findValidFrame(fd: number, size: number, from: number, after: number): number {
-  const w = new FileWindow(fd, size);
-  const check = new FileWindow(fd, size);
+function findValidFrame(fs: LogFs, fd: number, size: number, from: number, after: number): number {
+  const w = new FileWindow(fs, fd, size);
+  const check = new FileWindow(fs, fd, size);
   const headBytes = FRAME_HEADER_BYTES + FRAME_NUMBER_BYTES;
   const zeroBlockBytes = 4096;
   let at = from;
@@ -636,23 +606,16 @@ function isZeroFrom(w: FileWindow, from: number): boolean {
   return true;
 }
 
-function scanSegment(
-  file: string,
-  seq: number,
-  expectedFirst: number | null,
-  last: boolean,
-  onFrame: (frame: RecoveredFrame) => void,
-): SegmentScan {
-  const refuse = (at: number, why: string): DataDirectoryError =>
-    new DataDirectoryError(`${file}: at byte ${at}: ${why}; refusing to start on a damaged log`);
+function scanSegment(fs: LogFs, file: string, seq: number, expectedFirst: number | null, last: boolean, onFrame: (frame: RecoveredFrame) => void): SegmentScan {
+  const refuse = (at: number, why: string): DataDirectoryError => new DataDirectoryError(`${file}: at byte ${at}: ${why}; refusing to start on a damaged log`);
   let fd: number;
   try {
-    fd = openSync(file, 'r');
+    fd = fs.openSync(file, 'r');
   } catch (e) {
     throw new DataDirectoryError(`cannot read ${file}: ${(e as Error).message}`);
   }
   try {
-    const w = new FileWindow(fd, fstatSync(fd).size);
+    const w = new FileWindow(fs, fd, fs.sizeSync(fd));
     const header = w.view(0, SEGMENT_HEADER_BYTES);
     if (header === null || !header.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) {
       throw refuse(0, 'not an ordo log segment (no segment header)');
@@ -682,11 +645,11 @@ function scanSegment(
       if (isZeroFrom(w, at)) return { end: at, nextFrameNumber, fileBytes: w.size, cut: null };
       if (!last) throw refuse(at, frame === 'end' ? 'bytes after the end of the segment' : frame);
       // The last segment: a torn tail unless a valid frame follows the damage.
-      const after = findValidFrame(fd, w.size, at + 1, nextFrameNumber - 1);
+      const after = findValidFrame(fs, fd, w.size, at + 1, nextFrameNumber - 1);
       if (after >= 0) throw refuse(at, `${frame === 'end' ? 'a hole' : frame}, with valid frames after it (at byte ${after})`);
       return { end: at, nextFrameNumber, fileBytes: w.size, cut: frame === 'end' ? 'stray bytes after the end' : frame };
     }
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
 }

@@ -4,6 +4,7 @@
 
 import type { ConfState, WritableStorage } from '../raft/index.js';
 import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
+import { OrdoError } from '../ordo-error.js';
 
 /**
  * Thrown by `persist` and `commitTurn`. `applied` says whether the batch may
@@ -11,7 +12,9 @@ import type { ChangeSet, StateMachine } from '../sequencer/state-machine.js';
  * it (the disk is full); a later commit writes it first, so the caller may
  * wait and commit again instead of stopping.
  */
-export class PersistError extends Error {
+export class PersistError extends OrdoError {
+  override readonly code = 'ORDO_ERR_PERSIST';
+
   constructor(
     message: string,
     readonly applied: 'no' | 'unknown',
@@ -22,7 +25,9 @@ export class PersistError extends Error {
 }
 
 /** A data directory that cannot be used: the node refuses to start, saying why. */
-export class DataDirectoryError extends Error {}
+export class DataDirectoryError extends OrdoError {
+  override readonly code = 'ORDO_ERR_DATA_DIRECTORY';
+}
 
 /**
  * Where a node keeps the Raft state of all its groups and its metadata

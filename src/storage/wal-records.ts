@@ -11,6 +11,7 @@ import { crc32 } from 'node:zlib';
 import { EntryType, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
 import { FRAME_HEADER_BYTES, FRAME_NUMBER_BYTES, readU64LE, writeU64LE, type RecoveredFrame } from './segments.js';
 import { DataDirectoryError } from './store.js';
+import { OrdoError } from '../ordo-error.js';
 
 /** Version of the record encodings below (frame payloads and snapshot files); another version is refused (segments carry their own). */
 export const WAL_RECORD_FORMAT_VERSION = 1;
@@ -74,7 +75,9 @@ export function snapFileName(group: number, index: number, frame: number): strin
 }
 
 /** Thrown while decoding a record; turned into a DataDirectoryError naming the file, offset and record. */
-class CorruptError extends Error {}
+class CorruptError extends OrdoError {
+  override readonly code = 'ORDO_ERR_LOG_RECORD_CORRUPT';
+}
 
 function corruptIf(cond: boolean, why: string): void {
   if (cond) throw new CorruptError(why);
@@ -245,7 +248,11 @@ export class Replay {
   oldestSeq = 0;
   lastFrameSeq = 0;
 
-  constructor(private readonly walDir: string) {}
+  constructor(
+    private readonly walDir: string,
+    /** Reads a snapshot file whole (node:fs readFileSync, or the simulator's disk). */
+    private readonly readFile: (path: string) => Buffer = readFileSync,
+  ) {}
 
   frame(f: RecoveredFrame): void {
     if (this.oldestSeq === 0) this.oldestSeq = f.seq;
@@ -397,7 +404,7 @@ export class Replay {
     }
     if (count > 0) {
       let perGroup = this.entryMax.get(seq);
-      if (perGroup === undefined) this.entryMax.set(seq, (perGroup = new Map()));
+      if (perGroup === undefined) this.entryMax.set(seq, (perGroup = new Map<number, number>()));
       perGroup.set(g.id, Math.max(perGroup.get(g.id) ?? 0, from + count - 1));
     }
   }
@@ -406,8 +413,7 @@ export class Replay {
   finish(): { group: ReplayGroup; data: Uint8Array; file: string | null }[] {
     const out: { group: ReplayGroup; data: Uint8Array; file: string | null }[] = [];
     for (const g of [...this.groups.values()].sort((a, b) => a.id - b.id)) {
-      const refuse = (why: string): DataDirectoryError =>
-        new DataDirectoryError(`${this.walDir}: group ${g.id}: ${why}; refusing to start on a damaged log`);
+      const refuse = (why: string): DataDirectoryError => new DataDirectoryError(`${this.walDir}: group ${g.id}: ${why}; refusing to start on a damaged log`);
       if (g.hole !== null) throw refuse(`${g.hole} that no log start covers (entries are missing)`);
       const start = (g.ents[0] as Entry).index;
       if (g.snap.index < start) throw refuse(`snapshot at ${g.snap.index} below the log start ${start}`);
@@ -420,7 +426,7 @@ export class Replay {
       let file: string | null = null;
       if (g.snap.dataBytes > 0) {
         file = snapFileName(g.id, g.snap.index, g.snap.frame);
-        data = readSnapFile(join(this.walDir, file), g.id, g.snap, g.snap.where);
+        data = readSnapFile(this.readFile, join(this.walDir, file), g.id, g.snap, g.snap.where);
       }
       out.push({ group: g, data, file });
     }
@@ -439,12 +445,12 @@ export function encodeSnapHeader(w: FrameWriter, s: SnapWrite): void {
   w.u64(s.snap.data.length);
 }
 
-function readSnapFile(path: string, group: number, meta: ReplayGroup['snap'], where: string): Uint8Array {
+function readSnapFile(readFile: (path: string) => Buffer, path: string, group: number, meta: ReplayGroup['snap'], where: string): Uint8Array {
   const refuse = (why: string): DataDirectoryError =>
     new DataDirectoryError(`${path} (snapshot of group ${group} referenced by ${where}): ${why}; refusing to start`);
   let buf: Buffer;
   try {
-    buf = readFileSync(path);
+    buf = readFile(path);
   } catch (e) {
     throw refuse((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file missing' : (e as Error).message);
   }
@@ -468,4 +474,3 @@ function readSnapFile(path: string, group: number, meta: ReplayGroup['snap'], wh
     throw e;
   }
 }
-

@@ -19,13 +19,12 @@
 // them. Turns settle in call order; after a failed turn every later turn fails.
 
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, unlinkSync, writevSync } from 'node:fs';
-import { open as openAsync, unlink as unlinkAsync } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { MemoryStorage } from '../raft/storage.js';
 import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
-import { acquirePidLock, NODE_LOG_DIR, releasePidLock } from './files.js';
+import { NODE_LOG_DIR } from './files.js';
+import { realLogFs, type LogFs } from './log-fs.js';
 import {
   AppendError,
   FRAME_HEADER_BYTES,
@@ -33,8 +32,6 @@ import {
   FRAME_PAYLOAD_BYTES_MAX,
   SEGMENT_BYTES_DEFAULT,
   SegmentLog,
-  fsyncDir,
-  fsyncDirAsync,
   sealFrame,
   writeU64LE,
 } from './segments.js';
@@ -86,6 +83,10 @@ export interface WalStoreOptions {
   readonly commitOffThread?: boolean;
   /** Size segments are preallocated to (default SEGMENT_BYTES_DEFAULT). */
   readonly segmentBytes?: number;
+  /** The file system (default node:fs; the simulator passes its disk, sim-disk.ts). */
+  readonly fs?: LogFs;
+  /** Where lines about recovery and clean-up go (default stderr). */
+  readonly log?: (line: string) => void;
 }
 
 function checkNodeId(id: NodeId): void {
@@ -392,6 +393,8 @@ export class WalStore implements NodeLogStore {
   commitOffThread: boolean;
 
   private constructor(
+    private readonly fs: LogFs,
+    private readonly logLine: (line: string) => void,
     private readonly walDir: string,
     private readonly log: SegmentLog,
     private readonly lockPath: string,
@@ -420,34 +423,42 @@ export class WalStore implements NodeLogStore {
     const dir = resolve(dataDir);
     const walDir = join(dir, WAL_DIR);
     const fsync = options.fsync === 'always';
+    const fs = options.fs ?? realLogFs;
+    const logLine = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
     try {
-      const existed = existsSync(walDir);
-      mkdirSync(walDir, { recursive: true });
-      if (!existed && fsync) fsyncDir(dirname(walDir));
+      const existed = fs.existsSync(walDir);
+      fs.mkdirSync(walDir);
+      if (!existed && fsync) fs.syncDirSync(dirname(walDir));
     } catch (e) {
       throw new DataDirectoryError(`cannot create log directory ${walDir}: ${(e as Error).message}`);
     }
     const lockPath = join(walDir, WAL_LOCK_FILE);
-    acquirePidLock(lockPath, 'the node log');
+    fs.lock(lockPath, 'the node log');
     let log: SegmentLog | null = null;
     try {
-      const names = readdirSync(walDir);
+      const names = fs.readdirSync(walDir);
       if (!names.some((n) => n.endsWith('.wal')) && names.some((n) => SNAP_NAME.test(n))) {
         throw new DataDirectoryError(`${walDir} holds snapshot files but no log segment; the log was lost; refusing to start`);
       }
-      const replay = new Replay(walDir);
+      const replay = new Replay(walDir, (path) => fs.readFileSync(path));
       try {
-        log = SegmentLog.open(walDir, { segmentBytes: options.segmentBytes ?? SEGMENT_BYTES_DEFAULT, fsync, onFrame: (f) => replay.frame(f) });
+        log = SegmentLog.open(walDir, {
+          segmentBytes: options.segmentBytes ?? SEGMENT_BYTES_DEFAULT,
+          fsync,
+          onFrame: (f) => replay.frame(f),
+          fs,
+          log: logLine,
+        });
       } catch (e) {
         if (e instanceof DataDirectoryError || e instanceof assert.AssertionError) throw e;
         throw new DataDirectoryError(`cannot open the log in ${walDir}: ${(e as Error).message}`);
       }
-      const store = new WalStore(walDir, log, lockPath, fsync, options.commitOffThread === true, replay);
+      const store = new WalStore(fs, logLine, walDir, log, lockPath, fsync, options.commitOffThread === true, replay);
       store.restore(replay);
       return store;
     } catch (e) {
       if (log !== null) void log.close();
-      releasePidLock(lockPath);
+      fs.unlock(lockPath);
       throw e;
     }
   }
@@ -463,8 +474,8 @@ export class WalStore implements NodeLogStore {
     }
     for (const [k, v] of replay.meta) this.meta.set(k, v);
     // Snapshot files of turns that never committed, or whose removal a crash interrupted.
-    for (const name of readdirSync(this.walDir)) {
-      if (SNAP_NAME.test(name) && !referenced.has(name)) unlinkSync(join(this.walDir, name));
+    for (const name of this.fs.readdirSync(this.walDir)) {
+      if (SNAP_NAME.test(name) && !referenced.has(name)) this.fs.unlinkSync(join(this.walDir, name));
     }
   }
 
@@ -637,7 +648,7 @@ export class WalStore implements NodeLogStore {
     this.needCheckpoint = false;
     if (entryMax.size > 0) {
       let perGroup = this.entryMax.get(seq);
-      if (perGroup === undefined) this.entryMax.set(seq, (perGroup = new Map()));
+      if (perGroup === undefined) this.entryMax.set(seq, (perGroup = new Map<number, number>()));
       for (const [g, max] of entryMax) perGroup.set(g, Math.max(perGroup.get(g) ?? 0, max));
     }
     return { writer: w, bytes: w.at, rotate, snaps, effects };
@@ -682,7 +693,7 @@ export class WalStore implements NodeLogStore {
       const t = this.stalled[0] as Turn;
       try {
         for (const s of t.snaps) this.writeSnapFileSync(s);
-        if (t.snaps.length > 0 && this.fsync) fsyncDir(this.walDir);
+        if (t.snaps.length > 0 && this.fsync) this.fs.syncDirSync(this.walDir);
         this.log.appendSync(t.writer.buf, t.bytes, t.rotate);
       } catch (e) {
         throw this.failed(e);
@@ -701,7 +712,7 @@ export class WalStore implements NodeLogStore {
       const t = this.stalled[0] as Turn;
       try {
         for (const s of t.snaps) await this.writeSnapFile(s);
-        if (t.snaps.length > 0 && this.fsync) await fsyncDirAsync(this.walDir);
+        if (t.snaps.length > 0 && this.fsync) await this.fs.syncDir(this.walDir);
         await this.log.append(t.writer.buf, t.bytes, t.rotate);
       } catch (e) {
         throw this.failed(e);
@@ -723,19 +734,19 @@ export class WalStore implements NodeLogStore {
     const header = this.snapHeader(s);
     const crc = Buffer.allocUnsafe(4);
     crc.writeUInt32LE(crc32(s.snap.data, crc32(header)), 0);
-    const fd = openSync(join(this.walDir, s.file), 'w');
+    const fd = this.fs.openSync(join(this.walDir, s.file), 'w');
     try {
       const parts = [header, s.snap.data, crc];
       const total = header.length + s.snap.data.length + 4;
-      let done = writevSync(fd, parts);
+      let done = this.fs.writevSync(fd, parts, 0);
       if (done < total) {
         // A short write (rare on files): the rest piece by piece.
         const all = Buffer.concat(parts);
-        while (done < total) done += writevSync(fd, [all.subarray(done)], done);
+        while (done < total) done += this.fs.writevSync(fd, [all.subarray(done)], done);
       }
-      if (this.fsync) fsyncSync(fd);
+      if (this.fsync) this.fs.fsyncSync(fd);
     } finally {
-      closeSync(fd);
+      this.fs.closeSync(fd);
     }
   }
 
@@ -743,18 +754,18 @@ export class WalStore implements NodeLogStore {
     const header = this.snapHeader(s);
     const crc = Buffer.allocUnsafe(4);
     crc.writeUInt32LE(crc32(s.snap.data, crc32(header)), 0);
-    const fh = await openAsync(join(this.walDir, s.file), 'w');
+    const fd = await this.fs.open(join(this.walDir, s.file), 'w');
     try {
       const parts = [header, s.snap.data, crc];
       const total = header.length + s.snap.data.length + 4;
-      let { bytesWritten: done } = await fh.writev(parts);
+      let done = await this.fs.writev(fd, parts, 0);
       if (done < total) {
         const all = Buffer.concat(parts);
-        while (done < total) done += (await fh.write(all, done, total - done, done)).bytesWritten;
+        while (done < total) done += await this.fs.write(fd, all, done, total - done, done);
       }
-      if (this.fsync) await fh.sync();
+      if (this.fsync) await this.fs.fsync(fd);
     } finally {
-      await fh.close();
+      await this.fs.close(fd);
     }
   }
 
@@ -792,7 +803,7 @@ export class WalStore implements NodeLogStore {
 
   private cleanUpSync(): void {
     try {
-      while (this.unreferencedSnapFiles.length > 0) unlinkSync(join(this.walDir, this.unreferencedSnapFiles.shift() as string));
+      while (this.unreferencedSnapFiles.length > 0) this.fs.unlinkSync(join(this.walDir, this.unreferencedSnapFiles.shift() as string));
       const below = this.deletableBelow();
       if (below > (this.log.segmentNumbers()[0] as number)) {
         this.log.deleteBelowSync(below);
@@ -800,20 +811,20 @@ export class WalStore implements NodeLogStore {
       }
     } catch (e) {
       // Space not given back is no reason to stop: the next clean-up tries again, recovery removes stray snapshot files.
-      process.stderr.write(`ordo: ${this.walDir}: clean-up failed: ${(e as Error).message}\n`);
+      this.logLine(`ordo: ${this.walDir}: clean-up failed: ${(e as Error).message}`);
     }
   }
 
   private async cleanUpAsync(): Promise<void> {
     try {
-      while (this.unreferencedSnapFiles.length > 0) await unlinkAsync(join(this.walDir, this.unreferencedSnapFiles.shift() as string));
+      while (this.unreferencedSnapFiles.length > 0) await this.fs.unlink(join(this.walDir, this.unreferencedSnapFiles.shift() as string));
       const below = this.deletableBelow();
       if (below > (this.log.segmentNumbers()[0] as number)) {
         await this.log.deleteBelow(below);
         this.forgetSegmentsBelow(below);
       }
     } catch (e) {
-      process.stderr.write(`ordo: ${this.walDir}: clean-up failed: ${(e as Error).message}\n`);
+      this.logLine(`ordo: ${this.walDir}: clean-up failed: ${(e as Error).message}`);
     }
   }
 
@@ -835,7 +846,7 @@ export class WalStore implements NodeLogStore {
       while (this.inFlight !== null) await this.inFlight;
       await this.log.close();
     } finally {
-      releasePidLock(this.lockPath);
+      this.fs.unlock(this.lockPath);
     }
   }
 }

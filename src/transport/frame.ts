@@ -12,7 +12,8 @@
 // messages, each a u32 length and that many bytes. All integers big-endian.
 // No sockets here: bytes in, frames out.
 
-import assert from "node:assert/strict";
+import assert from 'node:assert/strict';
+import { OrdoError } from '../ordo-error.js';
 
 export const FRAME_MAGIC = Uint8Array.of(0x4f, 0x52, 0x44, 0x42);
 export const PROTOCOL_VERSION = 1;
@@ -54,7 +55,7 @@ export function messageBytesMaxFor(frameBytesMax: number): number {
 }
 
 export function encodeFrame(type: FrameType, body: Uint8Array): Buffer {
-  assert.ok(body.length <= FRAME_BYTES_MAX_CEILING - FRAME_HEADER_BYTES, "frame body too long");
+  assert.ok(body.length <= FRAME_BYTES_MAX_CEILING - FRAME_HEADER_BYTES, 'frame body too long');
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
   out.set(FRAME_MAGIC, 0);
   out[4] = PROTOCOL_VERSION;
@@ -75,7 +76,7 @@ export function encodeDataFrame(messages: readonly Uint8Array[]): Buffer {
   let payloadBytes = 0;
   for (const m of messages) payloadBytes += m.length;
   const total = dataFrameBytes(payloadBytes, messages.length);
-  assert.ok(total <= FRAME_BYTES_MAX_CEILING, "data frame too long");
+  assert.ok(total <= FRAME_BYTES_MAX_CEILING, 'data frame too long');
   const out = Buffer.allocUnsafe(total);
   out.set(FRAME_MAGIC, 0);
   out[4] = PROTOCOL_VERSION;
@@ -94,11 +95,13 @@ export function encodeDataFrame(messages: readonly Uint8Array[]): Buffer {
   return out;
 }
 
-export class ProtocolError extends Error {}
+export class ProtocolError extends OrdoError {
+  override readonly code = 'ORDO_ERR_BUS_PROTOCOL';
+}
 
 /** The messages of a data frame's body (views into it, no copies). Throws ProtocolError if malformed. */
 export function decodeDataBody(body: Uint8Array): Uint8Array[] {
-  if (body.length < DATA_BODY_HEADER_BYTES) throw new ProtocolError("data frame shorter than its message count");
+  if (body.length < DATA_BODY_HEADER_BYTES) throw new ProtocolError('data frame shorter than its message count');
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const count = view.getUint32(0);
   // Every message costs at least its length field: reject absurd counts before looping.
@@ -108,10 +111,10 @@ export function decodeDataBody(body: Uint8Array): Uint8Array[] {
   const out: Uint8Array[] = [];
   let at = DATA_BODY_HEADER_BYTES;
   for (let i = 0; i < count; i++) {
-    if (at + MESSAGE_OVERHEAD_BYTES > body.length) throw new ProtocolError("data frame truncated in a message length");
+    if (at + MESSAGE_OVERHEAD_BYTES > body.length) throw new ProtocolError('data frame truncated in a message length');
     const len = view.getUint32(at);
     at += MESSAGE_OVERHEAD_BYTES;
-    if (len > body.length - at) throw new ProtocolError("data frame truncated in a message");
+    if (len > body.length - at) throw new ProtocolError('data frame truncated in a message');
     out.push(body.subarray(at, at + len));
     at += len;
   }
@@ -177,7 +180,7 @@ export class FrameDecoder {
     const n = Math.min(this.buffered, FRAME_MAGIC.length);
     const head = this.peek(n);
     for (let i = 0; i < n; i++) {
-      if (head[i] !== FRAME_MAGIC[i]) throw new ProtocolError("bad frame magic (not an ordo bus peer?)");
+      if (head[i] !== FRAME_MAGIC[i]) throw new ProtocolError('bad frame magic (not an ordo bus peer?)');
     }
   }
 
@@ -238,7 +241,7 @@ export class FrameDecoder {
 export function parseHeader(header: Uint8Array, frameBytesMax: number): number {
   assert.ok(header.length >= FRAME_HEADER_BYTES);
   for (let i = 0; i < FRAME_MAGIC.length; i++) {
-    if (header[i] !== FRAME_MAGIC[i]) throw new ProtocolError("bad frame magic (not an ordo bus peer?)");
+    if (header[i] !== FRAME_MAGIC[i]) throw new ProtocolError('bad frame magic (not an ordo bus peer?)');
   }
   const version = header[4];
   if (version !== PROTOCOL_VERSION) {
@@ -247,7 +250,7 @@ export function parseHeader(header: Uint8Array, frameBytesMax: number): number {
   const type = header[5];
   if (type === undefined || !FRAME_TYPES.has(type)) throw new ProtocolError(`unknown frame type ${String(type)}`);
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  if (view.getUint16(6) !== 0) throw new ProtocolError("reserved header bits set");
+  if (view.getUint16(6) !== 0) throw new ProtocolError('reserved header bits set');
   const bodyBytes = view.getUint32(8);
   if (FRAME_HEADER_BYTES + bodyBytes > frameBytesMax) {
     throw new ProtocolError(`frame of ${FRAME_HEADER_BYTES + bodyBytes} bytes exceeds the limit of ${frameBytesMax}`);

@@ -11,9 +11,9 @@
 //   Refuse: reason (UTF-8, at most REFUSE_REASON_BYTES_MAX bytes)
 //   Welcome: empty
 
-import assert from "node:assert/strict";
-import { createHmac, timingSafeEqual } from "node:crypto";
-import { ProtocolError } from "./frame.js";
+import assert from 'node:assert/strict';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { ProtocolError } from './frame.js';
 
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;
@@ -33,7 +33,7 @@ export interface Hello {
 }
 
 const utf8 = new TextEncoder();
-const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
 
 /** Throws a RangeError unless `id` is a usable node or cluster id. */
 export function checkId(what: string, id: string): void {
@@ -68,7 +68,10 @@ export function encodeHello(h: Hello): Uint8Array {
 
 class Reader {
   private at = 0;
-  constructor(private readonly bytes: Uint8Array, private readonly what: string) {}
+  constructor(
+    private readonly bytes: Uint8Array,
+    private readonly what: string,
+  ) {}
   u8(): number {
     const v = this.bytes[this.at];
     if (v === undefined) throw new ProtocolError(`${this.what} truncated`);
@@ -100,15 +103,15 @@ class Reader {
 }
 
 export function decodeHello(body: Uint8Array): Hello {
-  const r = new Reader(body, "hello");
+  const r = new Reader(body, 'hello');
   const flags = r.u8();
-  if ((flags & ~FLAG_HAS_SECRET) !== 0) throw new ProtocolError("hello has unknown flags");
+  if ((flags & ~FLAG_HAS_SECRET) !== 0) throw new ProtocolError('hello has unknown flags');
   const nonce = r.take(NONCE_BYTES);
   const nodeId = r.text();
   const clusterId = r.text();
   const proof = r.proof();
   r.end();
-  if (nodeId.length === 0 || clusterId.length === 0) throw new ProtocolError("hello has an empty id");
+  if (nodeId.length === 0 || clusterId.length === 0) throw new ProtocolError('hello has an empty id');
   return { hasSecret: (flags & FLAG_HAS_SECRET) !== 0, nonce, nodeId, clusterId, proof };
 }
 
@@ -121,7 +124,7 @@ export function encodeAuth(proof: Uint8Array): Uint8Array {
 }
 
 export function decodeAuth(body: Uint8Array): Uint8Array {
-  const r = new Reader(body, "auth");
+  const r = new Reader(body, 'auth');
   const proof = r.proof();
   r.end();
   return proof;
@@ -134,11 +137,11 @@ export function encodeRefuse(reason: string): Uint8Array {
 
 export function decodeRefuse(body: Uint8Array): string {
   // Shown in logs only: replace anything unprintable.
-  const text = new TextDecoder("utf-8").decode(body.subarray(0, REFUSE_REASON_BYTES_MAX));
-  return text.replace(/[^\x20-\x7e]/g, "?");
+  const text = new TextDecoder('utf-8').decode(body.subarray(0, REFUSE_REASON_BYTES_MAX));
+  return text.replace(/[^\x20-\x7e]/g, '?');
 }
 
-export type ProofRole = "dialer" | "acceptor";
+export type ProofRole = 'dialer' | 'acceptor';
 
 export interface ProofContext {
   readonly clusterId: string;
@@ -156,7 +159,7 @@ export interface ProofContext {
 export function computeProof(secret: Uint8Array, role: ProofRole, ctx: ProofContext): Uint8Array {
   assert.equal(ctx.dialerNonce.length, NONCE_BYTES);
   assert.equal(ctx.acceptorNonce.length, NONCE_BYTES);
-  const h = createHmac("sha256", secret);
+  const h = createHmac('sha256', secret);
   h.update(utf8.encode(`ordo-bus/1/${role}`));
   for (const s of [ctx.clusterId, ctx.dialerId, ctx.acceptorId]) {
     const b = utf8.encode(s);

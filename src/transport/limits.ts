@@ -3,9 +3,9 @@
 
 const MiB = 1024 * 1024;
 
-export const DEFAULT_CLUSTER_ID = "ordo";
+export const DEFAULT_CLUSTER_ID = 'ordo';
 /** Address the bus listens on unless told otherwise: loopback only. */
-export const DEFAULT_BUS_HOST = "127.0.0.1";
+export const DEFAULT_BUS_HOST = '127.0.0.1';
 /** Bytes of queued messages per peer (payloads plus framing, including what the socket still holds). */
 export const DEFAULT_SEND_QUEUE_BYTES_MAX = 64 * MiB;
 /** Messages queued per peer, whatever their size (bounds the per-message overhead of tiny messages). */
@@ -17,7 +17,7 @@ export const WRITE_BUFFER_BYTES_MAX_FLOOR = 64 * 1024;
 /** First redial delay (before jitter); it doubles per failed attempt. */
 export const DEFAULT_RECONNECT_BASE_MS = 100;
 /** Cap of the redial delay (before jitter). */
-export const DEFAULT_RECONNECT_MAX_MS = 5000;
+export const DEFAULT_RECONNECT_DELAY_MS_MAX = 5000;
 /** From the start of a dial (or an accept) to a completed handshake. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 /** A connection that sent nothing for this long sends a ping frame. */

@@ -6,23 +6,17 @@
 // delay. Time and "end of turn" come from a scheduler that can be replaced
 // (for a virtual clock).
 
-import assert from "node:assert/strict";
-import {
-  DATA_BODY_HEADER_BYTES,
-  DEFAULT_FRAME_BYTES_MAX,
-  FRAME_BYTES_MAX_FLOOR,
-  FRAME_HEADER_BYTES,
-  messageBytesMaxFor,
-} from "./frame.js";
-import { SendQueue, type SendQueueLimits } from "./send-queue.js";
-import { DEFAULT_SEND_QUEUE_BYTES_MAX, DEFAULT_SEND_QUEUE_MESSAGES_MAX } from "./limits.js";
-import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from "./types.js";
+import assert from 'node:assert/strict';
+import { DATA_BODY_HEADER_BYTES, DEFAULT_FRAME_BYTES_MAX, FRAME_BYTES_MAX_FLOOR, FRAME_HEADER_BYTES, messageBytesMaxFor } from './frame.js';
+import { SendQueue, type SendQueueLimits } from './send-queue.js';
+import { DEFAULT_SEND_QUEUE_BYTES_MAX, DEFAULT_SEND_QUEUE_MESSAGES_MAX } from './limits.js';
+import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from './types.js';
 
 export interface MemoryScheduler {
   /** Run `fn` once the current loop turn's work is done. */
-  endOfTurn(fn: () => void): void;
+  readonly endOfTurn: (fn: () => void) => void;
   /** Run `fn` after `ms`; returns a function that cancels it. */
-  after(ms: number, fn: () => void): () => void;
+  readonly after: (ms: number, fn: () => void) => () => void;
 }
 
 export const realScheduler: MemoryScheduler = {
@@ -128,13 +122,13 @@ export class MemoryHub {
 
   /** Lose each message from `from` to `to` with probability `rate`. */
   setLossRate(from: NodeId, to: NodeId, rate: number): void {
-    assert.ok(rate >= 0 && rate <= 1, "loss rate must be within [0, 1]");
+    assert.ok(rate >= 0 && rate <= 1, 'loss rate must be within [0, 1]');
     this.link(from, to).lossRate = rate;
   }
 
   /** Deliver frames from `from` to `to` after `ms` (order is kept whatever the delays). */
   setDelay(from: NodeId, to: NodeId, ms: number): void {
-    assert.ok(Number.isFinite(ms) && ms >= 0, "delay must be >= 0");
+    assert.ok(Number.isFinite(ms) && ms >= 0, 'delay must be >= 0');
     this.link(from, to).delayMs = ms;
   }
 
@@ -251,14 +245,14 @@ export class MemoryTransport implements LinkAwareTransport {
     opts: MemoryTransportOptions,
   ) {
     this.frameBytesMax = opts.frameBytesMax ?? DEFAULT_FRAME_BYTES_MAX;
-    assert.ok(Number.isSafeInteger(this.frameBytesMax) && this.frameBytesMax >= FRAME_BYTES_MAX_FLOOR, "frameBytesMax too small");
+    assert.ok(Number.isSafeInteger(this.frameBytesMax) && this.frameBytesMax >= FRAME_BYTES_MAX_FLOOR, 'frameBytesMax too small');
     this.messageBytesMax = messageBytesMaxFor(this.frameBytesMax);
     this.queueLimits = {
       bytesMax: opts.sendQueueBytesMax ?? DEFAULT_SEND_QUEUE_BYTES_MAX,
       messagesMax: opts.sendQueueMessagesMax ?? DEFAULT_SEND_QUEUE_MESSAGES_MAX,
     };
-    assert.ok(this.queueLimits.bytesMax >= this.frameBytesMax, "sendQueueBytesMax must be at least frameBytesMax");
-    assert.ok(this.queueLimits.messagesMax > 0, "sendQueueMessagesMax must be positive");
+    assert.ok(this.queueLimits.bytesMax >= this.frameBytesMax, 'sendQueueBytesMax must be at least frameBytesMax');
+    assert.ok(this.queueLimits.messagesMax > 0, 'sendQueueMessagesMax must be positive');
   }
 
   knows(id: NodeId): boolean {
@@ -313,7 +307,7 @@ export class MemoryTransport implements LinkAwareTransport {
       const dialer = this.nodeId < id;
       const inFlight = this.hub.inFlight(this.nodeId, id);
       out.set(id, {
-        state: connected ? "connected" : dialer ? "connecting" : "waiting",
+        state: connected ? 'connected' : dialer ? 'connecting' : 'waiting',
         connected,
         dialer,
         queuedBytes: p.queue.bytes + inFlight.bytes,
@@ -362,7 +356,12 @@ export class MemoryTransport implements LinkAwareTransport {
       for (const batch of peer.queue.drain(bodyBytesMax)) {
         peer.sentFrames++;
         peer.sentMessages += batch.messages.length;
-        this.hub.carry(this.nodeId, id, batch.messages.map((m) => Uint8Array.from(m)), batch.bytes);
+        this.hub.carry(
+          this.nodeId,
+          id,
+          batch.messages.map((m) => Uint8Array.from(m)),
+          batch.bytes,
+        );
       }
     }
   }

@@ -3,8 +3,8 @@
 // what was refused; drained once per loop turn into batches that each fit in
 // one data frame.
 
-import assert from "node:assert/strict";
-import { MESSAGE_OVERHEAD_BYTES } from "./frame.js";
+import assert from 'node:assert/strict';
+import { MESSAGE_OVERHEAD_BYTES } from './frame.js';
 
 export interface SendQueueLimits {
   readonly bytesMax: number;
@@ -56,7 +56,7 @@ export class SendQueue {
     let bytes = 0;
     for (const m of this.pending) {
       const cost = m.length + MESSAGE_OVERHEAD_BYTES;
-      assert.ok(cost <= bodyBytesMax, "message over the frame limit was queued");
+      assert.ok(cost <= bodyBytesMax, 'message over the frame limit was queued');
       if (bytes + cost > bodyBytesMax) {
         out.push({ messages, bytes });
         messages = [];

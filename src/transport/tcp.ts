@@ -5,11 +5,11 @@
 // and buffer is bounded; a misbehaving peer loses its connection, never the
 // node. See docs/transport.md.
 
-import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import net from "node:net";
-import { performance } from "node:perf_hooks";
-import { backoffDelayMs } from "./backoff.js";
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { backoffDelayMs } from './backoff.js';
 import {
   DEFAULT_BUS_HOST,
   DEFAULT_CLOSE_TIMEOUT_MS,
@@ -19,12 +19,12 @@ import {
   DEFAULT_PENDING_CONNECTIONS_MAX,
   DEFAULT_PING_INTERVAL_MS,
   DEFAULT_RECONNECT_BASE_MS,
-  DEFAULT_RECONNECT_MAX_MS,
+  DEFAULT_RECONNECT_DELAY_MS_MAX,
   DEFAULT_SEND_QUEUE_BYTES_MAX,
   DEFAULT_SEND_QUEUE_MESSAGES_MAX,
   DEFAULT_WRITE_BUFFER_BYTES_MAX,
   WRITE_BUFFER_BYTES_MAX_FLOOR,
-} from "./limits.js";
+} from './limits.js';
 import {
   DEFAULT_FRAME_BYTES_MAX,
   FRAME_BYTES_MAX_CEILING,
@@ -39,32 +39,12 @@ import {
   encodeDataFrame,
   encodeFrame,
   messageBytesMaxFor,
-} from "./frame.js";
-import type { Frame } from "./frame.js";
-import { SendQueue, type SendQueueLimits } from "./send-queue.js";
-import {
-  NONCE_BYTES,
-  checkId,
-  computeProof,
-  decodeAuth,
-  decodeHello,
-  decodeRefuse,
-  encodeAuth,
-  encodeHello,
-  encodeRefuse,
-  proofMatches,
-} from "./handshake.js";
-import type { Hello, ProofContext } from "./handshake.js";
-import type {
-  MessageHandler,
-  NodeId,
-  PeerAddress,
-  PeerState,
-  PeerStatus,
-  Transport,
-  TransportLog,
-  TransportStats,
-} from "./types.js";
+} from './frame.js';
+import type { Frame } from './frame.js';
+import { SendQueue, type SendQueueLimits } from './send-queue.js';
+import { NONCE_BYTES, checkId, computeProof, decodeAuth, decodeHello, decodeRefuse, encodeAuth, encodeHello, encodeRefuse, proofMatches } from './handshake.js';
+import type { Hello, ProofContext } from './handshake.js';
+import type { MessageHandler, NodeId, PeerAddress, PeerState, PeerStatus, Transport, TransportLog, TransportStats } from './types.js';
 
 export interface TcpTransportOptions {
   readonly nodeId: NodeId;
@@ -81,7 +61,7 @@ export interface TcpTransportOptions {
   readonly sendQueueMessagesMax?: number;
   readonly writeBufferBytesMax?: number;
   readonly reconnectBaseMs?: number;
-  readonly reconnectMaxMs?: number;
+  readonly reconnectDelayMsMax?: number;
   readonly handshakeTimeoutMs?: number;
   readonly pingIntervalMs?: number;
   readonly idleTimeoutMs?: number;
@@ -93,14 +73,14 @@ export interface TcpTransportOptions {
   readonly log?: TransportLog;
 }
 
-type Role = "dialer" | "acceptor";
+type Role = 'dialer' | 'acceptor';
 /**
  * Where a connection is in its life:
  * connecting (dialer, TCP connect) → hello (waiting for the other side's Hello)
  * → auth (acceptor, waiting for the dialer's proof) / welcome (dialer, waiting
  * for the acceptor's verdict) → open → closed.
  */
-type Phase = "connecting" | "hello" | "auth" | "welcome" | "open" | "closed";
+type Phase = 'connecting' | 'hello' | 'auth' | 'welcome' | 'open' | 'closed';
 
 class Conn {
   phase: Phase;
@@ -117,7 +97,7 @@ class Conn {
   closeReason: string | null = null;
 
   isClosed(): boolean {
-    return this.phase === "closed";
+    return this.phase === 'closed';
   }
 
   constructor(
@@ -126,7 +106,7 @@ class Conn {
     peerId: NodeId | null,
     nowMs: number,
   ) {
-    this.phase = role === "dialer" ? "connecting" : "hello";
+    this.phase = role === 'dialer' ? 'connecting' : 'hello';
     this.peerId = peerId;
     this.lastReceivedMs = nowMs;
     this.lastSentMs = nowMs;
@@ -183,7 +163,7 @@ export class TcpTransport implements Transport {
   private readonly queueLimits: SendQueueLimits;
   private readonly writeBufferBytesMax: number;
   private readonly reconnectBaseMs: number;
-  private readonly reconnectMaxMs: number;
+  private readonly reconnectDelayMsMax: number;
   private readonly handshakeTimeoutMs: number;
   private readonly pingIntervalMs: number;
   private readonly idleTimeoutMs: number;
@@ -212,41 +192,40 @@ export class TcpTransport implements Transport {
   private lastLoggedRefusal: string | null = null;
 
   private constructor(opts: TcpTransportOptions) {
-    checkId("node id", opts.nodeId);
+    checkId('node id', opts.nodeId);
     this.nodeId = opts.nodeId;
     this.clusterId = opts.clusterId ?? DEFAULT_CLUSTER_ID;
-    checkId("cluster id", this.clusterId);
+    checkId('cluster id', this.clusterId);
     this.host = opts.host ?? DEFAULT_BUS_HOST;
     if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new RangeError(`bad bus port ${opts.port}`);
     this.listenPort = opts.port;
     const secret = opts.secret ?? null;
-    this.secret =
-      secret === null || secret.length === 0 ? null : typeof secret === "string" ? new TextEncoder().encode(secret) : Uint8Array.from(secret);
-    this.frameBytesMax = positiveInt("frameBytesMax", opts.frameBytesMax ?? DEFAULT_FRAME_BYTES_MAX);
+    this.secret = secret === null || secret.length === 0 ? null : typeof secret === 'string' ? new TextEncoder().encode(secret) : Uint8Array.from(secret);
+    this.frameBytesMax = positiveInt('frameBytesMax', opts.frameBytesMax ?? DEFAULT_FRAME_BYTES_MAX);
     if (this.frameBytesMax < FRAME_BYTES_MAX_FLOOR || this.frameBytesMax > FRAME_BYTES_MAX_CEILING) {
       throw new RangeError(`frameBytesMax must be within [${FRAME_BYTES_MAX_FLOOR}, ${FRAME_BYTES_MAX_CEILING}]`);
     }
     this.messageBytesMax = messageBytesMaxFor(this.frameBytesMax);
-    const sendQueueBytesMax = positiveInt("sendQueueBytesMax", opts.sendQueueBytesMax ?? DEFAULT_SEND_QUEUE_BYTES_MAX);
-    if (sendQueueBytesMax < this.frameBytesMax) throw new RangeError("sendQueueBytesMax must be at least frameBytesMax");
+    const sendQueueBytesMax = positiveInt('sendQueueBytesMax', opts.sendQueueBytesMax ?? DEFAULT_SEND_QUEUE_BYTES_MAX);
+    if (sendQueueBytesMax < this.frameBytesMax) throw new RangeError('sendQueueBytesMax must be at least frameBytesMax');
     this.queueLimits = {
       bytesMax: sendQueueBytesMax,
-      messagesMax: positiveInt("sendQueueMessagesMax", opts.sendQueueMessagesMax ?? DEFAULT_SEND_QUEUE_MESSAGES_MAX),
+      messagesMax: positiveInt('sendQueueMessagesMax', opts.sendQueueMessagesMax ?? DEFAULT_SEND_QUEUE_MESSAGES_MAX),
     };
-    this.writeBufferBytesMax = positiveInt("writeBufferBytesMax", opts.writeBufferBytesMax ?? DEFAULT_WRITE_BUFFER_BYTES_MAX);
+    this.writeBufferBytesMax = positiveInt('writeBufferBytesMax', opts.writeBufferBytesMax ?? DEFAULT_WRITE_BUFFER_BYTES_MAX);
     // At or above the socket's high-water mark, a full buffer always means a 'drain' event will come.
     if (this.writeBufferBytesMax < WRITE_BUFFER_BYTES_MAX_FLOOR) {
       throw new RangeError(`writeBufferBytesMax must be at least ${WRITE_BUFFER_BYTES_MAX_FLOOR}`);
     }
-    this.reconnectBaseMs = positiveInt("reconnectBaseMs", opts.reconnectBaseMs ?? DEFAULT_RECONNECT_BASE_MS);
-    this.reconnectMaxMs = positiveInt("reconnectMaxMs", opts.reconnectMaxMs ?? DEFAULT_RECONNECT_MAX_MS);
-    if (this.reconnectMaxMs < this.reconnectBaseMs) throw new RangeError("reconnectMaxMs must be at least reconnectBaseMs");
-    this.handshakeTimeoutMs = positiveInt("handshakeTimeoutMs", opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
-    this.pingIntervalMs = positiveInt("pingIntervalMs", opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS);
-    this.idleTimeoutMs = positiveInt("idleTimeoutMs", opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
-    if (this.idleTimeoutMs <= this.pingIntervalMs) throw new RangeError("idleTimeoutMs must exceed pingIntervalMs");
-    this.pendingConnectionsMax = positiveInt("pendingConnectionsMax", opts.pendingConnectionsMax ?? DEFAULT_PENDING_CONNECTIONS_MAX);
-    this.closeTimeoutMs = positiveInt("closeTimeoutMs", opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
+    this.reconnectBaseMs = positiveInt('reconnectBaseMs', opts.reconnectBaseMs ?? DEFAULT_RECONNECT_BASE_MS);
+    this.reconnectDelayMsMax = positiveInt('reconnectDelayMsMax', opts.reconnectDelayMsMax ?? DEFAULT_RECONNECT_DELAY_MS_MAX);
+    if (this.reconnectDelayMsMax < this.reconnectBaseMs) throw new RangeError('reconnectDelayMsMax must be at least reconnectBaseMs');
+    this.handshakeTimeoutMs = positiveInt('handshakeTimeoutMs', opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    this.pingIntervalMs = positiveInt('pingIntervalMs', opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS);
+    this.idleTimeoutMs = positiveInt('idleTimeoutMs', opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+    if (this.idleTimeoutMs <= this.pingIntervalMs) throw new RangeError('idleTimeoutMs must exceed pingIntervalMs');
+    this.pendingConnectionsMax = positiveInt('pendingConnectionsMax', opts.pendingConnectionsMax ?? DEFAULT_PENDING_CONNECTIONS_MAX);
+    this.closeTimeoutMs = positiveInt('closeTimeoutMs', opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? ((line) => process.stderr.write(`ordo: bus: ${line}\n`));
     this.server = net.createServer((socket) => this.accept(socket));
@@ -257,13 +236,13 @@ export class TcpTransport implements Transport {
     const t = new TcpTransport(opts);
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error): void => reject(e);
-      t.server.once("error", onError);
+      t.server.once('error', onError);
       t.server.listen({ host: t.host, port: t.listenPort }, () => {
-        t.server.off("error", onError);
+        t.server.off('error', onError);
         resolve();
       });
     });
-    t.server.on("error", (e) => t.log(`${t.nodeId}: listener error: ${errorText(e)}`));
+    t.server.on('error', (e) => t.log(`${t.nodeId}: listener error: ${errorText(e)}`));
     t.pingTimer = setInterval(() => t.checkLiveness(), t.pingIntervalMs);
     return t;
   }
@@ -271,7 +250,7 @@ export class TcpTransport implements Transport {
   /** The address peers should dial (the bound port when started with port 0). */
   address(): PeerAddress {
     const a = this.server.address();
-    assert.ok(a !== null && typeof a === "object", "transport is not listening");
+    assert.ok(a !== null && typeof a === 'object', 'transport is not listening');
     return { host: this.host, port: a.port };
   }
 
@@ -310,7 +289,7 @@ export class TcpTransport implements Transport {
   setPeers(peers: ReadonlyMap<NodeId, PeerAddress>): void {
     if (this.closed) return;
     for (const [id, address] of peers) {
-      checkId("peer id", id);
+      checkId('peer id', id);
       if (!Number.isInteger(address.port) || address.port < 1 || address.port > 65535) {
         throw new RangeError(`bad port ${address.port} for peer ${JSON.stringify(id)}`);
       }
@@ -335,10 +314,10 @@ export class TcpTransport implements Transport {
     const out = new Map<NodeId, PeerStatus>();
     for (const [id, p] of this.peers) {
       let state: PeerState;
-      if (p.conn !== null) state = "connected";
-      else if (!p.dialer) state = "waiting";
-      else if (p.retryTimer !== null) state = "backoff";
-      else state = "connecting";
+      if (p.conn !== null) state = 'connected';
+      else if (!p.dialer) state = 'waiting';
+      else if (p.retryTimer !== null) state = 'backoff';
+      else state = 'connecting';
       out.set(id, {
         state,
         connected: p.conn !== null,
@@ -386,14 +365,14 @@ export class TcpTransport implements Transport {
     }
     const socketsClosed: Promise<void>[] = [];
     for (const conn of [...this.conns]) {
-      socketsClosed.push(new Promise<void>((resolve) => conn.socket.once("close", () => resolve())));
-      this.shutdown(conn, "transport closed", false);
+      socketsClosed.push(new Promise<void>((resolve) => conn.socket.once('close', () => resolve())));
+      this.shutdown(conn, 'transport closed', false);
     }
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.closing = Promise.all([serverClosed, ...socketsClosed]).then(() => {
       this.peers.clear();
       this.handlers.clear();
-      assert.equal(this.conns.size, 0, "connections left after close");
+      assert.equal(this.conns.size, 0, 'connections left after close');
     });
     return this.closing;
   }
@@ -419,7 +398,7 @@ export class TcpTransport implements Transport {
   /** Write the peer's pending messages as few frames as the limit allows, if the socket has room. */
   private flushPeer(peer: Peer): void {
     const conn = peer.conn;
-    if (conn === null || conn.phase !== "open" || peer.queue.messages === 0) return;
+    if (conn === null || conn.phase !== 'open' || peer.queue.messages === 0) return;
     if (conn.socket.writableLength >= this.writeBufferBytesMax) return; // resumed on 'drain'
     for (const batch of peer.queue.drain(this.frameBytesMax - FRAME_HEADER_BYTES - DATA_BODY_HEADER_BYTES)) {
       this.writeData(peer, conn, batch.messages);
@@ -446,12 +425,12 @@ export class TcpTransport implements Transport {
     assert.ok(peer.dialer && peer.conn === null && peer.attempt === null && peer.retryTimer === null);
     if (this.closed) return;
     const socket = net.connect({ host: peer.address.host, port: peer.address.port });
-    const conn = new Conn(socket, "dialer", peer.id, performance.now());
+    const conn = new Conn(socket, 'dialer', peer.id, performance.now());
     peer.attempt = conn;
     this.track(conn);
-    socket.once("connect", () => {
-      if (conn.phase !== "connecting") return;
-      conn.phase = "hello";
+    socket.once('connect', () => {
+      if (conn.phase !== 'connecting') return;
+      conn.phase = 'hello';
       this.write(conn, encodeFrame(FrameType.Hello, encodeHello(this.hello(conn, new Uint8Array(0)))));
     });
   }
@@ -462,11 +441,11 @@ export class TcpTransport implements Transport {
       return;
     }
     if (this.inboundHandshakes.size >= this.pendingConnectionsMax) {
-      this.reject(`too many connections in handshake (limit ${this.pendingConnectionsMax}) from ${socket.remoteAddress ?? "?"}`);
+      this.reject(`too many connections in handshake (limit ${this.pendingConnectionsMax}) from ${socket.remoteAddress ?? '?'}`);
       socket.destroy();
       return;
     }
-    const conn = new Conn(socket, "acceptor", null, performance.now());
+    const conn = new Conn(socket, 'acceptor', null, performance.now());
     this.inboundHandshakes.add(conn);
     this.track(conn);
   }
@@ -480,26 +459,26 @@ export class TcpTransport implements Transport {
       conn.handshakeTimer = null;
       this.fail(conn, `handshake not done within ${this.handshakeTimeoutMs} ms`, false);
     }, this.handshakeTimeoutMs);
-    socket.on("data", (chunk: Buffer) => this.onData(conn, chunk));
-    socket.on("drain", () => {
+    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    socket.on('drain', () => {
       const peer = this.peerOf(conn);
       if (peer !== null) this.flushPeer(peer);
     });
-    socket.on("error", (e) => {
+    socket.on('error', (e) => {
       if (conn.closeReason === null) conn.closeReason = errorText(e);
     });
-    socket.on("close", () => this.onClose(conn));
+    socket.on('close', () => this.onClose(conn));
   }
 
   /** The peer whose open connection this is, if it still is. */
   private peerOf(conn: Conn): Peer | null {
-    if (conn.phase !== "open" || conn.peerId === null) return null;
+    if (conn.phase !== 'open' || conn.peerId === null) return null;
     const peer = this.peers.get(conn.peerId);
     return peer !== undefined && peer.conn === conn ? peer : null;
   }
 
   private onData(conn: Conn, chunk: Buffer): void {
-    if (conn.phase === "closed") return;
+    if (conn.phase === 'closed') return;
     conn.lastReceivedMs = performance.now();
     conn.decoder.push(chunk);
     // One frame at a time: a frame may change the phase and the frame limit for the next.
@@ -518,42 +497,42 @@ export class TcpTransport implements Transport {
 
   private protocolFailure(conn: Conn, e: unknown): void {
     if (!(e instanceof ProtocolError)) throw e;
-    if (conn.phase === "open") this.protocolErrors++;
+    if (conn.phase === 'open') this.protocolErrors++;
     this.fail(conn, `protocol error: ${e.message}`, false);
   }
 
   private onFrame(conn: Conn, frame: Frame): void {
-    if (frame.type === FrameType.Refuse && conn.phase !== "open") {
+    if (frame.type === FrameType.Refuse && conn.phase !== 'open') {
       this.fail(conn, `refused by peer: ${decodeRefuse(frame.body)}`, false);
       return;
     }
     switch (conn.phase) {
-      case "hello":
+      case 'hello':
         if (frame.type !== FrameType.Hello) throw new ProtocolError(`expected hello, got frame type ${frame.type}`);
-        if (conn.role === "acceptor") this.acceptorGotHello(conn, decodeHello(frame.body));
+        if (conn.role === 'acceptor') this.acceptorGotHello(conn, decodeHello(frame.body));
         else this.dialerGotHello(conn, decodeHello(frame.body));
         return;
-      case "auth":
+      case 'auth':
         if (frame.type !== FrameType.Auth) throw new ProtocolError(`expected auth, got frame type ${frame.type}`);
         this.acceptorGotAuth(conn, decodeAuth(frame.body));
         return;
-      case "welcome":
+      case 'welcome':
         if (frame.type !== FrameType.Welcome) throw new ProtocolError(`expected welcome, got frame type ${frame.type}`);
-        if (frame.body.length !== 0) throw new ProtocolError("welcome frame with a body");
+        if (frame.body.length !== 0) throw new ProtocolError('welcome frame with a body');
         this.open(conn);
         return;
-      case "open":
+      case 'open':
         this.onOpenFrame(conn, frame);
         return;
-      case "connecting":
-      case "closed":
+      case 'connecting':
+      case 'closed':
         throw new ProtocolError(`unexpected frame in phase ${conn.phase}`);
     }
   }
 
   private onOpenFrame(conn: Conn, frame: Frame): void {
     if (frame.type === FrameType.Ping) {
-      if (frame.body.length !== 0) throw new ProtocolError("ping frame with a body");
+      if (frame.body.length !== 0) throw new ProtocolError('ping frame with a body');
       return;
     }
     if (frame.type !== FrameType.Data) throw new ProtocolError(`unexpected frame type ${frame.type} on an open connection`);
@@ -579,8 +558,8 @@ export class TcpTransport implements Transport {
       return `cluster id mismatch: this node is in ${JSON.stringify(this.clusterId)}, the peer in ${JSON.stringify(hello.clusterId)}`;
     }
     if (hello.nodeId === this.nodeId) return `peer claims this node's own id ${JSON.stringify(this.nodeId)}`;
-    if (this.secret !== null && !hello.hasSecret) return "peer has no cluster secret and this node requires one";
-    if (this.secret === null && hello.hasSecret) return "peer uses a cluster secret and this node has none";
+    if (this.secret !== null && !hello.hasSecret) return 'peer has no cluster secret and this node requires one';
+    if (this.secret === null && hello.hasSecret) return 'peer uses a cluster secret and this node has none';
     return null;
   }
 
@@ -598,9 +577,9 @@ export class TcpTransport implements Transport {
       return;
     }
     conn.peerNonce = hello.nonce;
-    const proof = this.secret === null ? new Uint8Array(0) : computeProof(this.secret, "acceptor", this.proofContext(conn));
+    const proof = this.secret === null ? new Uint8Array(0) : computeProof(this.secret, 'acceptor', this.proofContext(conn));
     this.write(conn, encodeFrame(FrameType.Hello, encodeHello(this.hello(conn, proof))));
-    conn.phase = "auth";
+    conn.phase = 'auth';
   }
 
   private dialerGotHello(conn: Conn, hello: Hello): void {
@@ -611,28 +590,28 @@ export class TcpTransport implements Transport {
     if (problem === null) {
       conn.peerNonce = hello.nonce;
       if (this.secret !== null) {
-        const expected = computeProof(this.secret, "acceptor", this.proofContext(conn));
-        if (!proofMatches(expected, hello.proof)) problem = "authentication failed (cluster secrets differ)";
+        const expected = computeProof(this.secret, 'acceptor', this.proofContext(conn));
+        if (!proofMatches(expected, hello.proof)) problem = 'authentication failed (cluster secrets differ)';
       } else if (hello.proof.length !== 0) {
-        problem = "peer sent a proof without a cluster secret";
+        problem = 'peer sent a proof without a cluster secret';
       }
     }
     if (problem !== null) {
       this.fail(conn, problem, true);
       return;
     }
-    const proof = this.secret === null ? new Uint8Array(0) : computeProof(this.secret, "dialer", this.proofContext(conn));
+    const proof = this.secret === null ? new Uint8Array(0) : computeProof(this.secret, 'dialer', this.proofContext(conn));
     this.write(conn, encodeFrame(FrameType.Auth, encodeAuth(proof)));
-    conn.phase = "welcome";
+    conn.phase = 'welcome';
   }
 
   private acceptorGotAuth(conn: Conn, proof: Uint8Array): void {
     let problem: string | null = null;
     if (this.secret !== null) {
-      const expected = computeProof(this.secret, "dialer", this.proofContext(conn));
-      if (!proofMatches(expected, proof)) problem = "authentication failed (cluster secrets differ)";
+      const expected = computeProof(this.secret, 'dialer', this.proofContext(conn));
+      if (!proofMatches(expected, proof)) problem = 'authentication failed (cluster secrets differ)';
     } else if (proof.length !== 0) {
-      problem = "peer sent a proof without a cluster secret";
+      problem = 'peer sent a proof without a cluster secret';
     }
     // The peer may have been removed while the handshake ran.
     if (problem === null && (conn.peerId === null || !this.peers.has(conn.peerId))) {
@@ -648,7 +627,7 @@ export class TcpTransport implements Transport {
 
   private proofContext(conn: Conn): ProofContext {
     assert.ok(conn.peerId !== null && conn.peerNonce !== null);
-    const dialer = conn.role === "dialer";
+    const dialer = conn.role === 'dialer';
     return {
       clusterId: this.clusterId,
       dialerId: dialer ? this.nodeId : conn.peerId,
@@ -662,34 +641,34 @@ export class TcpTransport implements Transport {
   private open(conn: Conn): void {
     assert.ok(conn.peerId !== null);
     const peer = this.peers.get(conn.peerId);
-    if (peer === undefined || (conn.role === "dialer" && peer.attempt !== conn)) {
-      this.fail(conn, "peer removed during the handshake", false);
+    if (peer === undefined || (conn.role === 'dialer' && peer.attempt !== conn)) {
+      this.fail(conn, 'peer removed during the handshake', false);
       return;
     }
     if (conn.handshakeTimer !== null) clearTimeout(conn.handshakeTimer);
     conn.handshakeTimer = null;
     this.inboundHandshakes.delete(conn);
-    if (conn.role === "dialer") {
+    if (conn.role === 'dialer') {
       peer.attempt = null;
     } else if (peer.conn !== null) {
       // The peer redialed: its old connection is dead or dying. Nothing more is read from it.
-      this.shutdown(peer.conn, "replaced by a new connection from the peer", false);
+      this.shutdown(peer.conn, 'replaced by a new connection from the peer', false);
     }
-    conn.phase = "open";
+    conn.phase = 'open';
     conn.decoder.setLimit(this.frameBytesMax);
     peer.conn = conn;
     peer.connects++;
     peer.failedAttempts = 0;
     peer.backoffAttempt = 0;
     peer.lastError = null;
-    this.log(`${this.nodeId}: connected to ${peer.id} (${conn.role === "dialer" ? "dialed" : "accepted"})`);
+    this.log(`${this.nodeId}: connected to ${peer.id} (${conn.role === 'dialer' ? 'dialed' : 'accepted'})`);
     this.flushPeer(peer);
   }
 
   /** Close a connection that failed; with `refuse`, tell the peer why first. */
   private fail(conn: Conn, reason: string, refuse: boolean): void {
-    if (conn.phase === "closed") return;
-    if (conn.phase !== "open") {
+    if (conn.phase === 'closed') return;
+    if (conn.phase !== 'open') {
       this.rejectedConnections++;
       this.lastRejectReason = conn.peerId === null ? reason : `${conn.peerId}: ${reason}`;
     }
@@ -711,10 +690,10 @@ export class TcpTransport implements Transport {
 
   /** Start closing a connection; onClose does the bookkeeping once the socket is gone. */
   private shutdown(conn: Conn, reason: string, refuse: boolean): void {
-    if (conn.phase === "closed") return;
-    const wasOpen = conn.phase === "open";
-    const wasConnecting = conn.phase === "connecting";
-    conn.phase = "closed";
+    if (conn.phase === 'closed') return;
+    const wasOpen = conn.phase === 'open';
+    const wasConnecting = conn.phase === 'connecting';
+    conn.phase = 'closed';
     conn.closeReason = reason;
     if (conn.handshakeTimer !== null) clearTimeout(conn.handshakeTimer);
     conn.handshakeTimer = null;
@@ -739,13 +718,13 @@ export class TcpTransport implements Transport {
     conn.handshakeTimer = null;
     this.conns.delete(conn);
     this.inboundHandshakes.delete(conn);
-    if (conn.phase !== "closed") {
+    if (conn.phase !== 'closed') {
       // Closed from the other side or by a socket error.
-      const wasOpen = conn.phase === "open";
-      conn.phase = "closed";
-      const reason = conn.closeReason ?? "connection closed by peer";
+      const wasOpen = conn.phase === 'open';
+      conn.phase = 'closed';
+      const reason = conn.closeReason ?? 'connection closed by peer';
       conn.closeReason = reason;
-      if (!wasOpen && conn.role === "acceptor") {
+      if (!wasOpen && conn.role === 'acceptor') {
         this.rejectedConnections++;
         this.lastRejectReason = reason;
       }
@@ -755,13 +734,13 @@ export class TcpTransport implements Transport {
 
   /** Unhook a closed connection from its peer and redial if this side dials. */
   private detach(conn: Conn, reason: string, wasOpen: boolean): void {
-    assert.equal(conn.phase, "closed");
+    assert.equal(conn.phase, 'closed');
     const peer = conn.peerId === null ? undefined : this.peers.get(conn.peerId);
-    if (conn.role === "acceptor") {
+    if (conn.role === 'acceptor') {
       this.inboundHandshakes.delete(conn);
       if (peer === undefined) {
-        if (!wasOpen && reason !== "transport closed") {
-          const who = conn.peerId === null ? `from ${conn.socket.remoteAddress ?? "?"}` : `from ${JSON.stringify(conn.peerId)}`;
+        if (!wasOpen && reason !== 'transport closed') {
+          const who = conn.peerId === null ? `from ${conn.socket.remoteAddress ?? '?'}` : `from ${JSON.stringify(conn.peerId)}`;
           this.logRefusal(`${who}: ${reason}`);
         }
         return;
@@ -794,7 +773,7 @@ export class TcpTransport implements Transport {
 
   private scheduleRedial(peer: Peer): void {
     if (this.closed || peer.retryTimer !== null || this.peers.get(peer.id) !== peer) return;
-    const delay = backoffDelayMs(peer.backoffAttempt, this.reconnectBaseMs, this.reconnectMaxMs, this.random);
+    const delay = backoffDelayMs(peer.backoffAttempt, this.reconnectBaseMs, this.reconnectDelayMsMax, this.random);
     peer.backoffAttempt++;
     peer.lastBackoffMs = delay;
     peer.retryTimer = setTimeout(() => {
@@ -809,8 +788,8 @@ export class TcpTransport implements Transport {
     if (peer.retryTimer !== null) clearTimeout(peer.retryTimer);
     peer.retryTimer = null;
     peer.queue.clear();
-    if (peer.conn !== null) this.shutdown(peer.conn, "peer removed", false);
-    if (peer.attempt !== null) this.shutdown(peer.attempt, "peer removed", false);
+    if (peer.conn !== null) this.shutdown(peer.conn, 'peer removed', false);
+    if (peer.attempt !== null) this.shutdown(peer.attempt, 'peer removed', false);
     peer.conn = null;
     peer.attempt = null;
   }
@@ -819,7 +798,7 @@ export class TcpTransport implements Transport {
   private checkLiveness(): void {
     const now = performance.now();
     for (const conn of [...this.conns]) {
-      if (conn.phase !== "open") continue;
+      if (conn.phase !== 'open') continue;
       if (now - conn.lastReceivedMs >= this.idleTimeoutMs) {
         this.fail(conn, `nothing received for ${this.idleTimeoutMs} ms`, false);
         continue;

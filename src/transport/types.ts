@@ -27,13 +27,13 @@ export type TransportLog = (line: string) => void;
 
 export type PeerState =
   /** This node dials the peer: a dial or handshake is in progress. */
-  | "connecting"
+  | 'connecting'
   /** This node dials the peer: waiting out the backoff before the next dial. */
-  | "backoff"
+  | 'backoff'
   /** The peer dials this node: no connection from it yet. */
-  | "waiting"
+  | 'waiting'
   /** Handshake done; messages flow. */
-  | "connected";
+  | 'connected';
 
 export interface PeerStatus {
   readonly state: PeerState;

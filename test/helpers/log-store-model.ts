@@ -47,7 +47,6 @@ export function assertSameReads(model: MemoryStorage, s: WritableStorage, label:
   assert.ok(Buffer.from(a.data).equals(Buffer.from(b.data)), `${label}: snapshot data`);
 }
 
-
 export type AbstractOp =
   | { k: 'hard'; g: number; term: number; vote: number; commit: number }
   | { k: 'append'; g: number; at: number; count: number; bump: number; len: number; type: number }
@@ -201,7 +200,11 @@ function badCall(op: { which: number }, s: WritableStorage): void {
 }
 
 function checkAll(model: Model, store: NodeLogStore, label: string): void {
-  assert.deepEqual(store.groups(), [...model.groups.keys()].sort((a, b) => a - b), `${label}: groups`);
+  assert.deepEqual(
+    store.groups(),
+    [...model.groups.keys()].sort((a, b) => a - b),
+    `${label}: groups`,
+  );
   for (const [g, m] of model.groups) assertSameReads(m, store.group(g, CONF), `${label} group ${g}`);
   assert.deepEqual(store.metaKeys(), [...model.meta.keys()].sort(), `${label}: meta keys`);
   for (const [key, value] of model.meta) {

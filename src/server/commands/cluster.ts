@@ -46,7 +46,7 @@ const ARITY: Readonly<Record<string, number>> = { slots: 2, shards: 2, nodes: 2,
 const HELP = [
   'CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:',
   'COUNTKEYSINSLOT <slot>',
-  '    Return the number of keys in <slot> (on this node\'s replica of its group).',
+  "    Return the number of keys in <slot> (on this node's replica of its group).",
   'INFO',
   '    Return information about the cluster.',
   'KEYSLOT <key>',
@@ -97,7 +97,12 @@ function clusterCommand(engine: ClusterEngine, sub: string, args: readonly Buffe
 
 export const CLUSTER_COMMANDS: readonly CommandSpec[] = [
   command({
-    name: 'cluster', arity: -2, flags: ['fast', 'loading', 'stale'], group: 'cluster', aclCategories: ['@fast', '@connection'], since: '3.0.0',
+    name: 'cluster',
+    arity: -2,
+    flags: ['fast', 'loading', 'stale'],
+    group: 'cluster',
+    aclCategories: ['@fast', '@connection'],
+    since: '3.0.0',
     summary: 'A container for Redis Cluster commands: SLOTS, SHARDS, NODES, INFO, MYID, KEYSLOT, COUNTKEYSINSLOT.',
     handler: (ctx, conn, args, respond) => {
       if (ctx.cluster === null) return respond(R.error(ERR.clusterDisabled));
@@ -106,7 +111,12 @@ export const CLUSTER_COMMANDS: readonly CommandSpec[] = [
   }),
   ...['readonly', 'readwrite', 'asking'].map((name) =>
     command({
-      name, arity: 1, flags: ['fast', 'loading', 'stale'], group: 'cluster', aclCategories: ['@fast', '@connection'], since: '3.0.0',
+      name,
+      arity: 1,
+      flags: ['fast', 'loading', 'stale'],
+      group: 'cluster',
+      aclCategories: ['@fast', '@connection'],
+      since: '3.0.0',
       summary: 'Accepted in cluster mode for client compatibility (reads are always served by the group leader).',
       handler: (ctx, _conn, _args, respond) => respond(ctx.cluster === null ? R.error(ERR.clusterDisabled) : R.ok),
     }),

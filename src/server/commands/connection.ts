@@ -1,6 +1,6 @@
 // Connection commands: PING ECHO HELLO AUTH SELECT CLIENT QUIT RESET.
 
-import { ERR, helloOptionSyntax, unknownSubcommand, unrecognizedOption, wrongArity } from '../../errors.js';
+import { clientInfoSpaces, ERR, helloOptionSyntax, unknownClientType, unknownSubcommand, unrecognizedOption, wrongArity } from '../../errors.js';
 import { R, textMap, type Reply } from '../../resp/encoder.js';
 import { parseInt64 } from '../../sequencer/numbers.js';
 import { command, type CommandSpec, type ServerContext } from '../command.js';
@@ -137,7 +137,7 @@ function killClients(ctx: ServerContext, conn: Connection, args: readonly Buffer
     const value = args[i + 1];
     if (opt === 'id') {
       const n = parseInt64(value ?? '');
-      if (n === null || n <= 0n) return R.error('ERR client-id should be greater than 0');
+      if (n === null || n <= 0n) return R.error(ERR.clientIdNotPositive);
       id = Number(n);
     } else if (opt === 'addr') addr = text(value);
     else if (opt === 'laddr') laddr = text(value);
@@ -162,67 +162,93 @@ function killClients(ctx: ServerContext, conn: Connection, args: readonly Buffer
 const CLIENT_SUBCOMMANDS: readonly CommandSpec[] = [
   sub('id', 2, (_ctx, conn, _a, respond) => respond(R.int(conn.id)), 'Returns the unique client ID of the connection.'),
   sub('getname', 2, (_ctx, conn, _a, respond) => respond(conn.name === null ? R.nil : R.bulk(conn.name)), 'Returns the name of the connection.'),
-  sub('setname', 3, (_ctx, conn, args, respond) => {
-    const name = text(args[2]);
-    if (!validName(name)) return respond(R.error(ERR.clientNameSpaces));
-    conn.name = name === '' ? null : name;
-    respond(R.ok);
-  }, 'Sets the connection name.'),
-  sub('setinfo', 4, (_ctx, conn, args, respond) => {
-    const attr = lower(args[2]);
-    const value = text(args[3]);
-    if (attr !== 'lib-name' && attr !== 'lib-ver') return respond(R.error(unrecognizedOption(text(args[2]))));
-    if (!validName(value) && value !== '') {
-      return respond(R.error(`ERR ${attr} cannot contain spaces, newlines or special characters.`));
-    }
-    if (attr === 'lib-name') conn.libName = value;
-    else conn.libVersion = value;
-    respond(R.ok);
-  }, 'Sets information specific to the client or connection.'),
+  sub(
+    'setname',
+    3,
+    (_ctx, conn, args, respond) => {
+      const name = text(args[2]);
+      if (!validName(name)) return respond(R.error(ERR.clientNameSpaces));
+      conn.name = name === '' ? null : name;
+      respond(R.ok);
+    },
+    'Sets the connection name.',
+  ),
+  sub(
+    'setinfo',
+    4,
+    (_ctx, conn, args, respond) => {
+      const attr = lower(args[2]);
+      const value = text(args[3]);
+      if (attr !== 'lib-name' && attr !== 'lib-ver') return respond(R.error(unrecognizedOption(text(args[2]))));
+      if (!validName(value) && value !== '') {
+        return respond(R.error(clientInfoSpaces(attr)));
+      }
+      if (attr === 'lib-name') conn.libName = value;
+      else conn.libVersion = value;
+      respond(R.ok);
+    },
+    'Sets information specific to the client or connection.',
+  ),
   sub('info', 2, (ctx, conn, _a, respond) => respond(R.verbatim(`${clientInfoLine(ctx, conn)}\n`)), 'Returns information about the connection.'),
-  sub('list', -2, (ctx, _conn, args, respond) => {
-    let ids: Set<number> | null = null;
-    for (let i = 2; i < args.length; i++) {
-      const opt = lower(args[i]);
-      if (opt === 'type' && i + 1 < args.length) {
-        const type = lower(args[++i]);
-        if (!['normal', 'master', 'replica', 'slave', 'pubsub'].includes(type)) {
-          return respond(R.error(`ERR Unknown client type '${text(args[i])}'`));
-        }
-        if (type !== 'normal') ids = new Set();
-      } else if (opt === 'id' && i + 1 < args.length) {
-        ids = new Set();
-        for (i = i + 1; i < args.length; i++) {
-          const n = parseInt64(args[i] as Buffer);
-          if (n === null || n <= 0n) return respond(R.error('ERR Invalid client ID'));
-          ids.add(Number(n));
-        }
-      } else return respond(R.error(ERR.syntax));
-    }
-    const lines = [...ctx.connections].filter((c) => ids === null || ids.has(c.id)).map((c) => `${clientInfoLine(ctx, c)}\n`);
-    respond(R.verbatim(lines.join('')));
-  }, 'Lists open connections.'),
+  sub(
+    'list',
+    -2,
+    (ctx, _conn, args, respond) => {
+      let ids: Set<number> | null = null;
+      for (let i = 2; i < args.length; i++) {
+        const opt = lower(args[i]);
+        if (opt === 'type' && i + 1 < args.length) {
+          const type = lower(args[++i]);
+          if (!['normal', 'master', 'replica', 'slave', 'pubsub'].includes(type)) {
+            return respond(R.error(unknownClientType(text(args[i]))));
+          }
+          if (type !== 'normal') ids = new Set();
+        } else if (opt === 'id' && i + 1 < args.length) {
+          ids = new Set();
+          for (i = i + 1; i < args.length; i++) {
+            const n = parseInt64(args[i] as Buffer);
+            if (n === null || n <= 0n) return respond(R.error(ERR.invalidClientId));
+            ids.add(Number(n));
+          }
+        } else return respond(R.error(ERR.syntax));
+      }
+      const lines = [...ctx.connections].filter((c) => ids === null || ids.has(c.id)).map((c) => `${clientInfoLine(ctx, c)}\n`);
+      respond(R.verbatim(lines.join('')));
+    },
+    'Lists open connections.',
+  ),
   sub('kill', -3, (ctx, conn, args, respond) => respond(killClients(ctx, conn, args)), 'Terminates open connections.'),
   sub('no-evict', 3, (_c, _conn, args, respond) => respond(onOff(args[2]) ? R.ok : R.error(ERR.syntax)), 'Accepted; ordo never evicts.'),
   sub('no-touch', 3, (_c, _conn, args, respond) => respond(onOff(args[2]) ? R.ok : R.error(ERR.syntax)), 'Accepted for compatibility.'),
-  sub('getredir', 2, (_c, _conn, _a, respond) => respond(R.int(-1)), 'Returns the client ID to which the connection\'s tracking notifications are redirected.'),
+  sub('getredir', 2, (_c, _conn, _a, respond) => respond(R.int(-1)), "Returns the client ID to which the connection's tracking notifications are redirected."),
   sub('help', 2, (_c, _conn, _a, respond) => respond(R.array(CLIENT_HELP.map((l) => R.simple(l)))), 'Returns helpful text about the different subcommands.'),
 ];
 
 export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
   command({
-    name: 'ping', arity: -1, flags: ['fast', 'sentinel'], ...CONN, summary: 'Returns the server\'s liveliness response.',
+    name: 'ping',
+    arity: -1,
+    flags: ['fast', 'sentinel'],
+    ...CONN,
+    summary: "Returns the server's liveliness response.",
     handler: (_ctx, _conn, args, respond) => {
       if (args.length > 2) return respond(R.error(wrongArity('ping')));
       respond(args.length === 2 ? R.bulk(args[1] as Buffer) : R.simple('PONG'));
     },
   }),
   command({
-    name: 'echo', arity: 2, flags: ['fast'], ...CONN, summary: 'Returns the given string.',
+    name: 'echo',
+    arity: 2,
+    flags: ['fast'],
+    ...CONN,
+    summary: 'Returns the given string.',
     handler: (_ctx, _conn, args, respond) => respond(R.bulk(args[1] as Buffer)),
   }),
   command({
-    name: 'quit', arity: -1, flags: ['allow_busy', 'noscript', 'loading', 'stale', 'fast', 'no_auth'], ...CONN,
+    name: 'quit',
+    arity: -1,
+    flags: ['allow_busy', 'noscript', 'loading', 'stale', 'fast', 'no_auth'],
+    ...CONN,
     summary: 'Closes the connection.',
     handler: (_ctx, conn, _args, respond) => {
       conn.closeAfterReplies();
@@ -230,7 +256,11 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'reset', arity: 1, flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'allow_busy'], ...CONN, since: '6.2.0',
+    name: 'reset',
+    arity: 1,
+    flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'allow_busy'],
+    ...CONN,
+    since: '6.2.0',
     summary: 'Resets the connection.',
     handler: (ctx, conn, _args, respond) => {
       conn.proto = 2;
@@ -241,7 +271,11 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'select', arity: 2, flags: ['loading', 'stale', 'fast'], ...CONN, summary: 'Changes the selected database.',
+    name: 'select',
+    arity: 2,
+    flags: ['loading', 'stale', 'fast'],
+    ...CONN,
+    summary: 'Changes the selected database.',
     handler: (_ctx, _conn, args, respond) => {
       // Redis reads the index as a C int: first as a 64-bit integer, then checks the int range.
       const index = parseInt64(args[1] as Buffer);
@@ -251,7 +285,10 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'auth', arity: -2, flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'sentinel', 'allow_busy'], ...CONN,
+    name: 'auth',
+    arity: -2,
+    flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'sentinel', 'allow_busy'],
+    ...CONN,
     summary: 'Authenticates the connection.',
     handler: (ctx, conn, args, respond) => {
       if (args.length > 3) return respond(R.error(ERR.syntax));
@@ -264,7 +301,11 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'hello', arity: -1, flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'sentinel', 'allow_busy'], ...CONN, since: '6.0.0',
+    name: 'hello',
+    arity: -1,
+    flags: ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'sentinel', 'allow_busy'],
+    ...CONN,
+    since: '6.0.0',
     summary: 'Handshakes with the Redis server.',
     handler: (ctx, conn, args, respond) => {
       let proto = conn.proto;
@@ -299,7 +340,11 @@ export const CONNECTION_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'client', arity: -2, flags: ['sentinel'], ...CONN, summary: 'A container for client connection commands.',
+    name: 'client',
+    arity: -2,
+    flags: ['sentinel'],
+    ...CONN,
+    summary: 'A container for client connection commands.',
     subcommands: CLIENT_SUBCOMMANDS,
     handler: (_ctx, _conn, args, respond) => respond(R.error(unknownSubcommand(text(args[1]), 'client'))),
   }),

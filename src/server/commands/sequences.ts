@@ -123,8 +123,7 @@ function seqNext(ctx: ServerContext, args: readonly Buffer[], respond: Respond):
   }
   const key = keyOf(args[1] as Buffer);
   const reply = (first: bigint, last: bigint): Reply => (range ? R.array([R.int(first), R.int(last)]) : R.int(last));
-  const viaLog = (): void =>
-    propose(ctx, { type: 'seqnext', key, count, range, token, nowMs: ctx.wallClockMs(), policy: tokenPolicy(ctx) }, respond);
+  const viaLog = (): void => propose(ctx, { type: 'seqnext', key, count, range, token, nowMs: ctx.wallClockMs(), policy: tokenPolicy(ctx) }, respond);
   allocateFromWindow(
     ctx,
     key,
@@ -133,13 +132,17 @@ function seqNext(ctx: ServerContext, args: readonly Buffer[], respond: Respond):
       if (!a.ok) return respond(err(a.error));
       if (token === null) return respond(reply(a.first, a.last));
       // Remember the values under the token (durably) before the client sees them.
-      propose(ctx, {
-        type: 'token',
-        key,
-        token,
-        record: { first: a.first, last: a.last, count, range, atMs: ctx.wallClockMs() },
-        policy: tokenPolicy(ctx),
-      }, respond);
+      propose(
+        ctx,
+        {
+          type: 'token',
+          key,
+          token,
+          record: { first: a.first, last: a.last, count, range, atMs: ctx.wallClockMs() },
+          policy: tokenPolicy(ctx),
+        },
+        respond,
+      );
     },
     viaLog,
   );
@@ -192,7 +195,10 @@ function seqInfo(ctx: ServerContext, sm: StateMachine, key: string): Reply {
     const bytes = sm.getBytes(key);
     const n = bytes === null ? null : parseInt64(bytes);
     if (n === null) return R.error(ERR.wrongType);
-    return textMap([['mode', R.bulk('counter')], ['current', R.int(n)]]);
+    return textMap([
+      ['mode', R.bulk('counter')],
+      ['current', R.int(n)],
+    ]);
   }
   const seq: Sequence = value;
   const current = visibleValue(ctx, sm, key);
@@ -213,31 +219,55 @@ function seqInfo(ctx: ServerContext, sm: StateMachine, key: string): Reply {
 
 export const SEQUENCE_COMMANDS: readonly CommandSpec[] = [
   command({
-    name: 'seqnext', arity: -2, ...SEQ_WRITE, ...ONE_KEY,
+    name: 'seqnext',
+    arity: -2,
+    ...SEQ_WRITE,
+    ...ONE_KEY,
     summary: 'Hands out the next value of a sequence, or COUNT values at once as [first, last]; TOKEN makes a retry return the same values.',
     data: (ctx, args, respond) => seqNext(ctx, args, respond),
   }),
   command({
-    name: 'seqcreate', arity: -2, ...SEQ_WRITE, ...ONE_KEY,
+    name: 'seqcreate',
+    arity: -2,
+    ...SEQ_WRITE,
+    ...ONE_KEY,
     summary: 'Creates a sequence with its start, step, limit and mode (strict or window).',
     data: (ctx, args, respond) => seqCreate(ctx, args, respond),
   }),
   command({
-    name: 'seqcurrent', arity: 2, ...SEQ_READ, ...ONE_KEY, summary: 'Returns the last value a sequence handed out.',
+    name: 'seqcurrent',
+    arity: 2,
+    ...SEQ_READ,
+    ...ONE_KEY,
+    summary: 'Returns the last value a sequence handed out.',
     data: (ctx, args, respond) => {
       const key = keyOf(args[1] as Buffer);
-      read(ctx, (sm) => visibleValue(ctx, sm, key), respond, (v) => {
-        if (v === null) return R.nil;
-        const n = parseInt64(v);
-        return n === null ? err('notInteger') : R.int(n);
-      });
+      read(
+        ctx,
+        (sm) => visibleValue(ctx, sm, key),
+        respond,
+        (v) => {
+          if (v === null) return R.nil;
+          const n = parseInt64(v);
+          return n === null ? err('notInteger') : R.int(n);
+        },
+      );
     },
   }),
   command({
-    name: 'seqinfo', arity: 2, ...SEQ_READ, ...ONE_KEY, summary: 'Describes a sequence: mode, start, step, max, current value and window.',
+    name: 'seqinfo',
+    arity: 2,
+    ...SEQ_READ,
+    ...ONE_KEY,
+    summary: 'Describes a sequence: mode, start, step, max, current value and window.',
     data: (ctx, args, respond) => {
       const key = keyOf(args[1] as Buffer);
-      read(ctx, (sm) => seqInfo(ctx, sm, key), respond, (r) => r);
+      read(
+        ctx,
+        (sm) => seqInfo(ctx, sm, key),
+        respond,
+        (r) => r,
+      );
     },
   }),
 ];

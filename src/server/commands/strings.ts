@@ -2,7 +2,7 @@
 // the group; reads run against its linearizable view. Argument checks happen
 // here, before anything is proposed, in the order Redis makes them.
 
-import { ERR } from '../../errors.js';
+import { ERR, wrongArity } from '../../errors.js';
 import { globMatch } from '../../glob.js';
 import { R, type Reply } from '../../resp/encoder.js';
 import { INT64_MIN, parseInt64 } from '../../sequencer/numbers.js';
@@ -126,20 +126,34 @@ function scanReply(ctx: ServerContext, args: readonly Buffer[], respond: Respond
   );
 }
 
-const NOT_SUPPORTED_EXPIRY = (_ctx: ServerContext, _args: readonly Buffer[], respond: Respond): void =>
-  respond(err('notSupportedExpiry'));
+const NOT_SUPPORTED_EXPIRY = (_ctx: ServerContext, _args: readonly Buffer[], respond: Respond): void => respond(err('notSupportedExpiry'));
 
 export const STRING_COMMANDS: readonly CommandSpec[] = [
   command({
-    name: 'incr', arity: 2, flags: WRITE, ...ONE_KEY, ...STRING, summary: 'Increments the integer value of a key by one.',
+    name: 'incr',
+    arity: 2,
+    flags: WRITE,
+    ...ONE_KEY,
+    ...STRING,
+    summary: 'Increments the integer value of a key by one.',
     data: (ctx, args, respond) => incrBy(ctx, args[1] as Buffer, 1n, respond),
   }),
   command({
-    name: 'decr', arity: 2, flags: WRITE, ...ONE_KEY, ...STRING, summary: 'Decrements the integer value of a key by one.',
+    name: 'decr',
+    arity: 2,
+    flags: WRITE,
+    ...ONE_KEY,
+    ...STRING,
+    summary: 'Decrements the integer value of a key by one.',
     data: (ctx, args, respond) => incrBy(ctx, args[1] as Buffer, -1n, respond),
   }),
   command({
-    name: 'incrby', arity: 3, flags: WRITE, ...ONE_KEY, ...STRING, summary: 'Increments the integer value of a key by a number.',
+    name: 'incrby',
+    arity: 3,
+    flags: WRITE,
+    ...ONE_KEY,
+    ...STRING,
+    summary: 'Increments the integer value of a key by a number.',
     data: (ctx, args, respond) => {
       const delta = parseInt64(args[2] as Buffer);
       if (delta === null) respond(err('notInteger'));
@@ -147,7 +161,12 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'decrby', arity: 3, flags: WRITE, ...ONE_KEY, ...STRING, summary: 'Decrements a number from the integer value of a key.',
+    name: 'decrby',
+    arity: 3,
+    flags: WRITE,
+    ...ONE_KEY,
+    ...STRING,
+    summary: 'Decrements a number from the integer value of a key.',
     data: (ctx, args, respond) => {
       const delta = parseInt64(args[2] as Buffer);
       if (delta === null) respond(err('notInteger'));
@@ -156,60 +175,95 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'incrbyfloat', arity: 3, flags: WRITE, ...ONE_KEY, ...STRING, since: '2.6.0',
+    name: 'incrbyfloat',
+    arity: 3,
+    flags: WRITE,
+    ...ONE_KEY,
+    ...STRING,
+    since: '2.6.0',
     summary: 'Increment the floating point value of a key by a number.',
-    data: (ctx, args, respond) =>
-      propose(ctx, { type: 'incrbyfloat', key: keyOf(args[1] as Buffer), increment: Buffer.from(args[2] as Buffer) }, respond),
+    data: (ctx, args, respond) => propose(ctx, { type: 'incrbyfloat', key: keyOf(args[1] as Buffer), increment: Buffer.from(args[2] as Buffer) }, respond),
   }),
   command({
-    name: 'get', arity: 2, flags: READ, ...ONE_KEY, ...STRING_READ, summary: 'Returns the string value of a key.',
+    name: 'get',
+    arity: 2,
+    flags: READ,
+    ...ONE_KEY,
+    ...STRING_READ,
+    summary: 'Returns the string value of a key.',
     data: (ctx, args, respond) => {
       const key = keyOf(args[1] as Buffer);
       read(ctx, (sm) => visibleValue(ctx, sm, key), respond, bulkOrNil);
     },
   }),
   command({
-    name: 'set', arity: -3, flags: ['write', 'denyoom'], ...ONE_KEY, ...STRING, complexity: 'O(1)',
-    summary: 'Sets the string value of a key, ignoring its type. The key is created if it doesn\'t exist.',
+    name: 'set',
+    arity: -3,
+    flags: ['write', 'denyoom'],
+    ...ONE_KEY,
+    ...STRING,
+    complexity: 'O(1)',
+    summary: "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.",
     data: (ctx, args, respond) => {
       const opts = parseSetOptions(args);
       if (opts === null) return respond(err('syntax'));
       if (opts.expiry !== null) return respond(expiryError(opts.expiry));
-      propose(
-        ctx,
-        { type: 'set', key: keyOf(args[1] as Buffer), value: Buffer.from(args[2] as Buffer), condition: opts.condition, get: opts.get },
-        respond,
-      );
+      propose(ctx, { type: 'set', key: keyOf(args[1] as Buffer), value: Buffer.from(args[2] as Buffer), condition: opts.condition, get: opts.get }, respond);
     },
   }),
   command({
-    name: 'setnx', arity: 3, flags: WRITE, ...ONE_KEY, ...STRING, summary: 'Set the string value of a key only when the key doesn\'t exist.',
+    name: 'setnx',
+    arity: 3,
+    flags: WRITE,
+    ...ONE_KEY,
+    ...STRING,
+    summary: "Set the string value of a key only when the key doesn't exist.",
     data: (ctx, args, respond) =>
-      propose(
-        ctx,
-        { type: 'set', key: keyOf(args[1] as Buffer), value: Buffer.from(args[2] as Buffer), condition: 'nx', get: false },
-        respond,
-        (r) => (r.type === 'ok' ? R.one : R.zero),
+      propose(ctx, { type: 'set', key: keyOf(args[1] as Buffer), value: Buffer.from(args[2] as Buffer), condition: 'nx', get: false }, respond, (r) =>
+        r.type === 'ok' ? R.one : R.zero,
       ),
   }),
   command({
-    name: 'getset', arity: 3, flags: WRITE, ...ONE_KEY, ...STRING, summary: 'Returns the previous string value of a key after setting it to a new value.',
+    name: 'getset',
+    arity: 3,
+    flags: WRITE,
+    ...ONE_KEY,
+    ...STRING,
+    summary: 'Returns the previous string value of a key after setting it to a new value.',
     data: (ctx, args, respond) =>
       propose(ctx, { type: 'set', key: keyOf(args[1] as Buffer), value: Buffer.from(args[2] as Buffer), condition: 'always', get: true }, respond),
   }),
   command({
-    name: 'mget', arity: -2, flags: READ, ...ALL_KEYS, ...STRING_READ, complexity: 'O(N) where N is the number of keys to retrieve.',
+    name: 'mget',
+    arity: -2,
+    flags: READ,
+    ...ALL_KEYS,
+    ...STRING_READ,
+    complexity: 'O(N) where N is the number of keys to retrieve.',
     summary: 'Atomically returns the string values of one or more keys.',
     data: (ctx, args, respond) => {
       const keys = args.slice(1).map(keyOf);
-      read(ctx, (sm) => keys.map((k) => visibleValue(ctx, sm, k)), respond, (values) => R.array(values.map(bulkOrNil)));
+      read(
+        ctx,
+        (sm) => keys.map((k) => visibleValue(ctx, sm, k)),
+        respond,
+        (values) => R.array(values.map(bulkOrNil)),
+      );
     },
   }),
   command({
-    name: 'mset', arity: -3, flags: ['write', 'denyoom'], firstKey: 1, lastKey: -1, keyStep: 2, ...STRING, since: '1.0.1',
-    complexity: 'O(N) where N is the number of keys to set.', summary: 'Atomically creates or modifies the string values of one or more keys.',
+    name: 'mset',
+    arity: -3,
+    flags: ['write', 'denyoom'],
+    firstKey: 1,
+    lastKey: -1,
+    keyStep: 2,
+    ...STRING,
+    since: '1.0.1',
+    complexity: 'O(N) where N is the number of keys to set.',
+    summary: 'Atomically creates or modifies the string values of one or more keys.',
     data: (ctx, args, respond) => {
-      if (args.length % 2 === 0) return respond(R.error(`ERR wrong number of arguments for 'mset' command`));
+      if (args.length % 2 === 0) return respond(R.error(wrongArity('mset')));
       const keys: string[] = [];
       const values: Buffer[] = [];
       for (let i = 1; i < args.length; i += 2) {
@@ -220,12 +274,23 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'del', arity: -2, flags: ['write'], ...ALL_KEYS, ...KEYSPACE, complexity: 'O(N) where N is the number of keys that will be removed.',
+    name: 'del',
+    arity: -2,
+    flags: ['write'],
+    ...ALL_KEYS,
+    ...KEYSPACE,
+    complexity: 'O(N) where N is the number of keys that will be removed.',
     summary: 'Deletes one or more keys.',
     data: (ctx, args, respond) => propose(ctx, { type: 'del', keys: args.slice(1).map(keyOf) }, respond),
   }),
   command({
-    name: 'exists', arity: -2, flags: READ, ...ALL_KEYS, ...KEYSPACE, since: '1.0.0', complexity: 'O(N) where N is the number of keys to check.',
+    name: 'exists',
+    arity: -2,
+    flags: READ,
+    ...ALL_KEYS,
+    ...KEYSPACE,
+    since: '1.0.0',
+    complexity: 'O(N) where N is the number of keys to check.',
     summary: 'Determines whether one or more keys exist.',
     data: (ctx, args, respond) => {
       const keys = args.slice(1).map(keyOf);
@@ -233,25 +298,49 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'type', arity: 2, flags: READ, ...ONE_KEY, ...KEYSPACE, summary: 'Determines the type of value stored at a key.',
+    name: 'type',
+    arity: 2,
+    flags: READ,
+    ...ONE_KEY,
+    ...KEYSPACE,
+    summary: 'Determines the type of value stored at a key.',
     data: (ctx, args, respond) => {
       const key = keyOf(args[1] as Buffer);
-      read(ctx, (sm) => sm.has(key), respond, (exists) => R.simple(exists ? 'string' : 'none'));
+      read(
+        ctx,
+        (sm) => sm.has(key),
+        respond,
+        (exists) => R.simple(exists ? 'string' : 'none'),
+      );
     },
   }),
   command({
-    name: 'strlen', arity: 2, flags: READ, ...ONE_KEY, ...STRING_READ, since: '2.2.0', summary: 'Returns the length of a string value.',
+    name: 'strlen',
+    arity: 2,
+    flags: READ,
+    ...ONE_KEY,
+    ...STRING_READ,
+    since: '2.2.0',
+    summary: 'Returns the length of a string value.',
     data: (ctx, args, respond) => {
       const key = keyOf(args[1] as Buffer);
       read(ctx, (sm) => sm.strlen(key), respond, R.int);
     },
   }),
   command({
-    name: 'dbsize', arity: 1, flags: READ, ...KEYSPACE, summary: 'Returns the number of keys in the database.',
+    name: 'dbsize',
+    arity: 1,
+    flags: READ,
+    ...KEYSPACE,
+    summary: 'Returns the number of keys in the database.',
     data: (ctx, _args, respond) => read(ctx, (sm) => sm.size, respond, R.int),
   }),
   command({
-    name: 'keys', arity: 2, flags: ['readonly'], ...KEYSPACE, complexity: 'O(N) with N being the number of keys in the database',
+    name: 'keys',
+    arity: 2,
+    flags: ['readonly'],
+    ...KEYSPACE,
+    complexity: 'O(N) with N being the number of keys in the database',
     summary: 'Returns all key names that match a pattern.',
     data: (ctx, args, respond) => {
       const pattern = keyOf(args[1] as Buffer);
@@ -264,14 +353,24 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
-    name: 'scan', arity: -2, flags: ['readonly'], ...KEYSPACE, since: '2.8.0',
-    complexity: 'O(1) for every call. O(N) for a complete iteration.', summary: 'Iterates over the key names in the database.',
+    name: 'scan',
+    arity: -2,
+    flags: ['readonly'],
+    ...KEYSPACE,
+    since: '2.8.0',
+    complexity: 'O(1) for every call. O(N) for a complete iteration.',
+    summary: 'Iterates over the key names in the database.',
     data: (ctx, args, respond) => scanReply(ctx, args, respond),
   }),
   ...['flushall', 'flushdb'].map((name) =>
     command({
-      name, arity: -1, flags: ['write'], group: 'server', aclCategories: ['@keyspace', '@write', '@slow', '@dangerous'],
-      complexity: 'O(N) where N is the total number of keys', summary: name === 'flushall' ? 'Removes all keys from all databases.' : 'Remove all keys from the current database.',
+      name,
+      arity: -1,
+      flags: ['write'],
+      group: 'server',
+      aclCategories: ['@keyspace', '@write', '@slow', '@dangerous'],
+      complexity: 'O(N) where N is the total number of keys',
+      summary: name === 'flushall' ? 'Removes all keys from all databases.' : 'Remove all keys from the current database.',
       data: (ctx, args, respond) => {
         const mode = lower(args[1]);
         if (args.length > 2 || (args.length === 2 && mode !== 'async' && mode !== 'sync')) return respond(err('syntax'));
@@ -282,23 +381,49 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
   // No key expires in ordo: TTL questions have exact answers, setting a TTL is refused.
   ...['ttl', 'pttl', 'expiretime', 'pexpiretime'].map((name) =>
     command({
-      name, arity: 2, flags: READ, ...ONE_KEY, ...KEYSPACE, summary: 'Returns the expiration of a key: ordo keys never expire.',
+      name,
+      arity: 2,
+      flags: READ,
+      ...ONE_KEY,
+      ...KEYSPACE,
+      summary: 'Returns the expiration of a key: ordo keys never expire.',
       data: (ctx, args, respond) => {
         const key = keyOf(args[1] as Buffer);
-        read(ctx, (sm) => sm.has(key), respond, (exists) => R.int(exists ? -1 : -2));
+        read(
+          ctx,
+          (sm) => sm.has(key),
+          respond,
+          (exists) => R.int(exists ? -1 : -2),
+        );
       },
     }),
   ),
   command({
-    name: 'persist', arity: 2, flags: ['write', 'fast'], ...ONE_KEY, ...KEYSPACE, summary: 'Removes the expiration time of a key: ordo keys have none.',
+    name: 'persist',
+    arity: 2,
+    flags: ['write', 'fast'],
+    ...ONE_KEY,
+    ...KEYSPACE,
+    summary: 'Removes the expiration time of a key: ordo keys have none.',
     data: (ctx, _args, respond) => read(ctx, () => 0, respond, R.int),
   }),
   ...[
-    ['expire', -3], ['pexpire', -3], ['expireat', -3], ['pexpireat', -3], ['setex', 4], ['psetex', 4], ['getex', -2],
+    ['expire', -3],
+    ['pexpire', -3],
+    ['expireat', -3],
+    ['pexpireat', -3],
+    ['setex', 4],
+    ['psetex', 4],
+    ['getex', -2],
   ].map(([name, arity]) =>
     command({
-      name: name as string, arity: arity as number, flags: ['write'], ...ONE_KEY, ...KEYSPACE,
-      summary: 'Key expiry: not supported by ordo yet.', data: NOT_SUPPORTED_EXPIRY,
+      name: name as string,
+      arity: arity as number,
+      flags: ['write'],
+      ...ONE_KEY,
+      ...KEYSPACE,
+      summary: 'Key expiry: not supported by ordo yet.',
+      data: NOT_SUPPORTED_EXPIRY,
     }),
   ),
 ];

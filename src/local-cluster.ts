@@ -2,10 +2,12 @@
 // 127.0.0.1:7001-7003 (bus ports 17001-17003), data under ./data/cluster/<port>.
 // The same command restarts it on the data it left. Ctrl-C stops all three
 // gracefully (a second Ctrl-C kills them). A node that dies is reported; the
-// other two keep serving while they are a majority.
+// other two keep serving while they are a majority. The nodes are started
+// and watched through launcher/ (the testkit starts its clusters there too).
 
 import { resolve } from 'node:path';
-import { ClusterNode, LocalCluster, killAllNodesNow } from './cluster-launcher.js';
+import { ALL_CHILDREN } from './launcher/children.js';
+import { LocalCluster, type ClusterNode } from './launcher/cluster.js';
 
 const PORTS: readonly number[] = [7001, 7002, 7003];
 const DATA_PARENT = resolve('data', 'cluster');
@@ -46,7 +48,7 @@ async function main(): Promise<number> {
   const stopAll = async (signal: NodeJS.Signals): Promise<void> => {
     if (stopping) {
       say(`${signal} again: killing the nodes now`);
-      killAllNodesNow();
+      ALL_CHILDREN.killNow();
       process.exit(130);
     }
     stopping = true;
@@ -97,7 +99,7 @@ main().then(
   (code) => process.exit(code),
   (e: unknown) => {
     process.stderr.write(`cluster: fatal: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    killAllNodesNow();
+    ALL_CHILDREN.killNow();
     process.exit(1);
   },
 );
