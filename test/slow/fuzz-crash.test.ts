@@ -4,8 +4,8 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatCrashResult, runCrash } from '../chaos/crash.js';
-import { formatFuzzResult, RSS_BYTES_MAX, runFuzz } from '../chaos/fuzz.js';
+import { formatCrashResult, runCrash } from '../../chaos/crash.js';
+import { formatFuzzResult, RSS_BYTES_MAX, runFuzz } from '../../chaos/fuzz.js';
 
 const seed = Number(process.env['ORDO_TEST_SEED'] ?? Date.now() % 1_000_000);
 

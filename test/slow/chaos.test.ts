@@ -10,9 +10,9 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { killAllNow } from '../chaos/cluster.js';
-import type { NemesisFamily } from '../chaos/nemesis.js';
-import { runChaos } from '../chaos/run.js';
+import { killAllNow } from '../../chaos/cluster.js';
+import type { NemesisFamily } from '../../chaos/nemesis.js';
+import { runChaos } from '../../chaos/run.js';
 
 const seed = Number(process.env['ORDO_TEST_SEED'] ?? Date.now() % 1_000_000);
 const RUN_S = 32;
