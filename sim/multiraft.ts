@@ -1,7 +1,7 @@
 // Seeded simulation of the multiraft layer on virtual time: several nodes,
 // each a real MultiRaftHost driving several Raft groups over the node's real
 // log (WalStore, segment files and all) on a simulated disk (SimDisk,
-// src/storage/sim-disk.ts: a crash loses every unsynced write, may leave a
+// sim/disk.ts: a crash loses every unsynced write, may leave a
 // torn piece of the last one, and loses directory changes not synced), and one
 // in-memory transport per node, all on one MemoryHub (partitions, one-way
 // cuts, loss, delay). A restart reopens the log from what the disk kept, so
@@ -37,7 +37,7 @@ import { snapshotState } from '../src/sequencer/codec.js';
 import { isSequence, type SequenceSpec } from '../src/sequencer/sequence.js';
 import type { OpResult } from '../src/sequencer/state-machine.js';
 import { SEGMENT_BYTES_MIN } from '../src/storage/segments.js';
-import { SimDisk, type SimCrashReport, type SimDiskOp } from '../src/storage/sim-disk.js';
+import { SimDisk, type SimCrashReport, type SimDiskOp } from './disk.js';
 import { WalStore } from '../src/storage/wal-store.js';
 import { MemoryHub, type MemoryScheduler, type MemoryTransport } from '../src/transport/memory.js';
 import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from '../src/transport/types.js';

@@ -4,7 +4,7 @@
 // Like the groups' writes, metadata written since the last turn is durable
 // only once that turn's commit completes; crash() loses it.
 
-import { MemoryRaftLogStore } from '../src/multiraft/host.js';
+import { MemoryRaftLogStore } from '../src/multiraft/memory-stores.js';
 import type { ConfState } from '../src/raft/types.js';
 import type { WritableStorage } from '../src/raft/storage.js';
 import type { NodeLogStore } from '../src/storage/store.js';

@@ -28,7 +28,7 @@ import type { NodeRuntime } from '../src/cluster/runtime.js';
 import { keySlot } from '../src/cluster/slots.js';
 import { DEFAULT_CONFIG, type Config } from '../src/config.js';
 import { ERR, WRITE_NOT_APPLIED, WRITE_OUTCOME_UNKNOWN, type ErrorKey } from '../src/errors.js';
-import { MemoryKeyspace } from '../src/multiraft/keyspace.js';
+import { MemoryKeyspace } from '../src/multiraft/memory-stores.js';
 import { WindowAllocator } from '../src/multiraft/window.js';
 import type { Reply } from '../src/resp/encoder.js';
 import { isSequence } from '../src/sequencer/sequence.js';

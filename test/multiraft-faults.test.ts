@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
-import { MemoryRaftLogStore, MultiRaftHost } from '../src/multiraft/host.js';
+import { MultiRaftHost } from '../src/multiraft/host.js';
+import { MemoryRaftLogStore } from '../src/multiraft/memory-stores.js';
 import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED } from '../src/errors.js';
 import type { OpResult } from '../src/sequencer/state-machine.js';

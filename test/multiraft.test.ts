@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
-import { MemoryRaftLogStore, MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
+import { MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
+import { MemoryRaftLogStore } from '../src/multiraft/memory-stores.js';
 import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED, type ErrorKey } from '../src/errors.js';
 import { snapshotState } from '../src/sequencer/codec.js';

@@ -1,4 +1,4 @@
-// The simulator's disk (src/storage/sim-disk.ts) and the node's log on it:
+// The simulator's disk (sim/disk.ts) and the node's log on it:
 // unsynced writes lost at a crash, torn pieces of the last one kept, synced
 // data and synced directory changes kept, a full disk, operations completing
 // on virtual time; then WalStore driven on the simulated disk and crashed at
@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Prng } from '../sim/prng.js';
 import { EntryType, type ConfState, type Entry } from '../src/raft/types.js';
-import { SimDisk, type SimDiskOp, type SimDiskScheduler, type TornWrite } from '../src/storage/sim-disk.js';
+import { SimDisk, type SimDiskOp, type SimDiskScheduler, type TornWrite } from '../sim/disk.js';
 import { PersistError } from '../src/storage/store.js';
 import { WalStore } from '../src/storage/wal-store.js';
 

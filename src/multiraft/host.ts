@@ -46,18 +46,15 @@
 
 import assert from 'node:assert/strict';
 import {
-  MemoryStorage,
   RAFT_DEFAULTS,
   RaftNode,
   isExternalSnapshot,
   type ConfState,
   type Entry,
-  type HardState,
   type Message,
   type NodeId,
   type RaftConfig,
   type Ready,
-  type Snapshot,
   type WritableStorage,
 } from '../raft/index.js';
 import { StateMachine } from '../sequencer/state-machine.js';
@@ -165,10 +162,10 @@ export interface MultiRaftHostOptions {
   /** 'lease' (default when check-quorum is on) or 'safe' (ReadIndex round for every read). */
   readonly readMode?: ReadMode;
   /**
-   * The node's keyspace (storage/keyspace.ts KeyspaceStore, or MemoryKeyspace):
-   * state machines read through to it and are checkpointed into it instead of
-   * snapshotted into the log store. Without it, every group's keyspace lives
-   * in memory. The owner opens it before and closes it after the host.
+   * The node's keyspace (storage/keyspace.ts KeyspaceStore, or MemoryKeyspace
+   * in memory-stores.ts): state machines read through to it and are
+   * checkpointed into it instead of snapshotted into the log store. Without
+   * it, every group's keyspace lives in memory. The owner opens it before and closes it after the host.
    */
   readonly keyspace?: HostKeyspace;
   /** With a keyspace: default DEFAULT_CHECKPOINT_INTERVAL_MS. */
@@ -759,130 +756,4 @@ function wellFormed(m: Message): boolean {
     if (m.offset + m.chunk.length > m.totalBytes) return false;
   }
   return true;
-}
-
-// ------------------------------------------------------------ memory store
-
-/** Milliseconds a MemoryRaftLogStore commit takes (0: resolves at the next macrotask). */
-export const DEFAULT_MEMORY_COMMIT_DELAY_MS = 0;
-
-/**
- * An in-memory GroupLogStore for tests: writes go to a live copy at once and
- * to the "disk" copy only when the turn's commit completes; `crash()` drops
- * every write not yet committed (including commits still in flight).
- * `commitDelayMs` may be a function, asked once per commit (a disk whose
- * latency varies).
- */
-export class MemoryRaftLogStore implements GroupLogStore {
-  private readonly durable = new Map<number, MemoryStorage>();
-  private pending: (() => void)[] = [];
-  private epoch = 0;
-  commits = 0;
-
-  constructor(
-    private readonly commitDelayMs: number | (() => number) = DEFAULT_MEMORY_COMMIT_DELAY_MS,
-    /** How commits complete (replaceable for a virtual clock). */
-    private readonly timers: MemoryScheduler = realScheduler,
-  ) {}
-
-  group(groupId: number, initialConf: ConfState): WritableStorage {
-    let disk = this.durable.get(groupId);
-    if (disk === undefined) {
-      disk = new MemoryStorage(initialConf);
-      this.durable.set(groupId, disk);
-    }
-    return new MemoryLogView(this, disk, cloneStorage(disk, initialConf), this.epoch);
-  }
-
-  commitTurn(): Promise<void> {
-    const ops = this.pending;
-    this.pending = [];
-    const epoch = this.epoch;
-    return new Promise<void>((resolve) => {
-      const complete = (): void => {
-        if (epoch === this.epoch) {
-          for (const op of ops) op();
-          this.commits++;
-        }
-        resolve();
-      };
-      const delayMs = typeof this.commitDelayMs === 'number' ? this.commitDelayMs : this.commitDelayMs();
-      if (delayMs > 0) this.timers.after(delayMs, complete);
-      else this.timers.endOfTurn(complete);
-    });
-  }
-
-  /** Loses every write not yet durable. Storages handed out before must not be used again. */
-  crash(): void {
-    this.epoch++;
-    this.pending = [];
-  }
-
-  /** @internal */
-  record(epoch: number, op: () => void): void {
-    assert.equal(epoch, this.epoch, 'write through a storage handed out before a crash');
-    this.pending.push(op);
-  }
-}
-
-function cloneStorage(src: MemoryStorage, conf: ConfState): MemoryStorage {
-  const out = new MemoryStorage(conf);
-  const snap = src.snapshot();
-  if (snap.meta.index > 0) out.applySnapshot(snap);
-  const first = src.firstIndex();
-  const last = src.lastIndex();
-  if (last >= first) out.append(src.entries(first, last + 1, Number.MAX_SAFE_INTEGER));
-  out.setHardState(src.hardState());
-  return out;
-}
-
-/** The live side of one group's memory log: reads and writes here, writes replayed on the disk copy at commit. */
-class MemoryLogView implements WritableStorage {
-  constructor(
-    private readonly store: MemoryRaftLogStore,
-    private readonly disk: MemoryStorage,
-    private readonly live: MemoryStorage,
-    private readonly epoch: number,
-  ) {}
-
-  initialState(): { hardState: HardState; snapshotConf: ConfState } {
-    return this.live.initialState();
-  }
-  entries(lo: number, hi: number, bytesMax: number): Entry[] {
-    return this.live.entries(lo, hi, bytesMax);
-  }
-  term(i: number): number | undefined {
-    return this.live.term(i);
-  }
-  firstIndex(): number {
-    return this.live.firstIndex();
-  }
-  lastIndex(): number {
-    return this.live.lastIndex();
-  }
-  snapshot(): Snapshot {
-    return this.live.snapshot();
-  }
-  setHardState(hs: HardState): void {
-    this.live.setHardState(hs);
-    this.store.record(this.epoch, () => this.disk.setHardState(hs));
-  }
-  append(entries: readonly Entry[]): void {
-    this.live.append(entries);
-    const copy = entries.slice();
-    this.store.record(this.epoch, () => this.disk.append(copy));
-  }
-  applySnapshot(snap: Snapshot): void {
-    this.live.applySnapshot(snap);
-    this.store.record(this.epoch, () => this.disk.applySnapshot(snap));
-  }
-  createSnapshot(index: number, conf: ConfState, data: Uint8Array): Snapshot {
-    const snap = this.live.createSnapshot(index, conf, data);
-    this.store.record(this.epoch, () => this.disk.createSnapshot(index, conf, data));
-    return snap;
-  }
-  compact(index: number): void {
-    this.live.compact(index);
-    this.store.record(this.epoch, () => this.disk.compact(index));
-  }
 }

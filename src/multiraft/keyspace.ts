@@ -1,23 +1,17 @@
 // What the host needs from the node's keyspace store (storage/keyspace.ts
-// KeyspaceStore, or MemoryKeyspace below for tests and the simulator): each
-// group's state machine reads through to it, checkpoints of every group's
-// changes are written to it off the reply path, a restart replays the log from
-// each group's checkpointed index, lagging followers are sent a snapshot
-// read from it in chunks, and a snapshot received from a leader is staged in
-// it chunk by chunk and installed in one step (multiraft/snapshot-transfer.ts).
+// KeyspaceStore, or MemoryKeyspace in memory-stores.ts for tests and the
+// simulator): each group's state machine reads through to it, checkpoints of
+// every group's changes are written to it off the reply path, a restart
+// replays the log from each group's checkpointed index, lagging followers are
+// sent a snapshot read from it in chunks, and a snapshot received from a
+// leader is staged in it chunk by chunk and installed in one step
+// (multiraft/snapshot-transfer.ts).
 // A host without a keyspace keeps each group's keyspace in memory and
 // snapshots it into the log store, as before.
 
 import assert from 'node:assert/strict';
 import type { ConfState, Entry, HardState, Snapshot, SnapshotMeta, WritableStorage } from '../raft/index.js';
-import { MemoryKeyspaceBacking, type KeyspaceBacking } from '../sequencer/backing.js';
-import { decodeTokens, decodeValue } from '../sequencer/codec.js';
-import { ChunkWriter, ITEM_TOKENS, ITEM_VALUE, readItems, type SnapshotItem } from '../sequencer/snapshot-items.js';
-import { StateMachine } from '../sequencer/state-machine.js';
-import type { TokenTable } from '../sequencer/sequence.js';
-import type { StoredValue } from '../sequencer/state-machine.js';
-import { realScheduler, type MemoryScheduler } from '../transport/memory.js';
-import { encodeTokens as encodeTokensRecord, encodeValue as encodeValueRecord } from '../sequencer/codec.js';
+import type { KeyspaceBacking } from '../sequencer/backing.js';
 
 // A group's state as of its last durable checkpoint, and one group's part of a
 // checkpoint: defined with the store that writes them (types only, erased at run time).
@@ -139,144 +133,3 @@ export class CheckpointedStorage implements WritableStorage {
 }
 
 const EMPTY_DATA = new Uint8Array(0);
-
-/** Milliseconds a MemoryKeyspace checkpoint takes (0: resolves at the next macrotask). */
-export const DEFAULT_MEMORY_CHECKPOINT_DELAY_MS = 0;
-
-/**
- * An in-memory HostKeyspace for tests and the simulator: a checkpoint is
- * applied when it completes; `crash()` drops checkpoints still in flight.
- */
-export class MemoryKeyspace implements HostKeyspace {
-  private readonly groups = new Map<number, { backing: MemoryKeyspaceBacking; state: GroupCheckpointState }>();
-  /** Per group, the records of a snapshot being received (lost on crash, like LMDB's staging after a restart). */
-  private readonly staging = new Map<number, { values: Map<string, StoredValue>; tokens: Map<string, TokenTable> }>();
-  /** Per group, the index of the last installed snapshot (checkpoints taken before it are skipped). */
-  private readonly installedAt = new Map<number, number>();
-  private readonly installedSnapshots = new Map<number, { readonly index: number; readonly term: number }>();
-  /** Writes (checkpoints, installs) not yet complete, in call order. */
-  private queue: Promise<void> = Promise.resolve();
-  private epoch = 0;
-  checkpoints = 0;
-
-  constructor(
-    private readonly delayMs: number = DEFAULT_MEMORY_CHECKPOINT_DELAY_MS,
-    private readonly timers: MemoryScheduler = realScheduler,
-  ) {}
-
-  private group(groupId: number): { backing: MemoryKeyspaceBacking; state: GroupCheckpointState } {
-    let g = this.groups.get(groupId);
-    if (g === undefined) {
-      g = { backing: new MemoryKeyspaceBacking(), state: { appliedIndex: 0, appliedTerm: 0, conf: { voters: [], learners: [] } } };
-      this.groups.set(groupId, g);
-    }
-    return g;
-  }
-
-  groupState(groupId: number): GroupCheckpointState | undefined {
-    const g = this.groups.get(groupId);
-    return g === undefined || g.state.appliedIndex === 0 ? undefined : g.state;
-  }
-
-  backing(groupId: number): KeyspaceBacking {
-    return this.group(groupId).backing;
-  }
-
-  /** Runs `apply` when the write completes (after the delay), after every write asked for before it; not at all after a crash. */
-  private write(apply: () => void): Promise<void> {
-    const epoch = this.epoch;
-    const run = (): Promise<void> =>
-      new Promise<void>((resolve) => {
-        const complete = (): void => {
-          if (epoch === this.epoch) apply();
-          resolve();
-        };
-        if (this.delayMs > 0) this.timers.after(this.delayMs, complete);
-        else this.timers.endOfTurn(complete);
-      });
-    const done = this.queue.then(run);
-    this.queue = done;
-    return done;
-  }
-
-  checkpoint(items: readonly KeyspaceCheckpointItem[]): Promise<void> {
-    return this.write(() => {
-      for (const item of items) {
-        if (item.appliedIndex < (this.installedAt.get(item.groupId) ?? 0)) continue;
-        this.installedSnapshots.delete(item.groupId);
-        const g = this.group(item.groupId);
-        g.backing.write(item.changes);
-        assert.equal(g.backing.count, item.keyCount, 'checkpoint key count differs from the keys written');
-        g.state = { appliedIndex: item.appliedIndex, appliedTerm: item.appliedTerm, conf: item.conf };
-      }
-      this.checkpoints++;
-    });
-  }
-
-  installedSnapshot(groupId: number): { readonly index: number; readonly term: number } | undefined {
-    return this.installedSnapshots.get(groupId);
-  }
-
-  openSnapshotReader(groupId: number): GroupSnapshotReader {
-    const state = this.groupState(groupId);
-    // A copy of the checkpoint's records, as a read transaction would see them however checkpoints go on.
-    const sm = new StateMachine(this.group(groupId).backing, { recordChanges: false });
-    const items: SnapshotItem[] = [];
-    for (const [key, value] of sm.entries()) items.push({ kind: ITEM_VALUE, key, record: encodeValueRecord(value) });
-    for (const [key, table] of sm.tokenEntries()) items.push({ kind: ITEM_TOKENS, key, record: encodeTokensRecord(table) });
-    let at = 0;
-    return {
-      state,
-      nextChunk: (bytesMax: number) => {
-        const out = new ChunkWriter(bytesMax);
-        for (; at < items.length; at++) {
-          const item = items[at] as SnapshotItem;
-          if (!out.fits(item.key, item.record)) return { data: out.take(), last: false };
-          out.push(item.kind, item.key, item.record);
-        }
-        return { data: out.take(), last: true };
-      },
-      close: () => undefined,
-    };
-  }
-
-  stageChunk(groupId: number, chunk: Uint8Array): Promise<void> {
-    let staged = this.staging.get(groupId);
-    if (staged === undefined) {
-      staged = { values: new Map(), tokens: new Map() };
-      this.staging.set(groupId, staged);
-    }
-    try {
-      for (const item of readItems(chunk)) {
-        if (item.kind === ITEM_VALUE) staged.values.set(item.key, decodeValue(item.record));
-        else staged.tokens.set(item.key, decodeTokens(item.record));
-      }
-    } catch (e) {
-      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
-    }
-    return Promise.resolve();
-  }
-
-  discardStaging(groupId: number): Promise<void> {
-    this.staging.delete(groupId);
-    return Promise.resolve();
-  }
-
-  installStaged(groupId: number, state: GroupCheckpointState): Promise<void> {
-    const staged = this.staging.get(groupId) ?? { values: new Map<string, StoredValue>(), tokens: new Map<string, TokenTable>() };
-    this.staging.delete(groupId);
-    return this.write(() => {
-      const g = this.group(groupId);
-      g.backing.write({ cleared: true, values: staged.values, tokens: staged.tokens });
-      g.state = state;
-      this.installedAt.set(groupId, state.appliedIndex);
-      this.installedSnapshots.set(groupId, { index: state.appliedIndex, term: state.appliedTerm });
-    });
-  }
-
-  /** Loses every checkpoint and install not yet complete, and every staging area. */
-  crash(): void {
-    this.epoch++;
-    this.staging.clear();
-  }
-}

@@ -1,7 +1,7 @@
 // The file operations the node's log (segments.ts, wal-store.ts,
 // wal-records.ts) makes, behind one small interface, so that the same log code
 // runs on the real file system (`realLogFs`, a thin pass-through to node:fs)
-// and on the simulator's disk (sim-disk.ts: virtual time, lost unsynced
+// and on the simulator's disk (sim/disk.ts: virtual time, lost unsynced
 // writes, torn tails). Nothing here adds work on the real path: every method
 // is one node:fs call, and the commit path stays one pwrite and one fdatasync.
 

@@ -25,7 +25,7 @@
 // offset.
 //
 // Every file operation goes through a LogFs (log-fs.ts): node:fs itself, or
-// the simulator's disk (sim-disk.ts), so this code runs unchanged on both.
+// the simulator's disk (sim/disk.ts), so this code runs unchanged on both.
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';

@@ -83,7 +83,7 @@ export interface WalStoreOptions {
   readonly commitOffThread?: boolean;
   /** Size segments are preallocated to (default SEGMENT_BYTES_DEFAULT). */
   readonly segmentBytes?: number;
-  /** The file system (default node:fs; the simulator passes its disk, sim-disk.ts). */
+  /** The file system (default node:fs; the simulator passes its disk, sim/disk.ts). */
   readonly fs?: LogFs;
   /** Where lines about recovery and clean-up go (default stderr). */
   readonly log?: (line: string) => void;

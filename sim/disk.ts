@@ -1,8 +1,7 @@
-// A simulated disk for the node's log: the LogFs (log-fs.ts) that the
-// simulator and the tests give WalStore instead of node:fs, so that the real
-// log code runs on virtual time and meets what a real disk does at a crash.
-// It lives beside the real file system (production code never uses it; sim/
-// and test/ do) because storage/ holds the in-memory versions of its stores.
+// A simulated disk for the node's log: the LogFs (src/storage/log-fs.ts)
+// that the simulator and the tests give WalStore instead of node:fs, so that
+// the real log code runs on virtual time and meets what a real disk does at a
+// crash. It lives with the simulator: production code never uses it.
 //
 // The model, and what the log relies on:
 // - A write is visible to reads at once; it is durable only once the file is
@@ -30,8 +29,8 @@
 
 import assert from 'node:assert/strict';
 import { posix } from 'node:path';
-import type { LogFs, LogOpenFlags } from './log-fs.js';
-import { DataDirectoryError } from './store.js';
+import type { LogFs, LogOpenFlags } from '../src/storage/log-fs.js';
+import { DataDirectoryError } from '../src/storage/store.js';
 
 /** Runs `fn` after `ms` virtual milliseconds (the simulator's clock, or a timer in tests). */
 export interface SimDiskScheduler {
