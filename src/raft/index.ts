@@ -5,4 +5,5 @@ export * from './log.js';
 export * from './progress.js';
 export * from './confchange.js';
 export * from './node.js';
+export * from './reads.js';
 export * from './snapshot-stream.js';

@@ -24,6 +24,7 @@ import assert from 'node:assert/strict';
 import { ConfChange, applyConfChange, decodeConfState, encodeConfState } from './confchange.js';
 import { RaftLog } from './log.js';
 import { Progress, ProgressState } from './progress.js';
+import { ReadIndexQueue, leaseHolds, type PendingRead, type ReadResult } from './reads.js';
 import { InlineSnapshotAssembler, externalSnapshotRequest, inlineChunkMessage, type SnapshotTransferMode } from './snapshot-stream.js';
 import { Storage } from './storage.js';
 import { ConfState, Entry, EntryType, HardState, Message, MessageType, NodeId, ReadState, Snapshot, SnapshotMeta, assertIndex, newMessage } from './types.js';
@@ -121,8 +122,6 @@ export type ProposeResult =
       readonly detail?: string;
     };
 
-export type ReadResult = 'ok' | 'notLeader' | 'notReady';
-
 export interface RaftStatus {
   readonly id: NodeId;
   readonly role: Role;
@@ -135,14 +134,6 @@ export interface RaftStatus {
   readonly lastIndex: number;
   readonly persistedIndex: number;
   readonly conf: ConfState;
-}
-
-interface PendingRead {
-  readonly requestId: number;
-  readonly index: number;
-  readonly seq: number;
-  /** Node that asked (self, or a follower that forwarded the request). */
-  readonly from: NodeId;
 }
 
 interface OutstandingReady {
@@ -207,10 +198,7 @@ export class RaftNode {
   /** Leader: appends (new entries or a new commit index) must be sent at the next ready(). */
   private needBroadcast = false;
 
-  private readSeq = 0;
-  private pendingReads: PendingRead[] = [];
-  private readStates: ReadState[] = [];
-  private droppedReads: number[] = [];
+  private readonly reads = new ReadIndexQueue();
 
   private readonly incomingSnapshot = new InlineSnapshotAssembler();
 
@@ -314,8 +302,8 @@ export class RaftNode {
         return;
       case 'readIndexResp':
         // Confirmed by the leader of this term after the request was made: valid whatever our role is now.
-        if (m.reject) this.droppedReads.push(m.requestId);
-        else this.readStates.push({ requestId: m.requestId, index: m.index });
+        if (m.reject) this.reads.dropped(m.requestId);
+        else this.reads.answered({ requestId: m.requestId, index: m.index });
         return;
       case 'readIndex':
         if (this.role !== Role.Leader) {
@@ -408,8 +396,7 @@ export class RaftNode {
       this.log.hasUnstableEntries() ||
       (this.log.unstableSnapshot !== null && !this.log.snapshotInProgress) ||
       this.log.hasCommittedToApply() ||
-      this.readStates.length > 0 ||
-      this.droppedReads.length > 0
+      this.reads.hasReady()
     );
   }
 
@@ -441,10 +428,7 @@ export class RaftNode {
       snapshotIndex: snapshot === null ? 0 : snapshot.meta.index,
       release,
     };
-    const readStates = this.readStates;
-    this.readStates = [];
-    const droppedReads = this.droppedReads;
-    this.droppedReads = [];
+    const { readStates, droppedReads } = this.reads.take();
     return { hardState, snapshot, entries, committedEntries, messages, readStates, droppedReads };
   }
 
@@ -547,9 +531,7 @@ export class RaftNode {
     for (const v of this.voters) {
       a.push(v === this.id ? this.tickCount : (this.progress.get(v)?.ackedSentTick ?? -1));
     }
-    const leaseStart = this.quorumValue(a);
-    if (leaseStart < 0) return false;
-    return this.tickCount < leaseStart + this.electionTimeoutTicks - this.leaseClockDriftTicks;
+    return leaseHolds(this.tickCount, this.quorumValue(a), this.electionTimeoutTicks, this.leaseClockDriftTicks);
   }
 
   // ------------------------------------------------------------- roles & terms
@@ -580,12 +562,7 @@ export class RaftNode {
     this.leadTransferee = null;
     this.leaseRevoked = false;
     this.needBroadcast = false;
-    this.dropPendingReads();
-  }
-
-  private dropPendingReads(): void {
-    for (const r of this.pendingReads) if (r.from === this.id) this.droppedReads.push(r.requestId);
-    this.pendingReads = [];
+    this.reads.dropPending(this.id);
   }
 
   private becomeFollower(term: number, leader: NodeId | null): void {
@@ -909,7 +886,7 @@ export class RaftNode {
     for (const [id, pr] of this.progress) {
       const m = newMessage('heartbeat', this.id, id, this.term);
       m.commit = Math.min(pr.match, this.log.committed);
-      m.readSeq = this.readSeq;
+      m.readSeq = this.reads.seq;
       m.sentTick = this.tickCount;
       this.msgs.push(m);
     }
@@ -1006,15 +983,14 @@ export class RaftNode {
       this.answerRead({ requestId, index, seq: 0, from });
       return 'ok';
     }
-    this.readSeq++;
-    this.pendingReads.push({ requestId, index, seq: this.readSeq, from });
+    this.reads.push(requestId, index, from);
     this.broadcastHeartbeat();
     return 'ok';
   }
 
   private answerRead(r: PendingRead): void {
     if (r.from === this.id) {
-      this.readStates.push({ requestId: r.requestId, index: r.index });
+      this.reads.answered({ requestId: r.requestId, index: r.index });
     } else {
       const m = newMessage('readIndexResp', this.id, r.from, this.term);
       m.requestId = r.requestId;
@@ -1024,19 +1000,13 @@ export class RaftNode {
   }
 
   private releaseReads(): void {
-    if (this.pendingReads.length === 0) return;
+    if (!this.reads.hasPending()) return;
     if (this.log.term(this.log.committed) !== this.term) return;
     const a = this.scratch;
     a.length = 0;
-    for (const v of this.voters) a.push(v === this.id ? this.readSeq : (this.progress.get(v)?.ackedReadSeq ?? 0));
+    for (const v of this.voters) a.push(v === this.id ? this.reads.seq : (this.progress.get(v)?.ackedReadSeq ?? 0));
     if (a.length === 0) return;
-    const seq = this.quorumValue(a);
-    let k = 0;
-    while (k < this.pendingReads.length && (this.pendingReads[k] as PendingRead).seq <= seq) {
-      this.answerRead(this.pendingReads[k] as PendingRead);
-      k++;
-    }
-    if (k > 0) this.pendingReads = this.pendingReads.slice(k);
+    this.reads.release(this.quorumValue(a), (r) => this.answerRead(r));
   }
 
   // --------------------------------------------------------------- follower
