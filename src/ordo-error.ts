@@ -13,7 +13,7 @@ export const ORDO_ERROR_CODES = {
   ORDO_ERR_PERSIST: 'A turn that did not reach disk (PersistError, storage/store.ts).',
   ORDO_ERR_LOG_APPEND: "An append to the node's log failed before, while or after writing (AppendError, storage/segments.ts).",
   ORDO_ERR_LOG_RECORD_CORRUPT: "A damaged record of the node's log (CorruptError, storage/wal-records.ts).",
-  ORDO_ERR_RAFT_LMDB_CORRUPT: 'A damaged record of a raft.mdb being imported (CorruptError, storage/raft-lmdb.ts).',
+  ORDO_ERR_RAFT_LMDB_CORRUPT: 'A damaged record of a raft.mdb being imported (CorruptError, storage/raft-lmdb-format.ts).',
   ORDO_ERR_VALUE_RECORD_CORRUPT: 'A damaged value record of the keyspace (CorruptRecordError, sequencer/codec.ts).',
   ORDO_ERR_OP_DECODE: 'Bytes that are not a state machine op (OpDecodeError, sequencer/op-codec.ts).',
   ORDO_ERR_MESSAGE_DECODE: 'Bytes that are not a Raft or snapshot transfer message (MessageDecodeError, multiraft/message-codec.ts).',

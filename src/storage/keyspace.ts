@@ -11,34 +11,53 @@
 // (`openSnapshotReader`); a follower stages the chunks it receives under a
 // key prefix no read looks at (`stageChunk`) and swaps them in with one
 // transaction (`installStaged`); staging left by a crash is removed at open.
-// See docs/storage.md, "The keyspace".
+// The key layout and record encodings are in keyspace-format.ts. See
+// docs/storage.md, "The keyspace".
 
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { statfsSync, statSync } from 'node:fs';
-import { crc32 } from 'node:zlib';
 import type { RootDatabase, Transaction } from 'lmdb';
-import type { ConfState, NodeId } from '../raft/types.js';
-import { scanHash, type BackingScanItem, type KeyspaceBacking } from '../sequencer/backing.js';
+import type { ConfState } from '../raft/types.js';
+import type { BackingScanItem, KeyspaceBacking } from '../sequencer/backing.js';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeSnapshot, encodeTokens, encodeValue } from '../sequencer/codec.js';
 import { ChunkWriter, ITEM_TOKENS, ITEM_VALUE, readItems, type ItemKind } from '../sequencer/snapshot-items.js';
 import type { TokenTable } from '../sequencer/sequence.js';
 import type { ChangeSet, StoredValue } from '../sequencer/state-machine.js';
 import { KEYSPACE_FILES, openLmdbStore, releasePidLock, type FsyncMode } from './files.js';
+import {
+  KEYSPACE_FORMAT_VERSION,
+  KEYSPACE_GROUP_ID_MAX,
+  KIND_GROUP,
+  KIND_VALUE,
+  KIND_TOKENS,
+  KIND_STAGED_VALUE,
+  KIND_STAGED_TOKENS,
+  KIND_INSTALLED,
+  FORMAT_MAGIC,
+  FORMAT_KEY,
+  GROUP_PREFIX_BYTES,
+  writeU64,
+  readU64,
+  seal,
+  unseal,
+  groupPrefix,
+  groupEnd,
+  hashPrefix,
+  recordKey,
+  recordBody,
+  splitRecord,
+  nodeIdBytes,
+  type GroupRecord,
+  encodeGroup,
+  decodeGroup,
+  recordOf,
+} from './keyspace-format.js';
 import { DataDirectoryError, PersistError } from './store.js';
 
 /** The LMDB file holding every group's keyspace, in the data directory. */
 export const KEYSPACE_DATA_FILE = KEYSPACE_FILES.dataFile;
 /** Holds the pid of the process that has `keyspace.mdb` open (one process per file). */
 export const KEYSPACE_LOCK_FILE = KEYSPACE_FILES.lockFile;
-/** Version of the key layout and record encodings below; another version is refused. */
-export const KEYSPACE_FORMAT_VERSION = 1;
-/**
- * Keys up to this many bytes are stored inline in their LMDB key; longer ones
- * (LMDB keys are at most 1978 bytes, Redis keys up to 512 MB) by their SHA-256,
- * with the whole key at the start of the record.
- */
-export const KEY_INLINE_BYTES_MAX = 1024;
 /**
  * Records a checkpoint encodes and writes on the event loop's thread before it
  * lets the loop run again (the transaction stays open): at a few microseconds
@@ -52,58 +71,9 @@ export const CHECKPOINT_RECORD_BYTES_EST = 512;
 /** Free disk space kept beyond a checkpoint's worst case before it starts. */
 export const CHECKPOINT_DISK_MARGIN_BYTES = 16 * 1024 * 1024;
 const MiB = 1024 * 1024;
-/** Group ids are stored as u32. */
-export const KEYSPACE_GROUP_ID_MAX = 0xffff_ffff;
-/** Longest node id in a stored membership, in UTF-8 bytes. */
-export const KEYSPACE_NODE_ID_BYTES_MAX = 1024;
 
-// ---------------------------------------------------------------------------
-// Key layout. Numbers big-endian, so LMDB's byte order is numeric order: one
-// group's keys are one range, in SCAN order (hash, then the stored key).
-//
-//   [0x00]                                      format marker: "ordo-keyspace" u32 version
-//   [0x01][u32 group]                           group: u64 applied index, u64 applied term,
-//                                               u64 key count, voters, learners
-//   [0x02][u32 group][u32 hash][0x00][key]      value record (sequencer/codec.ts encodeValue)
-//   [0x02][u32 group][u32 hash][0x01][sha256]   long key: u32 key length, key, value record
-//   [0x03][u32 group][u32 hash][form as above]  token table (encodeTokens), same key forms
-//   [0x04][u32 group][u32 hash][form as above]  a value record of a snapshot being received (staged)
-//   [0x05][u32 group][u32 hash][form as above]  a token table of a snapshot being received (staged)
-//   [0x06][u32 group]                           the group's state is a snapshot installed from its
-//                                               leader, no checkpoint since: u64 index, u64 term
-//
-// Every value but the format marker ends with a u32 CRC-32 of the key and the
-// rest of the value: LMDB keeps no checksums, and a damaged record must be
-// refused, not served.
-// ---------------------------------------------------------------------------
-
-const KIND_FORMAT = 0x00;
-const KIND_GROUP = 0x01;
-const KIND_VALUE = 0x02;
-const KIND_TOKENS = 0x03;
-const KIND_STAGED_VALUE = 0x04;
-const KIND_STAGED_TOKENS = 0x05;
-const KIND_INSTALLED = 0x06;
 /** Staged records removed per transaction when discarding staging left by a crash at open. */
 const STAGING_DISCARD_BATCH = 10_000;
-const FORM_INLINE = 0x00;
-const FORM_HASHED = 0x01;
-const FORMAT_MAGIC = Buffer.from('ordo-keyspace', 'latin1');
-const FORMAT_KEY = Buffer.of(KIND_FORMAT);
-/** kind + u32 group. */
-const GROUP_PREFIX_BYTES = 5;
-/** kind + u32 group + u32 hash + form. */
-const KEY_HEAD_BYTES = 10;
-const SHA256_BYTES = 32;
-const CRC_BYTES = 4;
-/** applied index, applied term, key count (u64 each). */
-const GROUP_FIXED_BYTES = 24;
-const TWO_POW_32 = 0x1_0000_0000;
-/** Largest high word of a u64 that still makes a safe integer. */
-const SAFE_HIGH_WORD_MAX = 0x1f_ffff;
-
-const utf8 = new TextEncoder();
-const utf8Strict = new TextDecoder('utf-8', { fatal: true });
 
 /** A group's state as of its last durable checkpoint. */
 export interface GroupCheckpointState {
@@ -152,159 +122,6 @@ export interface GroupSnapshotReader {
 export interface KeyspaceStoreOptions {
   /** 'always': a checkpoint resolves after its fsync. 'never': after its commit only (benchmarks). */
   readonly fsync: FsyncMode;
-}
-
-function writeU64(buf: Buffer, n: number, at: number): void {
-  buf.writeUInt32BE(Math.floor(n / TWO_POW_32), at);
-  buf.writeUInt32BE(n >>> 0, at + 4);
-}
-
-function readU64(buf: Buffer, at: number): number {
-  const hi = buf.readUInt32BE(at);
-  if (hi > SAFE_HIGH_WORD_MAX) throw new CorruptRecordError('number out of range');
-  return hi * TWO_POW_32 + buf.readUInt32BE(at + 4);
-}
-
-/** The value with the CRC of `key` and the value appended. */
-function seal(key: Buffer, body: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(body.length + CRC_BYTES);
-  body.copy(out, 0);
-  out.writeUInt32BE(crc32(body, crc32(key)), body.length);
-  return out;
-}
-
-/** The value without its CRC, after checking it. */
-function unseal(key: Buffer, value: Buffer): Buffer {
-  if (value.length < CRC_BYTES) throw new CorruptRecordError(`record of ${value.length} bytes`);
-  const end = value.length - CRC_BYTES;
-  const body = value.subarray(0, end);
-  if (value.readUInt32BE(end) !== crc32(body, crc32(key))) throw new CorruptRecordError('checksum mismatch');
-  return body;
-}
-
-function groupPrefix(kind: number, group: number): Buffer {
-  const k = Buffer.allocUnsafe(GROUP_PREFIX_BYTES);
-  k[0] = kind;
-  k.writeUInt32BE(group, 1);
-  return k;
-}
-
-/** The first key past every record of `kind` of `group`. */
-function groupEnd(kind: number, group: number): Buffer {
-  return group < KEYSPACE_GROUP_ID_MAX ? groupPrefix(kind, group + 1) : Buffer.of(kind + 1);
-}
-
-function hashPrefix(kind: number, group: number, hash: number): Buffer {
-  const k = Buffer.allocUnsafe(GROUP_PREFIX_BYTES + 4);
-  k[0] = kind;
-  k.writeUInt32BE(group, 1);
-  k.writeUInt32BE(hash, GROUP_PREFIX_BYTES);
-  return k;
-}
-
-/** The LMDB key of a key's record of `kind`. */
-function recordKey(kind: number, group: number, key: string): Buffer {
-  const long = key.length > KEY_INLINE_BYTES_MAX;
-  const k = Buffer.allocUnsafe(KEY_HEAD_BYTES + (long ? SHA256_BYTES : key.length));
-  k[0] = kind;
-  k.writeUInt32BE(group, 1);
-  k.writeUInt32BE(scanHash(key), 5);
-  k[9] = long ? FORM_HASHED : FORM_INLINE;
-  if (long) createHash('sha256').update(Buffer.from(key, 'latin1')).digest().copy(k, KEY_HEAD_BYTES);
-  else k.write(key, KEY_HEAD_BYTES, 'latin1');
-  return k;
-}
-
-/** A record's stored value (before the CRC): for a long key, u32 key length and the key first. */
-function recordBody(key: string, record: Buffer): Buffer {
-  if (key.length <= KEY_INLINE_BYTES_MAX) return record;
-  const head = Buffer.allocUnsafe(4);
-  head.writeUInt32BE(key.length, 0);
-  return Buffer.concat([head, Buffer.from(key, 'latin1'), record]);
-}
-
-/** The key, its hash and its record (encodeValue / encodeTokens) from a stored entry. */
-function splitRecord(storedKey: Buffer, stored: Buffer): { hash: number; key: string; record: Buffer } {
-  if (storedKey.length < KEY_HEAD_BYTES) throw new CorruptRecordError(`key of ${storedKey.length} bytes`);
-  const body = unseal(storedKey, stored);
-  const hash = storedKey.readUInt32BE(5);
-  const form = storedKey[9];
-  if (form === FORM_INLINE) return { hash, key: storedKey.toString('latin1', KEY_HEAD_BYTES), record: body };
-  if (form !== FORM_HASHED || storedKey.length !== KEY_HEAD_BYTES + SHA256_BYTES || body.length < 4) {
-    throw new CorruptRecordError(`unknown key form ${String(form)}`);
-  }
-  const length = body.readUInt32BE(0);
-  if (4 + length > body.length) throw new CorruptRecordError('long key truncated');
-  return { hash, key: body.toString('latin1', 4, 4 + length), record: body.subarray(4 + length) };
-}
-
-function nodeIdBytes(id: NodeId): Uint8Array {
-  const bytes = utf8.encode(id);
-  assert.ok(bytes.length <= KEYSPACE_NODE_ID_BYTES_MAX, `node id longer than ${KEYSPACE_NODE_ID_BYTES_MAX} bytes`);
-  return bytes;
-}
-
-interface GroupRecord extends GroupCheckpointState {
-  readonly keyCount: number;
-}
-
-function encodeGroup(g: GroupRecord): Buffer {
-  const lists = [g.conf.voters.map(nodeIdBytes), g.conf.learners.map(nodeIdBytes)];
-  let size = GROUP_FIXED_BYTES;
-  for (const list of lists) {
-    size += 4;
-    for (const id of list) size += 2 + id.length;
-  }
-  const b = Buffer.allocUnsafe(size);
-  writeU64(b, g.appliedIndex, 0);
-  writeU64(b, g.appliedTerm, 8);
-  writeU64(b, g.keyCount, 16);
-  let at = GROUP_FIXED_BYTES;
-  for (const list of lists) {
-    b.writeUInt32BE(list.length, at);
-    at += 4;
-    for (const id of list) {
-      b.writeUInt16BE(id.length, at);
-      b.set(id, at + 2);
-      at += 2 + id.length;
-    }
-  }
-  return b;
-}
-
-function decodeGroup(b: Buffer): GroupRecord {
-  if (b.length < GROUP_FIXED_BYTES + 8) throw new CorruptRecordError(`group record of ${b.length} bytes`);
-  let at = GROUP_FIXED_BYTES;
-  const lists: NodeId[][] = [];
-  for (let l = 0; l < 2; l++) {
-    if (at + 4 > b.length) throw new CorruptRecordError('membership truncated');
-    const count = b.readUInt32BE(at);
-    at += 4;
-    const ids: NodeId[] = [];
-    for (let i = 0; i < count; i++) {
-      if (at + 2 > b.length) throw new CorruptRecordError('membership truncated');
-      const length = b.readUInt16BE(at);
-      if (at + 2 + length > b.length) throw new CorruptRecordError('membership truncated');
-      try {
-        ids.push(utf8Strict.decode(b.subarray(at + 2, at + 2 + length)));
-      } catch {
-        throw new CorruptRecordError('node id is not UTF-8');
-      }
-      at += 2 + length;
-    }
-    lists.push(ids);
-  }
-  if (at !== b.length) throw new CorruptRecordError('group record has trailing bytes');
-  return {
-    appliedIndex: readU64(b, 0),
-    appliedTerm: readU64(b, 8),
-    keyCount: readU64(b, 16),
-    conf: { voters: lists[0] ?? [], learners: lists[1] ?? [] },
-  };
-}
-
-function recordOf(item: KeyspaceCheckpointItem): GroupRecord {
-  return { appliedIndex: item.appliedIndex, appliedTerm: item.appliedTerm, keyCount: item.keyCount, conf: item.conf };
 }
 
 export class KeyspaceStore {
@@ -926,9 +743,4 @@ class LmdbGroupBacking implements KeyspaceBacking {
 function* scanItems(records: Iterable<{ hash: number; key: string }>): Generator<BackingScanItem, undefined, undefined> {
   for (const { hash, key } of records) yield { hash, key };
   return undefined;
-}
-
-/** Exported for tests: the stored key of a record (`tokens`: of a token table). */
-export function storedKeyOf(groupId: number, key: string, tokens = false): Buffer {
-  return recordKey(tokens ? KIND_TOKENS : KIND_VALUE, groupId, key);
 }

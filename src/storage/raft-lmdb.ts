@@ -1,6 +1,8 @@
 // Durable Raft storage for every group on one node, in one LMDB environment
 // (`raft.mdb` in the data directory; the single-node keyspace lives apart in
-// `ordo.mdb`). See docs/storage.md for the layout and the guarantees.
+// `ordo.mdb`). The key layout and record encodings are in raft-lmdb-format.ts,
+// reading the file back at open in raft-lmdb-recovery.ts. See docs/storage.md
+// for the layout and the guarantees.
 //
 // Each group's storage keeps an in-memory mirror of its uncompacted log, hard
 // state and latest snapshot, so the Raft node reads synchronously and sees
@@ -15,32 +17,40 @@
 // followed by one that assumed it succeeded.
 
 import assert from 'node:assert/strict';
-import { crc32 } from 'node:zlib';
 import type { RootDatabase } from 'lmdb';
 import { MemoryStorage } from '../raft/storage.js';
-import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
+import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type Snapshot } from '../raft/types.js';
 import { openLmdbStore, RAFT_FILES, releasePidLock, type FsyncMode } from './files.js';
-import { DataDirectoryError, PersistError } from './store.js';
-import { OrdoError } from '../ordo-error.js';
+import {
+  META_KEY_BYTES_MAX,
+  GROUP_ID_MAX,
+  KIND_META,
+  KIND_GROUP,
+  KIND_SNAPSHOT,
+  GROUP_COUNT_KEY,
+  ENTRY_HEADER_BYTES,
+  CRC_BYTES,
+  utf8,
+  writeU64,
+  seal,
+  Slab,
+  WriteBatch,
+  nodeIdBytes,
+  encodeGroupState,
+  type GroupStateRecord,
+  encodeSnapshotMeta,
+} from './raft-lmdb-format.js';
+import { readRaftData } from './raft-lmdb-recovery.js';
+import { PersistError } from './store.js';
 
 /** The LMDB file holding every Raft group of the node, in the data directory. */
 export const RAFT_DATA_FILE = RAFT_FILES.dataFile;
 /** Holds the pid of the process that has `raft.mdb` open (one process per file). */
 export const RAFT_LOCK_FILE = RAFT_FILES.lockFile;
-/** Version of the key layout and record encodings below; another version is refused. */
-export const RAFT_FORMAT_VERSION = 1;
 /** Default largest value holding snapshot data; bigger snapshots are split into chunks of this size. */
 export const SNAPSHOT_CHUNK_BYTES_DEFAULT = 1024 * 1024;
-/** Longest node metadata key, in UTF-8 bytes (LMDB keys are limited to 511 bytes). */
-export const META_KEY_BYTES_MAX = 256;
-/** Longest node id stored in a hard state or a membership, in UTF-8 bytes. */
-export const NODE_ID_BYTES_MAX = 1024;
-/** Group ids are stored as u32. */
-export const GROUP_ID_MAX = 0xffff_ffff;
 /** Largest snapshotChunkBytes accepted. */
 export const SNAPSHOT_CHUNK_BYTES_MAX = 256 * 1024 * 1024;
-/** Size of the buffers that keys and entry records of one turn are carved from. */
-const SLAB_BYTES = 256 * 1024;
 
 export type RaftFsyncMode = FsyncMode;
 
@@ -51,283 +61,6 @@ export interface RaftLogStoreOptions {
   readonly commitOffThread?: boolean;
   /** Largest value holding snapshot data (default SNAPSHOT_CHUNK_BYTES_DEFAULT). Only affects new writes. */
   readonly snapshotChunkBytes?: number;
-}
-
-// ---------------------------------------------------------------------------
-// Key layout. Every key starts with a kind byte; numbers are big-endian so
-// that LMDB's byte order is numeric order and a group's records of one kind
-// are one contiguous range.
-//
-//   [0x00]                          format marker: "ordo-raft" u32 version
-//   [0x00][0x01]                    number of groups (u32)
-//   [0x01][utf8 name]               node metadata value (opaque bytes)
-//   [0x02][u32 group]               group state: hard state, log start, last index
-//   [0x03][u32 group]               snapshot meta: index, term, size, chunks, membership
-//   [0x04][u32 group][u32 chunk]    snapshot data, chunk by chunk
-//   [0x05][u32 group][u64 index]    log entry: u8 type, u64 term, data
-//
-// Every value but the format marker ends with a u32 CRC-32 of the key and the
-// rest of the value, so a damaged or misplaced record is refused on open
-// instead of being read back as valid state.
-// ---------------------------------------------------------------------------
-
-const KIND_FORMAT = 0x00;
-const KIND_META = 0x01;
-const KIND_GROUP = 0x02;
-const KIND_SNAPSHOT = 0x03;
-const KIND_CHUNK = 0x04;
-const KIND_ENTRY = 0x05;
-
-const FORMAT_MAGIC = Buffer.from('ordo-raft', 'latin1');
-const FORMAT_KEY = Buffer.from([KIND_FORMAT]);
-const GROUP_COUNT_KEY = Buffer.from([KIND_FORMAT, 0x01]);
-const GROUP_KEY_BYTES = 5;
-const CHUNK_KEY_BYTES = 9;
-const ENTRY_KEY_BYTES = 13;
-/** u8 type + u64 term before the entry data. */
-const ENTRY_HEADER_BYTES = 9;
-/** The CRC-32 that ends every record. */
-const CRC_BYTES = 4;
-/** term, commit, log start index, log start term, last index (u64 each) and a vote flag. */
-const GROUP_STATE_FIXED_BYTES = 41;
-const GROUP_STATE_VOTE_FLAG_AT = 40;
-const TWO_POW_32 = 0x1_0000_0000;
-/** Largest high word of a u64 that still makes a safe integer. */
-const SAFE_HIGH_WORD_MAX = 0x1f_ffff;
-
-const utf8 = new TextEncoder();
-const utf8Strict = new TextDecoder('utf-8', { fatal: true });
-const EMPTY = new Uint8Array(0);
-
-function writeU64(buf: Buffer, n: number, at: number): void {
-  buf.writeUInt32BE(Math.floor(n / TWO_POW_32), at);
-  buf.writeUInt32BE(n >>> 0, at + 4);
-}
-
-/** Reads a u64 that must be a safe integer; `undefined` otherwise (corrupt). */
-function readU64(buf: Uint8Array, at: number): number | undefined {
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const hi = view.getUint32(at);
-  if (hi > SAFE_HIGH_WORD_MAX) return undefined;
-  return hi * TWO_POW_32 + view.getUint32(at + 4);
-}
-
-/** Writes the CRC of `key` and the value into the last CRC_BYTES of `value` (reserved by the caller). */
-function seal(key: Buffer, value: Buffer): Buffer {
-  const end = value.length - CRC_BYTES;
-  value.writeUInt32BE(crc32(value.subarray(0, end), crc32(key)), end);
-  return value;
-}
-
-/** The value without its CRC, after checking the CRC. */
-function unseal(key: Buffer, value: Buffer): Buffer {
-  corruptIf(value.length < CRC_BYTES, `record of ${value.length} bytes`);
-  const end = value.length - CRC_BYTES;
-  const body = value.subarray(0, end);
-  corruptIf(value.readUInt32BE(end) !== crc32(body, crc32(key)), 'checksum mismatch');
-  return body;
-}
-
-/** Thrown while decoding a record; turned into a DataDirectoryError naming the record. */
-class CorruptError extends OrdoError {
-  override readonly code = 'ORDO_ERR_RAFT_LMDB_CORRUPT';
-}
-
-function corruptIf(cond: boolean, why: string): void {
-  if (cond) throw new CorruptError(why);
-}
-
-/** Allocates many small buffers out of few big ones (keys and entry records of one turn). */
-class Slab {
-  private buf = Buffer.allocUnsafeSlow(SLAB_BYTES);
-  private used = 0;
-
-  take(n: number): Buffer {
-    if (n > SLAB_BYTES / 4) return Buffer.allocUnsafeSlow(n);
-    if (this.used + n > this.buf.length) {
-      // Earlier pieces of this turn stay referenced by its batch.
-      this.buf = Buffer.allocUnsafeSlow(SLAB_BYTES);
-      this.used = 0;
-    }
-    const piece = this.buf.subarray(this.used, this.used + n);
-    this.used += n;
-    return piece;
-  }
-
-  /** Reuses the buffer from its start: the turn that referenced the pieces taken so far is committed. */
-  rewind(): void {
-    this.used = 0;
-  }
-}
-
-/** The puts and removes of one turn, collected when commitTurn is called, then written in one transaction. */
-class WriteBatch {
-  readonly keys: Buffer[] = [];
-  readonly values: (Buffer | null)[] = [];
-  constructor(readonly slab: Slab) {}
-
-  put(key: Buffer, value: Uint8Array): void {
-    this.keys.push(key);
-    this.values.push(Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength));
-  }
-
-  remove(key: Buffer): void {
-    this.keys.push(key);
-    this.values.push(null);
-  }
-
-  get size(): number {
-    return this.keys.length;
-  }
-
-  groupKey(kind: number, group: number): Buffer {
-    const k = this.slab.take(GROUP_KEY_BYTES);
-    k[0] = kind;
-    k.writeUInt32BE(group, 1);
-    return k;
-  }
-
-  chunkKey(group: number, chunk: number): Buffer {
-    const k = this.slab.take(CHUNK_KEY_BYTES);
-    k[0] = KIND_CHUNK;
-    k.writeUInt32BE(group, 1);
-    k.writeUInt32BE(chunk, 5);
-    return k;
-  }
-
-  entryKey(group: number, index: number): Buffer {
-    const k = this.slab.take(ENTRY_KEY_BYTES);
-    k[0] = KIND_ENTRY;
-    k.writeUInt32BE(group, 1);
-    writeU64(k, index, 5);
-    return k;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Record encodings
-// ---------------------------------------------------------------------------
-
-function encodeFormat(): Buffer {
-  const b = Buffer.alloc(FORMAT_MAGIC.length + 4);
-  FORMAT_MAGIC.copy(b, 0);
-  b.writeUInt32BE(RAFT_FORMAT_VERSION, FORMAT_MAGIC.length);
-  return b;
-}
-
-function nodeIdBytes(id: NodeId): Uint8Array {
-  const bytes = utf8.encode(id);
-  assert.ok(bytes.length <= NODE_ID_BYTES_MAX, `node id longer than ${NODE_ID_BYTES_MAX} bytes`);
-  return bytes;
-}
-
-function encodeGroupState(hs: HardState, logStart: number, logStartTerm: number, lastIndex: number): Buffer {
-  const vote = hs.vote === null ? EMPTY : nodeIdBytes(hs.vote);
-  const b = Buffer.allocUnsafe(GROUP_STATE_FIXED_BYTES + vote.length + CRC_BYTES);
-  writeU64(b, hs.term, 0);
-  writeU64(b, hs.commit, 8);
-  writeU64(b, logStart, 16);
-  writeU64(b, logStartTerm, 24);
-  writeU64(b, lastIndex, 32);
-  b[GROUP_STATE_VOTE_FLAG_AT] = hs.vote === null ? 0 : 1;
-  b.set(vote, GROUP_STATE_FIXED_BYTES);
-  return b;
-}
-
-interface GroupStateRecord {
-  hardState: HardState;
-  logStart: number;
-  logStartTerm: number;
-  lastIndex: number;
-}
-
-function decodeGroupState(v: Uint8Array): GroupStateRecord {
-  corruptIf(v.length < GROUP_STATE_FIXED_BYTES, `group state of ${v.length} bytes`);
-  const term = readU64(v, 0);
-  const commit = readU64(v, 8);
-  const logStart = readU64(v, 16);
-  const logStartTerm = readU64(v, 24);
-  const lastIndex = readU64(v, 32);
-  if (term === undefined || commit === undefined || logStart === undefined || logStartTerm === undefined || lastIndex === undefined) {
-    throw new CorruptError('group state number out of range');
-  }
-  corruptIf(lastIndex < logStart, `last index ${lastIndex} below log start ${logStart}`);
-  const flag = v[GROUP_STATE_VOTE_FLAG_AT];
-  corruptIf(flag !== 0 && flag !== 1, `group state vote flag ${String(flag)}`);
-  corruptIf(flag === 0 && v.length !== GROUP_STATE_FIXED_BYTES, 'group state has trailing bytes');
-  const vote = flag === 0 ? null : decodeUtf8(v.subarray(GROUP_STATE_FIXED_BYTES));
-  corruptIf(logStartTerm > 0 && logStart === 0, 'log start term without a log start');
-  return { hardState: { term, vote, commit }, logStart, logStartTerm, lastIndex };
-}
-
-function decodeUtf8(bytes: Uint8Array): string {
-  try {
-    return utf8Strict.decode(bytes);
-  } catch {
-    throw new CorruptError('invalid UTF-8 text');
-  }
-}
-
-interface SnapshotMetaRecord {
-  index: number;
-  term: number;
-  dataBytes: number;
-  chunks: number;
-  conf: ConfState;
-}
-
-function encodeSnapshotMeta(snap: Snapshot, chunks: number): Buffer {
-  const voters = snap.meta.conf.voters.map(nodeIdBytes);
-  const learners = snap.meta.conf.learners.map(nodeIdBytes);
-  let size = 8 + 8 + 8 + 4 + 4 + 4;
-  for (const id of voters) size += 2 + id.length;
-  for (const id of learners) size += 2 + id.length;
-  const b = Buffer.allocUnsafe(size + CRC_BYTES);
-  writeU64(b, snap.meta.index, 0);
-  writeU64(b, snap.meta.term, 8);
-  writeU64(b, snap.data.length, 16);
-  b.writeUInt32BE(chunks, 24);
-  let at = 28;
-  for (const list of [voters, learners]) {
-    b.writeUInt32BE(list.length, at);
-    at += 4;
-    for (const id of list) {
-      b.writeUInt16BE(id.length, at);
-      b.set(id, at + 2);
-      at += 2 + id.length;
-    }
-  }
-  assert.equal(at, size);
-  return b;
-}
-
-function decodeSnapshotMeta(v: Uint8Array): SnapshotMetaRecord {
-  corruptIf(v.length < 36, `snapshot meta of ${v.length} bytes`);
-  const view = new DataView(v.buffer, v.byteOffset, v.byteLength);
-  const index = readU64(v, 0);
-  const term = readU64(v, 8);
-  const dataBytes = readU64(v, 16);
-  if (index === undefined || term === undefined || dataBytes === undefined) throw new CorruptError('snapshot meta number out of range');
-  const chunks = view.getUint32(24);
-  let at = 28;
-  const lists: NodeId[][] = [];
-  for (let l = 0; l < 2; l++) {
-    corruptIf(at + 4 > v.length, 'snapshot membership truncated');
-    const count = view.getUint32(at);
-    at += 4;
-    const ids: NodeId[] = [];
-    for (let i = 0; i < count; i++) {
-      corruptIf(at + 2 > v.length, 'snapshot membership truncated');
-      const len = view.getUint16(at);
-      corruptIf(at + 2 + len > v.length, 'snapshot membership truncated');
-      ids.push(decodeUtf8(v.subarray(at + 2, at + 2 + len)));
-      at += 2 + len;
-    }
-    lists.push(ids);
-  }
-  corruptIf(at !== v.length, 'snapshot meta has trailing bytes');
-  corruptIf(index === 0 && (term !== 0 || dataBytes !== 0), 'empty snapshot with a term or data');
-  return { index, term, dataBytes, chunks, conf: { voters: lists[0] ?? [], learners: lists[1] ?? [] } };
 }
 
 // ---------------------------------------------------------------------------
@@ -553,143 +286,14 @@ export class RaftLogStore {
 
   /** Reads the whole environment back into the mirrors; writes the format marker into a new one. */
   private recover(dataPath: string): void {
-    const refuse = (where: string, why: string): DataDirectoryError =>
-      new DataDirectoryError(`${dataPath}: ${where}: ${why}; refusing to start on corrupt or foreign Raft data`);
-    let sawFormat = false;
-    let keys = 0;
-    let groupCount: number | null = null;
-    const states = new Map<number, GroupStateRecord>();
-    const snaps = new Map<number, SnapshotMetaRecord>();
-    const chunkLists = new Map<number, Uint8Array[]>();
-    const logs = new Map<number, Entry[]>();
-    // Keys come in byte order: the marker, the group count, metadata, then
-    // each kind of group record, every group's records of one kind in a row.
-    for (const { key: k, value } of this.root.getRange({})) {
-      keys++;
-      const kind = k[0];
-      if (!sawFormat) {
-        if (!k.equals(FORMAT_KEY)) {
-          throw new DataDirectoryError(`${dataPath} is not an ordo Raft data file (no format marker); refusing to use it`);
-        }
-        if (value.length !== FORMAT_MAGIC.length + 4 || !value.subarray(0, FORMAT_MAGIC.length).equals(FORMAT_MAGIC)) {
-          throw new DataDirectoryError(`${dataPath} is not an ordo Raft data file (foreign format marker); refusing to use it`);
-        }
-        const version = value.readUInt32BE(FORMAT_MAGIC.length);
-        if (version !== RAFT_FORMAT_VERSION) {
-          throw new DataDirectoryError(`${dataPath} has Raft data format ${version}, this ordo reads format ${RAFT_FORMAT_VERSION}; refusing to start`);
-        }
-        sawFormat = true;
-        continue;
-      }
-      const group = k.length >= GROUP_KEY_BYTES ? k.readUInt32BE(1) : -1;
-      let label = `record with key ${k.toString('hex').slice(0, 40)}`;
-      try {
-        switch (kind) {
-          case KIND_FORMAT: {
-            corruptIf(!k.equals(GROUP_COUNT_KEY), 'unknown node record');
-            label = 'group count';
-            const body = unseal(k, value);
-            corruptIf(body.length !== 4, `group count of ${body.length} bytes`);
-            groupCount = body.readUInt32BE(0);
-            break;
-          }
-          case KIND_META: {
-            label = 'metadata record';
-            corruptIf(k.length < 2 || k.length > 1 + META_KEY_BYTES_MAX, `key of ${k.length} bytes`);
-            const name = decodeUtf8(k.subarray(1));
-            label = `metadata ${JSON.stringify(name)}`;
-            this.meta.set(name, new Uint8Array(unseal(k, value)));
-            break;
-          }
-          case KIND_GROUP:
-            corruptIf(k.length !== GROUP_KEY_BYTES, `group key of ${k.length} bytes`);
-            label = `state of group ${group}`;
-            states.set(group, decodeGroupState(unseal(k, value)));
-            break;
-          case KIND_SNAPSHOT:
-            corruptIf(k.length !== GROUP_KEY_BYTES, `snapshot key of ${k.length} bytes`);
-            label = `snapshot of group ${group}`;
-            corruptIf(!states.has(group), 'no state record for this group');
-            snaps.set(group, decodeSnapshotMeta(unseal(k, value)));
-            break;
-          case KIND_CHUNK: {
-            corruptIf(k.length !== CHUNK_KEY_BYTES, `chunk key of ${k.length} bytes`);
-            const n = k.readUInt32BE(5);
-            label = `snapshot chunk ${n} of group ${group}`;
-            const meta = snaps.get(group);
-            if (meta === undefined) throw new CorruptError('no snapshot record for this group');
-            let list = chunkLists.get(group);
-            if (list === undefined) chunkLists.set(group, (list = []));
-            corruptIf(n !== list.length, `chunk ${list.length} was expected`);
-            corruptIf(n >= meta.chunks, `the snapshot has ${meta.chunks} chunks`);
-            list.push(new Uint8Array(unseal(k, value)));
-            break;
-          }
-          case KIND_ENTRY: {
-            corruptIf(k.length !== ENTRY_KEY_BYTES, `entry key of ${k.length} bytes`);
-            const index = readU64(k, 5);
-            label = `entry ${String(index)} of group ${group}`;
-            const state = states.get(group);
-            if (state === undefined) throw new CorruptError('no state record for this group');
-            let log = logs.get(group);
-            if (log === undefined) {
-              log = [{ term: state.logStartTerm, index: state.logStart, type: EntryType.Normal, data: EMPTY }];
-              logs.set(group, log);
-            }
-            const prev = log[log.length - 1] as Entry;
-            corruptIf(index !== prev.index + 1, `entry ${prev.index + 1} was expected`);
-            corruptIf(value.length < ENTRY_HEADER_BYTES + CRC_BYTES, `${value.length} bytes`);
-            const body = unseal(k, value);
-            const type = body[0];
-            corruptIf(type !== EntryType.Normal && type !== EntryType.ConfChange, `unknown entry type ${String(type)}`);
-            const term = readU64(body, 1);
-            if (term === undefined || term < prev.term) throw new CorruptError(`term below the preceding term ${prev.term}`);
-            log.push({ term, index: index as number, type: type as EntryType, data: new Uint8Array(body.subarray(ENTRY_HEADER_BYTES)) });
-            break;
-          }
-          default:
-            throw new CorruptError(`unknown record kind ${String(kind)}`);
-        }
-      } catch (e) {
-        if (e instanceof CorruptError) throw refuse(label, e.message);
-        throw e;
-      }
-    }
-    if (keys === 0) {
-      // A new environment (or one created by a process that died before writing anything).
-      this.root.putSync(FORMAT_KEY, encodeFormat());
-      return;
-    }
-    if ((groupCount ?? 0) !== states.size) {
-      throw refuse('groups', `${states.size} groups found, ${groupCount ?? 0} recorded`);
-    }
-    for (const [group, state] of states) {
-      const where = `group ${group}`;
-      const meta = snaps.get(group);
-      if (meta === undefined) throw refuse(where, 'no snapshot record');
-      const chunks = chunkLists.get(group) ?? [];
-      if (chunks.length !== meta.chunks) throw refuse(where, `snapshot has ${chunks.length} of ${meta.chunks} chunks`);
-      let total = 0;
-      for (const c of chunks) total += c.length;
-      if (total !== meta.dataBytes) throw refuse(where, `snapshot has ${total} of ${meta.dataBytes} bytes`);
-      let data: Uint8Array = EMPTY;
-      if (chunks.length === 1) data = chunks[0] as Uint8Array;
-      else if (chunks.length > 1) {
-        data = new Uint8Array(total);
-        let at = 0;
-        for (const c of chunks) {
-          data.set(c, at);
-          at += c.length;
-        }
-      }
-      if (meta.index < state.logStart) throw refuse(where, `snapshot at ${meta.index} below log start ${state.logStart}`);
-      const log = logs.get(group) ?? [{ term: state.logStartTerm, index: state.logStart, type: EntryType.Normal, data: EMPTY }];
-      const last = (log[log.length - 1] as Entry).index;
-      if (last !== state.lastIndex) throw refuse(where, `log ends at ${last}, its last index is ${state.lastIndex}`);
-      const g = new RaftGroupStorage(group, meta.conf, this.markDirty, false);
-      g.restore(state, { meta: { index: meta.index, term: meta.term, conf: meta.conf }, data }, meta.chunks, log);
-      this.groupsById.set(group, g);
-    }
+    readRaftData(this.root, dataPath, {
+      meta: (name, value) => this.meta.set(name, value),
+      group: (group, state, snap, chunks, log) => {
+        const g = new RaftGroupStorage(group, snap.meta.conf, this.markDirty, false);
+        g.restore(state, snap, chunks, log);
+        this.groupsById.set(group, g);
+      },
+    });
   }
 
   /** The storage of group `groupId`, created (empty, with `initialConf`) if the node has none yet. */
