@@ -5,9 +5,6 @@
 // catches up through a snapshot exported from LMDB.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import { MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
@@ -18,26 +15,14 @@ import { StateMachine, type OpResult, type StoredValue } from '../src/sequencer/
 import { KeyspaceStore } from '../src/storage/keyspace.js';
 import { RaftLogStore } from '../src/storage/raft-lmdb.js';
 import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
-import { prng, sleep } from '../testkit/index.js';
+import { prng, sleep, waitFor as waitUntil } from '../testkit/index.js';
+import { scratchDirs } from './helpers/dirs.js';
 
 const TICK_MS = 10;
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'ordo-keyspace-host-'));
-  dirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = scratchDirs('ordo-keyspace-host-');
 
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+/** testkit's waitFor with this file's longer bound. */
+const waitFor = (what: string, cond: () => boolean, timeoutMs = 8000): Promise<void> => waitUntil(what, cond, timeoutMs);
 
 function incr(g: RaftGroup, key: string): Promise<OpResult> {
   return new Promise((resolve) => g.propose({ type: 'incrby', key, delta: 1n }, resolve));

@@ -5,26 +5,18 @@
 // checkpoint (reported, never asserted).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { restoreState, snapshotState } from '../src/sequencer/codec.js';
 import { DEFAULT_TOKEN_POLICY } from '../src/sequencer/sequence.js';
 import { StateMachine, type ChangeSet, type Op } from '../src/sequencer/state-machine.js';
 import { KEYSPACE_DATA_FILE, KeyspaceStore, type KeyspaceCheckpointItem } from '../src/storage/keyspace.js';
 import { DataDirectoryError } from '../src/storage/store.js';
 import { prng } from '../testkit/random.js';
+import { scratchDirs } from './helpers/dirs.js';
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'ordo-keyspace-'));
-  dirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = scratchDirs('ordo-keyspace-');
 
 const CONF = { voters: ['n1', 'n2', 'n3'], learners: ['n4'] };
 const LONG_KEY = 'L'.repeat(5000);

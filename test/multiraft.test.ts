@@ -7,7 +7,7 @@ import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED, type ErrorKey } from '../src/errors.js';
 import { snapshotState } from '../src/sequencer/codec.js';
 import type { OpResult, StoredValue } from '../src/sequencer/state-machine.js';
-import { prng, sleep } from '../testkit/index.js';
+import { prng, sleep, waitFor } from '../testkit/index.js';
 
 const NODES = ['n1', 'n2', 'n3'];
 const GROUPS = [1, 2, 3, 4];
@@ -15,14 +15,6 @@ const TICK_MS = 10;
 const NOT_APPLIED = ERROR_KEY_OF.notLeader;
 const notApplied = (e: string): boolean => WRITE_NOT_APPLIED.has(e as ErrorKey);
 const UNKNOWN = ERROR_KEY_OF.outcomeUnknown;
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 type Extra = Partial<Omit<MultiRaftHostOptions, 'nodeId' | 'transport' | 'store' | 'random'>>;
 

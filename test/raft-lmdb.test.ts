@@ -6,8 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -18,16 +17,9 @@ import { RAFT_DATA_FILE, RAFT_LOCK_FILE, RaftLogStore, SNAPSHOT_CHUNK_BYTES_DEFA
 import { DataDirectoryError, PersistError } from '../src/storage/store.js';
 import { assertSameReads, bytes, CONF, CONFS, entries, opArb, runLogStoreModel } from './helpers/log-store-model.js';
 import { storageContract } from './raft-storage.test.js';
+import { scratchDirs } from './helpers/dirs.js';
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'ordo-raft-lmdb-'));
-  dirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = scratchDirs('ordo-raft-lmdb-');
 
 /** Every key in the file, read with a plain LMDB handle (the store must be closed). */
 function rawKeys(dir: string): Buffer[] {

@@ -7,9 +7,6 @@
 // on both sides.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
 import { MemoryRaftLogStore } from '../src/multiraft/memory-stores.js';
@@ -24,27 +21,15 @@ import { encodeValue } from '../src/sequencer/codec.js';
 import { StateMachine, type Op, type OpResult } from '../src/sequencer/state-machine.js';
 import { KeyspaceStore } from '../src/storage/keyspace.js';
 import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
-import { prng, sleep } from '../testkit/index.js';
+import { prng, sleep, waitFor as waitUntil } from '../testkit/index.js';
+import { scratchDirs } from './helpers/dirs.js';
 
 const TICK_MS = 10;
 const GROUP = 1;
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'ordo-snapshot-stream-'));
-  dirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = scratchDirs('ordo-snapshot-stream-');
 
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+/** testkit's waitFor with this file's longer bound. */
+const waitFor = (what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> => waitUntil(what, cond, timeoutMs);
 
 function propose(g: RaftGroup, op: Op): Promise<OpResult> {
   return new Promise((resolve) => g.propose(op, resolve));

@@ -7,8 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -22,21 +21,14 @@ import { WAL_DIR, WAL_LOCK_FILE, WalStore, type WalStoreOptions } from '../src/s
 import { assertSameReads, bytes, CONF, CONFS, entries, opArb, runLogStoreModel } from './helpers/log-store-model.js';
 import { prng } from '../testkit/random.js';
 import { storageContract } from './raft-storage.test.js';
+import { scratchDirs } from './helpers/dirs.js';
 
 /** Segments of the tests that do not rotate (the default, 64 MiB, takes a while to preallocate). */
 const TEST_SEGMENT_BYTES = 256 * 1024;
 /** Small segments, so that tests rotate and delete them. */
 const SMALL_SEGMENT_BYTES = 4096;
 
-const dirs: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'ordo-wal-'));
-  dirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = scratchDirs('ordo-wal-');
 
 function walDir(dir: string): string {
   return join(dir, WAL_DIR);
