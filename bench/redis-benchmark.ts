@@ -221,8 +221,15 @@ export class BenchServer {
 // ---------------------------------------------------------------------------
 // One redis-benchmark run.
 
-/** `extra` goes before --csv (`--cluster`, say); `clients` is -c. */
-export function benchmarkArgs(port: string, depth: number, requests: number, clients = CLIENT_COUNT, extra: readonly string[] = []): string[] {
+/** `extra` goes before --csv (`--cluster`, say); `clients` is -c, `keyRange` -r. */
+export function benchmarkArgs(
+  port: string,
+  depth: number,
+  requests: number,
+  clients = CLIENT_COUNT,
+  extra: readonly string[] = [],
+  keyRange = KEYSPACE_SIZE,
+): string[] {
   return [
     '-h',
     '127.0.0.1',
@@ -235,7 +242,7 @@ export function benchmarkArgs(port: string, depth: number, requests: number, cli
     '-n',
     String(requests),
     '-r',
-    String(KEYSPACE_SIZE),
+    String(keyRange),
     '-P',
     String(depth),
     ...extra,

@@ -103,23 +103,7 @@ function specFor(product: Product): ServerSpec {
 
 /** redis-benchmark arguments of one slice of the growing run. */
 export function growingArgs(port: string, requests: number): string[] {
-  return [
-    '-h',
-    '127.0.0.1',
-    '-p',
-    port,
-    '-t',
-    'incr',
-    '-c',
-    String(CLIENT_COUNT),
-    '-n',
-    String(requests),
-    '-r',
-    String(GROWING_KEY_RANGE),
-    '-P',
-    String(GROWING_PIPELINE_DEPTH),
-    '--csv',
-  ];
+  return benchmarkArgs(port, GROWING_PIPELINE_DEPTH, requests, CLIENT_COUNT, [], GROWING_KEY_RANGE);
 }
 
 /** Requests per slice: N / SLICE_COUNT rounded up to whole pipelines. */
