@@ -7,16 +7,16 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { inspect } from 'node:util';
-import { MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
-import { MemoryKeyspace, MemoryRaftLogStore } from '../src/multiraft/memory-stores.js';
+import { MultiRaftHost } from '../src/multiraft/host.js';
+import { MemoryKeyspace } from '../src/multiraft/memory-stores.js';
 import type { RaftGroup } from '../src/multiraft/raft-group.js';
-import { snapshotState } from '../src/sequencer/codec.js';
 import { StateMachine, type OpResult, type StoredValue } from '../src/sequencer/state-machine.js';
 import { KeyspaceStore } from '../src/storage/keyspace.js';
 import { RaftLogStore } from '../src/storage/raft-lmdb.js';
 import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
 import { prng, sleep, waitFor as waitUntil } from '../testkit/index.js';
 import { scratchDirs } from './helpers/dirs.js';
+import { Hosts, type HostExtra } from './helpers/hosts.js';
 
 const TICK_MS = 10;
 const tempDir = scratchDirs('ordo-keyspace-host-');
@@ -37,122 +37,10 @@ function get(g: RaftGroup, key: string): Promise<StoredValue | undefined> {
   );
 }
 
-type Extra = Partial<Omit<MultiRaftHostOptions, 'nodeId' | 'transport' | 'store' | 'random' | 'keyspace'>>;
-
-/** Nodes with a memory log store each and a keyspace each (LMDB in a directory of its own, or in memory). */
-class Nodes {
-  readonly hub = new MemoryHub();
-  readonly logs = new Map<string, MemoryRaftLogStore>();
-  readonly dirs = new Map<string, string>();
-  readonly keyspaces = new Map<string, KeyspaceStore | MemoryKeyspace>();
-  readonly hosts = new Map<string, MultiRaftHost>();
-  readonly transports = new Map<string, MemoryTransport>();
-  private seed = 1;
-
-  constructor(
-    readonly ids: readonly string[],
-    readonly groups: readonly number[],
-    private readonly extra: Extra,
-    private readonly inMemory = false,
-  ) {
-    for (const id of ids) {
-      this.logs.set(id, new MemoryRaftLogStore());
-      this.dirs.set(id, tempDir());
-      this.start(id);
-    }
-  }
-
-  start(id: string): MultiRaftHost {
-    let keyspace = this.keyspaces.get(id);
-    if (keyspace === undefined || keyspace instanceof KeyspaceStore) {
-      if (keyspace === undefined || !this.inMemory)
-        keyspace = this.inMemory ? new MemoryKeyspace() : KeyspaceStore.open(this.dirs.get(id) as string, { fsync: 'never' });
-      this.keyspaces.set(id, keyspace);
-    }
-    const transport = this.hub.transport(id);
-    transport.setPeers(new Map(this.ids.filter((n) => n !== id).map((n) => [n, { host: n, port: 0 }])));
-    const host = new MultiRaftHost({
-      nodeId: id,
-      transport,
-      store: this.logs.get(id) as MemoryRaftLogStore,
-      keyspace,
-      random: prng(this.seed++ * 7919),
-      tickIntervalMs: TICK_MS,
-      ...this.extra,
-    });
-    for (const g of this.groups) host.addGroup(g, this.ids);
-    this.hosts.set(id, host);
-    this.transports.set(id, transport);
-    return host;
-  }
-
-  keyspace(id: string): KeyspaceStore {
-    const k = this.keyspaces.get(id);
-    assert.ok(k instanceof KeyspaceStore);
-    return k;
-  }
-
-  /** Kill -9: the host stops at once, unflushed log writes and checkpoints in flight are lost, the keyspace file is closed. */
-  async crash(id: string): Promise<void> {
-    this.host(id).halt();
-    this.logs.get(id)?.crash();
-    const keyspace = this.keyspaces.get(id);
-    if (keyspace instanceof KeyspaceStore) await keyspace.close();
-    else keyspace?.crash();
-    await this.transports.get(id)?.close();
-    this.hosts.delete(id);
-  }
-
-  /** A clean stop: the host closes (a last checkpoint), then the keyspace. */
-  async stop(id: string): Promise<void> {
-    await this.host(id).close();
-    const keyspace = this.keyspaces.get(id);
-    if (keyspace instanceof KeyspaceStore) await keyspace.close();
-    await this.transports.get(id)?.close();
-    this.hosts.delete(id);
-  }
-
-  host(id: string): MultiRaftHost {
-    const h = this.hosts.get(id);
-    assert.ok(h !== undefined, `no host ${id}`);
-    return h;
-  }
-
-  replicas(groupId: number): RaftGroup[] {
-    const out: RaftGroup[] = [];
-    for (const h of this.hosts.values()) {
-      const g = h.group(groupId);
-      if (g !== undefined) out.push(g);
-    }
-    return out;
-  }
-
-  leader(groupId: number): RaftGroup | undefined {
-    return this.replicas(groupId).find((g) => g.isLeader());
-  }
-
-  async waitLeaders(): Promise<void> {
-    await waitFor('a leader in every group', () => this.groups.every((g) => this.leader(g) !== undefined));
-  }
-
-  async waitConverged(): Promise<void> {
-    await waitFor('replicas to converge', () =>
-      this.groups.every((g) => {
-        const rs = this.replicas(g);
-        const first = rs[0];
-        return first !== undefined && rs.every((r) => r.appliedIndex === first.appliedIndex && r.node.status().commit === first.appliedIndex);
-      }),
-    );
-    for (const g of this.groups) {
-      const states = this.replicas(g).map((r) => snapshotState(r.stateMachine).toString('base64'));
-      for (const s of states) assert.equal(s, states[0], `group ${g}: replicas differ`);
-    }
-  }
-
-  async close(): Promise<void> {
-    for (const h of this.hosts.values()) h.halt();
-    for (const k of this.keyspaces.values()) if (k instanceof KeyspaceStore) await k.close();
-    await this.hub.close();
+/** Nodes with a memory log each and a keyspace each (LMDB in a directory of its own, or in memory), every node replicating every group. */
+class Nodes extends Hosts {
+  constructor(ids: readonly string[], groups: readonly number[], extra: HostExtra, inMemory = false) {
+    super({ ids, groups, extra, keyspace: inMemory ? 'memory' : 'lmdb', tempDir, waitMs: 8000 });
   }
 }
 
@@ -206,9 +94,11 @@ describe('MultiRaftHost with a keyspace', () => {
     };
     await check();
 
-    // A clean stop checkpoints everything; the restart replays nothing.
+    // A clean stop checkpoints everything; the restart replays nothing. It
+    // restarts with checkpoints far apart, so that the writes below stay in the
+    // log only, however slowly they run.
     await nodes.stop('n1');
-    nodes.start('n1');
+    nodes.start('n1', { checkpointIntervalMs: 60_000 });
     await nodes.waitLeaders();
     for (const gid of nodes.groups) assert.equal((nodes.leader(gid) as RaftGroup).keyCount, 40);
     await check();

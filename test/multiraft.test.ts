@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
-import { MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
+import { MemoryHub } from '../src/transport/memory.js';
+import { MultiRaftHost } from '../src/multiraft/host.js';
 import { MemoryRaftLogStore } from '../src/multiraft/memory-stores.js';
 import { ERROR_KEY_OF, type RaftGroup } from '../src/multiraft/raft-group.js';
 import { WRITE_NOT_APPLIED, type ErrorKey } from '../src/errors.js';
 import { snapshotState } from '../src/sequencer/codec.js';
 import type { OpResult, StoredValue } from '../src/sequencer/state-machine.js';
 import { prng, sleep, waitFor } from '../testkit/index.js';
+import { Hosts, type HostExtra } from './helpers/hosts.js';
 
 const NODES = ['n1', 'n2', 'n3'];
 const GROUPS = [1, 2, 3, 4];
@@ -16,112 +17,11 @@ const NOT_APPLIED = ERROR_KEY_OF.notLeader;
 const notApplied = (e: string): boolean => WRITE_NOT_APPLIED.has(e as ErrorKey);
 const UNKNOWN = ERROR_KEY_OF.outcomeUnknown;
 
-type Extra = Partial<Omit<MultiRaftHostOptions, 'nodeId' | 'transport' | 'store' | 'random'>>;
-
-class Cluster {
-  readonly hub = new MemoryHub();
-  readonly stores = new Map<string, MemoryRaftLogStore>();
-  readonly hosts = new Map<string, MultiRaftHost>();
-  readonly transports = new Map<string, MemoryTransport>();
-  private seed = 1;
-
-  constructor(
-    private readonly extra: Extra = {},
-    commitDelayMs = 0,
-  ) {
-    for (const id of NODES) {
-      this.stores.set(id, new MemoryRaftLogStore(commitDelayMs));
-      this.start(id);
-    }
+/** The hosts of these tests: three nodes replicating four groups, state in memory. */
+class Cluster extends Hosts {
+  constructor(extra: HostExtra = {}, commitDelayMs = 0) {
+    super({ ids: NODES, groups: GROUPS, extra, commitDelayMs });
   }
-
-  start(id: string): MultiRaftHost {
-    const transport = this.hub.transport(id);
-    transport.setPeers(new Map(NODES.filter((n) => n !== id).map((n) => [n, { host: n, port: 0 }])));
-    const store = this.stores.get(id);
-    assert.ok(store !== undefined);
-    const host = new MultiRaftHost({
-      nodeId: id,
-      transport,
-      store,
-      random: prng(this.seed++ * 7919),
-      tickIntervalMs: TICK_MS,
-      ...this.extra,
-    });
-    for (const g of GROUPS) host.addGroup(g, NODES);
-    this.hosts.set(id, host);
-    this.transports.set(id, transport);
-    return host;
-  }
-
-  /** Kill -9: stop the host, lose unflushed writes, close its bus. */
-  async crash(id: string): Promise<void> {
-    this.host(id).halt();
-    this.stores.get(id)?.crash();
-    await this.transports.get(id)?.close();
-    this.hosts.delete(id);
-  }
-
-  host(id: string): MultiRaftHost {
-    const h = this.hosts.get(id);
-    assert.ok(h !== undefined, `no host ${id}`);
-    return h;
-  }
-
-  replicas(groupId: number): RaftGroup[] {
-    const out: RaftGroup[] = [];
-    for (const h of this.hosts.values()) {
-      const g = h.group(groupId);
-      if (g !== undefined) out.push(g);
-    }
-    return out;
-  }
-
-  leader(groupId: number): RaftGroup | undefined {
-    return this.replicas(groupId).find((g) => g.isLeader());
-  }
-
-  async waitLeaders(exclude: readonly string[] = []): Promise<Map<number, RaftGroup>> {
-    const out = new Map<number, RaftGroup>();
-    await waitFor('a leader in every group', () => {
-      for (const g of GROUPS) {
-        const l = this.replicas(g).find((r) => r.isLeader() && !exclude.includes(r.node.id));
-        if (l === undefined) return false;
-        out.set(g, l);
-      }
-      return true;
-    });
-    return out;
-  }
-
-  /** Every live replica of every group applied the same index and holds the same state. */
-  async waitConverged(timeoutMs = 5000): Promise<void> {
-    await waitFor(
-      'replicas to converge',
-      () =>
-        GROUPS.every((g) => {
-          const rs = this.replicas(g);
-          const first = rs[0];
-          return first !== undefined && rs.every((r) => r.appliedIndex === first.appliedIndex && r.node.status().commit === first.appliedIndex);
-        }),
-      timeoutMs,
-    );
-    for (const g of GROUPS) {
-      const rs = this.replicas(g);
-      const states = rs.map((r) => stateOf(r));
-      for (const s of states) assert.deepStrictEqual(s, states[0], `group ${g} replicas differ`);
-    }
-  }
-
-  async close(): Promise<void> {
-    for (const h of this.hosts.values()) h.halt();
-    await this.hub.close();
-  }
-}
-
-/** A replica's whole state, byte for byte (values, sequences, tokens). */
-function stateOf(g: RaftGroup): string {
-  return snapshotState(g.stateMachine).toString('base64');
 }
 
 function incr(g: RaftGroup, key: string): Promise<OpResult> {

@@ -8,8 +8,6 @@
 
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { MultiRaftHost, type MultiRaftHostOptions } from '../src/multiraft/host.js';
-import { MemoryRaftLogStore } from '../src/multiraft/memory-stores.js';
 import { decodeFrame, encodeFrame, encodeTransfer, type TransferMessage } from '../src/multiraft/message-codec.js';
 import { adoptInstalledCheckpoint, checkpointUsable } from '../src/multiraft/keyspace.js';
 import type { RaftGroup } from '../src/multiraft/raft-group.js';
@@ -20,11 +18,10 @@ import { ChunkWriter, ITEM_VALUE, readItems } from '../src/sequencer/snapshot-it
 import { encodeValue } from '../src/sequencer/codec.js';
 import { StateMachine, type Op, type OpResult } from '../src/sequencer/state-machine.js';
 import { KeyspaceStore } from '../src/storage/keyspace.js';
-import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
-import { prng, sleep, waitFor as waitUntil } from '../testkit/index.js';
+import { sleep, waitFor as waitUntil } from '../testkit/index.js';
 import { scratchDirs } from './helpers/dirs.js';
+import { Hosts, type HostExtra } from './helpers/hosts.js';
 
-const TICK_MS = 10;
 const GROUP = 1;
 const tempDir = scratchDirs('ordo-snapshot-stream-');
 
@@ -35,78 +32,19 @@ function propose(g: RaftGroup, op: Op): Promise<OpResult> {
   return new Promise((resolve) => g.propose(op, resolve));
 }
 
-type Extra = Partial<Omit<MultiRaftHostOptions, 'nodeId' | 'transport' | 'store' | 'random' | 'keyspace'>>;
-
 /** Three nodes, one group; each with a memory log and an LMDB keyspace of its own. */
-class Trio {
-  readonly hub = new MemoryHub();
-  readonly ids = ['n1', 'n2', 'n3'] as const;
-  readonly logs = new Map<string, MemoryRaftLogStore>();
-  readonly dirs = new Map<string, string>();
-  readonly keyspaces = new Map<string, KeyspaceStore>();
-  readonly hosts = new Map<string, MultiRaftHost>();
-  readonly transports = new Map<string, MemoryTransport>();
-  private seed = 11;
-
-  constructor(private readonly extra: Extra) {
-    for (const id of this.ids) {
-      this.logs.set(id, new MemoryRaftLogStore());
-      this.dirs.set(id, tempDir());
-      this.start(id);
-    }
-  }
-
-  start(id: string): MultiRaftHost {
-    const keyspace = this.keyspaces.get(id) ?? KeyspaceStore.open(this.dirs.get(id) as string, { fsync: 'never' });
-    this.keyspaces.set(id, keyspace);
-    const transport = this.hub.transport(id);
-    transport.setPeers(new Map(this.ids.filter((n) => n !== id).map((n) => [n, { host: n, port: 0 }])));
-    const host = new MultiRaftHost({
-      nodeId: id,
-      transport,
-      store: this.logs.get(id) as MemoryRaftLogStore,
-      keyspace,
-      random: prng(this.seed++ * 7919),
-      tickIntervalMs: TICK_MS,
-      ...this.extra,
-    });
-    host.addGroup(GROUP, [...this.ids]);
-    this.hosts.set(id, host);
-    this.transports.set(id, transport);
-    return host;
-  }
-
-  /** Kill -9: the host stops at once, unflushed log writes are lost, the keyspace file is closed (as by the process dying). */
-  async crash(id: string): Promise<void> {
-    this.host(id).halt();
-    this.logs.get(id)?.crash();
-    await this.keyspaces.get(id)?.close();
-    this.keyspaces.delete(id);
-    await this.transports.get(id)?.close();
-    this.hosts.delete(id);
-  }
-
-  host(id: string): MultiRaftHost {
-    const h = this.hosts.get(id);
-    assert.ok(h !== undefined, `no host ${id}`);
-    return h;
+class Trio extends Hosts {
+  constructor(extra: HostExtra) {
+    super({ ids: ['n1', 'n2', 'n3'], groups: [GROUP], extra, keyspace: 'lmdb', tempDir, seed: 11, waitMs: 30_000 });
   }
 
   group(id: string): RaftGroup {
     return this.host(id).group(GROUP) as RaftGroup;
   }
 
-  leader(): RaftGroup | undefined {
-    for (const h of this.hosts.values()) {
-      const g = h.group(GROUP);
-      if (g?.isLeader() === true) return g;
-    }
-    return undefined;
-  }
-
   async waitLeader(): Promise<RaftGroup> {
-    await waitFor('a leader', () => this.leader() !== undefined);
-    return this.leader() as RaftGroup;
+    await waitFor('a leader', () => this.leader(GROUP) !== undefined);
+    return this.leader(GROUP) as RaftGroup;
   }
 
   /** Writes `keys` keys (values of `valueBytes`) with MSETs of `perOp` keys, at whatever node leads. */
@@ -132,25 +70,9 @@ class Trio {
     // A few small writes so that entries follow the last big one (a checkpoint then covers it).
     for (let i = 0; i < 10; i++) await propose(await this.waitLeader(), { type: 'incrby', key: 'tail', delta: 1n });
     await waitFor('the leader to compact past the follower', () => {
-      const l = this.leader();
+      const l = this.leader(GROUP);
       return l !== undefined && l.node.status().firstIndex > lastOfBehind + 1 && l.stats.checkpointIndex >= l.appliedIndex - 20;
     });
-  }
-
-  async waitConverged(ids: readonly string[] = this.ids): Promise<void> {
-    await waitFor('replicas to converge', () => {
-      const gs = ids.map((id) => this.group(id));
-      const first = gs[0] as RaftGroup;
-      return gs.every((g) => g.appliedIndex === first.appliedIndex && g.node.status().commit === first.appliedIndex);
-    });
-    const states = ids.map((id) => snapshotState(this.group(id).stateMachine));
-    for (const s of states) assert.ok(s.equals(states[0] as Buffer), 'replicas hold the same state');
-  }
-
-  async close(): Promise<void> {
-    for (const h of this.hosts.values()) h.halt();
-    for (const k of this.keyspaces.values()) await k.close();
-    await this.hub.close();
   }
 }
 
