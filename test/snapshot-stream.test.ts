@@ -279,7 +279,8 @@ describe('snapshot streaming', () => {
   });
 
   it("a leader change in the middle of a transfer abandons it on both sides; the new leader's transfer succeeds", async () => {
-    const trio = new Trio({ checkpointIntervalMs: 50, snapshotEntries: 50, logKeepEntries: 5 });
+    // Elections far apart (0.5 s): the leader change is the transfer's, not a loaded machine's stalled event loop.
+    const trio = new Trio({ checkpointIntervalMs: 50, snapshotEntries: 50, logKeepEntries: 5, raft: { electionTimeoutTicks: 50 } });
     all.push(trio);
     const leader = await trio.waitLeader();
     const oldLeaderId = leader.node.id;
