@@ -22,7 +22,9 @@
 // Checked, per key: no value handed out twice; real-time order (an operation
 // that completed before another was invoked got smaller values); no
 // acknowledged value lost (the final state is at or above every acknowledged
-// value). Per group: one leader per term, at most one replica allowed to serve
+// value); "not applied" really not applied (on a strict counter every applied
+// INCR took one value, so the final value is at most the acknowledged INCRs
+// plus those whose outcome the client does not know). Per group: one leader per term, at most one replica allowed to serve
 // window values at any instant, and identical state machines on every replica
 // at the end. Liveness: once faults heal, every client gets an acknowledgement.
 // A failing seed prints itself and replays exactly.
@@ -384,6 +386,8 @@ export class MultiraftSimulation {
 
   // Checker state.
   private readonly timelines = new Map<string, Timeline>();
+  /** Per strict key: INCRs acknowledged, and INCRs whose outcome the client does not know (timed out, "outcome unknown"). */
+  private readonly strictOutcomes = new Map<string, { acked: number; unknown: number }>();
   private readonly ranges = new Map<string, RangeSet>();
   /** Per group: the leader of each term seen. */
   private readonly leaderOfTerm = new Map<number, Map<number, NodeId>>();
@@ -659,6 +663,7 @@ export class MultiraftSimulation {
     this.at(this.now + CLIENT_TIMEOUT_MS, () => {
       if (c.current !== op) return;
       this.stats.unknown++;
+      this.noteStrict(op, 'unknown');
       this.log(`client${c.id} op${op.id} TIMEOUT (outcome unknown)`);
       c.current = null;
       c.leaderGuess.delete(groupId);
@@ -743,6 +748,7 @@ export class MultiraftSimulation {
           return;
         case 'unknown':
           this.stats.unknown++;
+          this.noteStrict(op, 'unknown');
           this.log(`client${c.id} op${op.id} outcome unknown from ${op.target}: ${rep.error}`);
           c.leaderGuess.delete(groupId);
           this.at(this.now + 1 + this.rng.float() * 10, () => this.clientIssue(c));
@@ -760,6 +766,7 @@ export class MultiraftSimulation {
       this.stats.windowValues += Number(op.count);
     } else {
       this.stats.strictAcked++;
+      this.noteStrict(op, 'acked');
     }
     let set = this.ranges.get(key);
     if (set === undefined) {
@@ -998,6 +1005,13 @@ export class MultiraftSimulation {
     }
   }
 
+  private noteStrict(op: ClientOp, outcome: 'acked' | 'unknown'): void {
+    if (op.window) return;
+    let o = this.strictOutcomes.get(op.key);
+    if (o === undefined) this.strictOutcomes.set(op.key, (o = { acked: 0, unknown: 0 }));
+    o[outcome]++;
+  }
+
   private checkLiveness(): void {
     for (const c of this.clients) {
       if (!this.ackedAfterHeal.has(c.id)) this.fail(`client${c.id} got no acknowledgement within ${LIVENESS_MS} ms after faults healed`);
@@ -1030,6 +1044,17 @@ export class MultiraftSimulation {
       if (typeof value === 'bigint') stored = value;
       else if (isSequence(value)) stored = value.reservedHigh;
       if (stored === null || stored < max) this.fail(`${key}: final state ${stored} below ${max} handed out`);
+    }
+    // "Not applied" really not applied: requests still in flight count as unknown.
+    for (const c of this.clients) if (c.current !== null) this.noteStrict(c.current, 'unknown');
+    for (const key of STRICT_KEYS) {
+      const value = this.replicas(this.groupOf(key))[0]?.group.peek(key);
+      const o = this.strictOutcomes.get(key) ?? { acked: 0, unknown: 0 };
+      if (typeof value === 'bigint' && value > BigInt(o.acked + o.unknown)) {
+        this.fail(
+          `${key}: final value ${value}, but only ${o.acked} INCRs were acknowledged and ${o.unknown} had an unknown outcome: a write answered "not applied" was applied`,
+        );
+      }
     }
   }
 }
