@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { decodeOps, encodeOps, OpDecodeError } from '../src/sequencer/op-codec.js';
 import { StateMachine, type Op } from '../src/sequencer/state-machine.js';
+import { BIT_OFFSET_MAX, STRING_BYTES_MAX } from '../src/sequencer/string-ops.js';
 
 const key = fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b).toString('latin1'));
 const bytes = fc.uint8Array({ maxLength: 60 }).map((b) => Buffer.from(b));
@@ -36,6 +37,10 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     }),
   ),
   fc.array(fc.tuple(key, bytes), { maxLength: 5 }).map((pairs) => ({ type: 'mset' as const, keys: pairs.map((p) => p[0]), values: pairs.map((p) => p[1]) })),
+  fc.array(fc.tuple(key, bytes), { maxLength: 5 }).map((pairs) => ({ type: 'msetnx' as const, keys: pairs.map((p) => p[0]), values: pairs.map((p) => p[1]) })),
+  plain(fc.record({ type: fc.constant('append' as const), key, value: bytes })),
+  plain(fc.record({ type: fc.constant('setrange' as const), key, offset: fc.integer({ min: 0, max: 100 }), value: bytes })),
+  plain(fc.record({ type: fc.constant('setbit' as const), key, offset: fc.integer({ min: 0, max: 1000 }), bit: fc.constantFrom(0 as const, 1 as const) })),
   plain(fc.record({ type: fc.constant('del' as const), keys: fc.array(key, { maxLength: 5 }) })),
   fc.constant({ type: 'flushall' as const }),
   plain(fc.record({ type: fc.constant('seqcreate' as const), key, spec, replace: fc.boolean() })),
@@ -85,6 +90,50 @@ describe('op codec', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('offsets up to the string limit survive the trip', () => {
+    const ops: Op[] = [
+      { type: 'setrange', key: 'r', offset: STRING_BYTES_MAX, value: Buffer.from('x') },
+      { type: 'setbit', key: 'b', offset: BIT_OFFSET_MAX, bit: 1 },
+    ];
+    assert.deepEqual(decodeOps(encodeOps(ops)), ops);
+  });
+
+  // Entries in logs written before an op kind was added must decode as they always did: these bytes are fixed.
+  it('decodes entries encoded before the string ops existed, byte for byte', () => {
+    const old = Buffer.from(
+      [
+        [1, 0, 0, 0, 3],
+        [1, 0, 0, 0, 1, 0x6b, 0, 0, 0, 0, 0, 0, 0, 5], // incrby k 5
+        [3, 0, 0, 0, 1, 0x73, 0, 0, 0, 2, 0x68, 0x69, 1, 0], // set s hi NX
+        [4, 0, 0, 0, 1, 0, 0, 0, 1, 0x6d, 0, 0, 0, 1, 0x76], // mset m v
+      ].flat(),
+    );
+    assert.deepEqual(decodeOps(old), [
+      { type: 'incrby', key: 'k', delta: 5n },
+      { type: 'set', key: 's', value: Buffer.from('hi'), condition: 'nx', get: false },
+      { type: 'mset', keys: ['m'], values: [Buffer.from('v')] },
+    ]);
+    assert.deepEqual(encodeOps(decodeOps(old)), old);
+  });
+
+  it('fixes the bytes of the string ops', () => {
+    const entry = encodeOps([
+      { type: 'msetnx', keys: ['a'], values: [Buffer.from('1')] },
+      { type: 'append', key: 'a', value: Buffer.from('x') },
+      { type: 'setrange', key: 'a', offset: 258, value: Buffer.from('y') },
+      { type: 'setbit', key: 'a', offset: 7, bit: 1 },
+    ]);
+    const expected = [
+      [1, 0, 0, 0, 4],
+      [12, 0, 0, 0, 1, 0, 0, 0, 1, 0x61, 0, 0, 0, 1, 0x31],
+      [13, 0, 0, 0, 1, 0x61, 0, 0, 0, 1, 0x78],
+      [14, 0, 0, 0, 1, 0x61, 0, 0, 1, 2, 0, 0, 0, 1, 0x79],
+      [15, 0, 0, 0, 1, 0x61, 0, 0, 0, 7, 1],
+    ].flat();
+    assert.deepEqual([...entry], expected);
+    assert.throws(() => decodeOps(Buffer.from([1, 0, 0, 0, 1, 15, 0, 0, 0, 1, 0x61, 0, 0, 0, 7, 2])), /bad SETBIT bit/);
   });
 
   it('refuses truncated, trailing and unknown input', () => {

@@ -9,6 +9,7 @@ import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValu
 import { addFloatText, INT64_MAX, INT64_MIN, parseInt64 } from '../src/sequencer/numbers.js';
 import { DEFAULT_TOKEN_POLICY, newSequence, type Sequence, type TokenRecord } from '../src/sequencer/sequence.js';
 import { StateMachine, type Op, type OpResult, type StoredValue } from '../src/sequencer/state-machine.js';
+import { BIT_OFFSET_MAX, bitCount, bitPos, getRange, STRING_BYTES_MAX } from '../src/sequencer/string-ops.js';
 import { startRedis, type RunningProcess } from '../testkit/processes.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -162,6 +163,130 @@ describe('StateMachine: SET, MSET, DEL, FLUSHALL', () => {
         ['b', null],
       ]),
     );
+  });
+});
+
+describe('StateMachine: APPEND, SETRANGE, SETBIT, MSETNX', () => {
+  const seq = (sm: StateMachine, key: string): void => {
+    const spec = { id: 'seq-1', mode: 'strict' as const, start: 1n, step: 1n, max: INT64_MAX, windowSize: 10n };
+    assert.deepEqual(sm.apply({ type: 'seqcreate', key, spec, replace: false }), OK);
+  };
+
+  it('APPEND creates, grows, and treats a counter as its decimal text', () => {
+    const sm = new StateMachine();
+    assert.deepEqual(sm.apply({ type: 'append', key: 'k', value: b('ab') }), int(2n));
+    assert.deepEqual(sm.apply({ type: 'append', key: 'k', value: b('cd') }), int(4n));
+    assert.equal(text(sm, 'k'), 'abcd');
+    sm.apply(incrby('n', -12n));
+    assert.deepEqual(sm.apply({ type: 'append', key: 'n', value: b('3') }), int(4n));
+    assert.deepEqual(sm.apply(incrby('n', 1n)), int(-122n));
+  });
+
+  it('APPEND grows in place without changing a value read before', () => {
+    const sm = new StateMachine();
+    sm.apply({ type: 'append', key: 'k', value: b('a') });
+    sm.apply({ type: 'append', key: 'k', value: b('b') });
+    const before = sm.getBytes('k');
+    const changes = sm.takeChanges();
+    for (let i = 0; i < 100; i++) sm.apply({ type: 'append', key: 'k', value: b('c') });
+    assert.equal(before?.toString(), 'ab');
+    assert.equal((changes.values.get('k') as Buffer).toString(), 'ab');
+    assert.equal(text(sm, 'k'), `ab${'c'.repeat(100)}`);
+    // SET replaces the grown value; appending to it starts a new buffer, the old view still untouched.
+    sm.apply(set('k', 'z'));
+    sm.apply({ type: 'append', key: 'k', value: b('y') });
+    assert.equal(text(sm, 'k'), 'zy');
+    assert.equal(before?.toString(), 'ab');
+  });
+
+  it('SETRANGE pads with zero bytes; writing nothing creates nothing', () => {
+    const sm = new StateMachine();
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: 2, value: b('xy') }), int(4n));
+    assert.deepEqual(sm.getBytes('k'), Buffer.from([0, 0, 0x78, 0x79]));
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: 1, value: b('Q') }), int(4n));
+    assert.deepEqual(sm.getBytes('k'), Buffer.from([0, 0x51, 0x78, 0x79]));
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 'none', offset: 9, value: b('') }), int(0n));
+    assert.equal(sm.has('none'), false);
+    sm.apply(incrby('n', 1234n));
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 'n', offset: 0, value: b('9') }), int(4n));
+    assert.deepEqual(sm.apply(incrby('n', 1n)), int(9235n));
+  });
+
+  it('SETBIT answers the previous bit and writes only when something changes', () => {
+    const sm = new StateMachine();
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: 9, bit: 1 }), int(0n));
+    assert.deepEqual(sm.getBytes('k'), Buffer.from([0x00, 0x40]));
+    sm.takeChanges();
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: 9, bit: 1 }), int(1n));
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: 3, bit: 0 }), int(0n));
+    assert.equal(sm.hasChanges(), false);
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: 9, bit: 0 }), int(1n));
+    assert.deepEqual(sm.getBytes('k'), Buffer.from([0x00, 0x00]));
+    // A zero bit past the end still grows the string, as in Redis.
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: 23, bit: 0 }), int(0n));
+    assert.equal(sm.strlen('k'), 3);
+  });
+
+  it('MSETNX sets every key or none', () => {
+    const sm = new StateMachine();
+    const msetnx = (keys: string[]): OpResult => sm.apply({ type: 'msetnx', keys, values: keys.map((k) => b(`v-${k}`)) });
+    assert.deepEqual(msetnx(['a', 'b']), int(1n));
+    assert.deepEqual(msetnx(['c', 'a']), int(0n));
+    assert.equal(sm.has('c'), false);
+    assert.deepEqual(msetnx(['c', 'c']), int(1n));
+    assert.equal(sm.size, 3);
+  });
+
+  it('a sequence is not a string to the string writes', () => {
+    const sm = new StateMachine();
+    seq(sm, 's');
+    assert.deepEqual(sm.apply({ type: 'append', key: 's', value: b('1') }), error('wrongType'));
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 's', offset: 0, value: b('') }), error('wrongType'));
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 's', offset: 0, bit: 1 }), error('wrongType'));
+    assert.deepEqual(sm.apply({ type: 'msetnx', keys: ['t', 's'], values: [b('1'), b('2')] }), int(0n));
+  });
+
+  it('refuses to pass 512 MB, and reaches it exactly', () => {
+    const sm = new StateMachine();
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX, value: b('x') }), error('stringTooLong'));
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: BIT_OFFSET_MAX, bit: 1 }), int(0n));
+    assert.equal(sm.strlen('k'), STRING_BYTES_MAX);
+    assert.deepEqual(sm.apply({ type: 'append', key: 'k', value: b('x') }), error('stringTooLong'));
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX - 1, value: b('xy') }), error('stringTooLong'));
+    assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX, value: b('') }), int(BigInt(STRING_BYTES_MAX)));
+    assert.deepEqual(sm.apply({ type: 'del', keys: ['k'] }), int(1n));
+  });
+});
+
+describe('string ops against bit-by-bit definitions', () => {
+  const bitsOf = (bytes: Buffer): number[] => [...bytes].flatMap((x) => Array.from({ length: 8 }, (_, i) => (x >> (7 - i)) & 1));
+  const value = fc.uint8Array({ maxLength: 6 }).map((u) => Buffer.from(u.map((x) => [0, 0xff, x][x % 3] as number)));
+  const index = fc.integer({ min: -60, max: 60 }).map(BigInt);
+
+  it('BITCOUNT and BITPOS over a BIT range', () => {
+    fc.assert(
+      fc.property(value, index, index, fc.constantFrom(0 as const, 1 as const), (bytes, start, end, bit) => {
+        const bits = bitsOf(bytes);
+        const n = BigInt(bits.length);
+        let s = start < 0n ? n + start : start;
+        let e = end < 0n ? n + end : end;
+        s = s < 0n ? 0n : s;
+        e = e < 0n ? 0n : e >= n ? n - 1n : e;
+        const inRange = s <= e ? bits.slice(Number(s), Number(e) + 1) : [];
+        const countEmpty = start < 0n && end < 0n && start > end;
+        assert.equal(bitCount(bytes, { start, end, unit: 'bit' }), countEmpty ? 0 : inRange.filter((x) => x === 1).length);
+        const at = inRange.indexOf(bit);
+        assert.equal(bitPos(bytes, bit, { start, end, unit: 'bit' }), at < 0 ? -1 : Number(s) + at);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('GETRANGE', () => {
+    assert.equal(getRange(b('hello'), 1n, -2n).toString(), 'ell');
+    assert.equal(getRange(b('hello'), -2n, -3n).toString(), '');
+    assert.equal(getRange(b('hello'), -100n, 100n).toString(), 'hello');
+    assert.equal(getRange(b(''), 0n, -1n).toString(), '');
   });
 });
 

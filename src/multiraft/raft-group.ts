@@ -1020,7 +1020,13 @@ function opBytesEstimate(op: Op): number {
       return 16 + op.key.length + op.increment.length;
     case 'set':
       return 16 + op.key.length + op.value.length;
-    case 'mset': {
+    case 'append':
+    case 'setrange':
+      return 24 + op.key.length + op.value.length;
+    case 'setbit':
+      return 24 + op.key.length;
+    case 'mset':
+    case 'msetnx': {
       let n = 8;
       for (const k of op.keys) n += 4 + k.length;
       for (const v of op.values) n += 4 + v.length;

@@ -3,7 +3,10 @@
 //
 // entry := u8 version, u32 count, op*
 // op    := u8 tag, fields (keys and byte strings as u32 length + bytes,
-//          integers as int64 big-endian, flags as u8)
+//          integers as int64 big-endian, offsets as u32, flags as u8)
+//
+// A tag, once given, keeps its meaning and layout: entries written before a
+// new op kind existed still decode. A new kind takes the next free tag.
 
 import type { SequenceSpec, TokenPolicy, TokenRecord } from './sequence.js';
 import type { Op } from './state-machine.js';
@@ -23,6 +26,10 @@ const TAG = {
   seqnext: 9,
   reserve: 10,
   token: 11,
+  msetnx: 12,
+  append: 13,
+  setrange: 14,
+  setbit: 15,
 } as const;
 const CONDITIONS = ['always', 'nx', 'xx'] as const;
 const MODES = ['strict', 'window'] as const;
@@ -161,12 +168,30 @@ function writeOp(w: Writer, op: Op): void {
       w.u8(op.get ? 1 : 0);
       return;
     case 'mset':
-      w.u8(TAG.mset);
+    case 'msetnx':
+      w.u8(op.type === 'mset' ? TAG.mset : TAG.msetnx);
       w.u32(op.keys.length);
       op.keys.forEach((k, i) => {
         w.key(k);
         w.bytes(op.values[i] as Buffer);
       });
+      return;
+    case 'append':
+      w.u8(TAG.append);
+      w.key(op.key);
+      w.bytes(op.value);
+      return;
+    case 'setrange':
+      w.u8(TAG.setrange);
+      w.key(op.key);
+      w.u32(op.offset);
+      w.bytes(op.value);
+      return;
+    case 'setbit':
+      w.u8(TAG.setbit);
+      w.key(op.key);
+      w.u32(op.offset);
+      w.u8(op.bit);
       return;
     case 'del':
       w.u8(TAG.del);
@@ -260,7 +285,8 @@ function readOp(r: Reader): Op {
       if (condition === undefined) throw new OpDecodeError('bad SET condition');
       return { type: 'set', key, value, condition, get: r.u8() === 1 };
     }
-    case TAG.mset: {
+    case TAG.mset:
+    case TAG.msetnx: {
       const n = r.u32();
       const keys: string[] = [];
       const values: Buffer[] = [];
@@ -268,7 +294,21 @@ function readOp(r: Reader): Op {
         keys.push(r.key());
         values.push(r.bytes());
       }
-      return { type: 'mset', keys, values };
+      return { type: tag === TAG.mset ? 'mset' : 'msetnx', keys, values };
+    }
+    case TAG.append:
+      return { type: 'append', key: r.key(), value: r.bytes() };
+    case TAG.setrange: {
+      const key = r.key();
+      const offset = r.u32();
+      return { type: 'setrange', key, offset, value: r.bytes() };
+    }
+    case TAG.setbit: {
+      const key = r.key();
+      const offset = r.u32();
+      const bit = r.u8();
+      if (bit !== 0 && bit !== 1) throw new OpDecodeError('bad SETBIT bit');
+      return { type: 'setbit', key, offset, bit };
     }
     case TAG.del: {
       const n = r.u32();

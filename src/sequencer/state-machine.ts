@@ -19,6 +19,7 @@ import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
 import { compareScanItems, scanHash, type BackingScanItem, type KeyspaceBacking } from './backing.js';
 import { addFloatText, INT64_MAX, INT64_MIN, parseInt64 } from './numbers.js';
+import { appendBytes, getBit, setBitBytes, setRangeBytes, STRING_BYTES_MAX } from './string-ops.js';
 import {
   addToken,
   isSequence,
@@ -46,6 +47,13 @@ export type Op =
       readonly get: boolean;
     }
   | { readonly type: 'mset'; readonly keys: readonly string[]; readonly values: readonly Buffer[] }
+  /** MSETNX: sets every key, or none when any of them exists. */
+  | { readonly type: 'msetnx'; readonly keys: readonly string[]; readonly values: readonly Buffer[] }
+  | { readonly type: 'append'; readonly key: string; readonly value: Buffer }
+  /** SETRANGE; `offset` is at most STRING_BYTES_MAX (the server caps larger ones: they fail the same way). */
+  | { readonly type: 'setrange'; readonly key: string; readonly offset: number; readonly value: Buffer }
+  /** SETBIT; `offset` is at most BIT_OFFSET_MAX (the server refuses larger ones). */
+  | { readonly type: 'setbit'; readonly key: string; readonly offset: number; readonly bit: 0 | 1 }
   | { readonly type: 'del'; readonly keys: readonly string[] }
   | { readonly type: 'flushall' }
   /** SEQCREATE: a new sequence; refused when the key exists unless `replace`. */
@@ -185,6 +193,16 @@ export class StateMachine {
           this.write(key, value, this.lookup(key) !== undefined);
         }
         return OK;
+      case 'msetnx':
+        if (op.keys.some((k) => this.lookup(k) !== undefined)) return { type: 'int', value: 0n };
+        op.keys.forEach((key, i) => this.write(key, op.values[i] as Buffer, this.lookup(key) !== undefined));
+        return { type: 'int', value: 1n };
+      case 'append':
+        return this.append(op.key, op.value);
+      case 'setrange':
+        return this.setRange(op.key, op.offset, op.value);
+      case 'setbit':
+        return this.setBit(op.key, op.offset, op.bit);
       case 'del': {
         let removed = 0n;
         for (const key of op.keys) {
@@ -272,6 +290,54 @@ export class StateMachine {
       this.setTokens(op.key, table);
     }
     return tokenReply(record, op.count, op.range);
+  }
+
+  /**
+   * Strings a write may change in place past their end (APPEND's spare room):
+   * backing store -> end of the bytes in use. Only buffers this state machine
+   * grew are here, so a value it shares with anyone else is copied first.
+   */
+  private readonly grown = new WeakMap<ArrayBuffer, number>();
+
+  // The string writes below: a sequence is not a string to them (WRONGTYPE);
+  // a counter held as a bigint is its decimal text, as Redis's int encoding is.
+
+  private append(key: string, value: Buffer): OpResult {
+    const current = this.lookup(key);
+    if (isSequence(current)) return { type: 'error', error: 'wrongType' };
+    if (current === undefined) {
+      this.write(key, value, false);
+      return { type: 'int', value: BigInt(value.length) };
+    }
+    const bytes = bytesOf(current) ?? EMPTY;
+    if (bytes.length + value.length > STRING_BYTES_MAX) return { type: 'error', error: 'stringTooLong' };
+    const next = appendBytes(bytes, value, this.grown);
+    this.write(key, next, true);
+    return { type: 'int', value: BigInt(next.length) };
+  }
+
+  private setRange(key: string, offset: number, value: Buffer): OpResult {
+    const current = this.lookup(key);
+    if (isSequence(current)) return { type: 'error', error: 'wrongType' };
+    const bytes = bytesOf(current) ?? EMPTY;
+    // Writing nothing changes nothing (and creates no key), whatever the offset.
+    if (value.length === 0) return { type: 'int', value: BigInt(bytes.length) };
+    if (offset + value.length > STRING_BYTES_MAX) return { type: 'error', error: 'stringTooLong' };
+    const next = setRangeBytes(bytes, offset, value);
+    this.write(key, next, current !== undefined);
+    return { type: 'int', value: BigInt(next.length) };
+  }
+
+  private setBit(key: string, offset: number, bit: 0 | 1): OpResult {
+    const current = this.lookup(key);
+    if (isSequence(current)) return { type: 'error', error: 'wrongType' };
+    const bytes = bytesOf(current) ?? EMPTY;
+    const previous = getBit(bytes, offset);
+    // A missing key, a string too short for the bit, or a bit that changes: a write.
+    if (current === undefined || Math.floor(offset / 8) >= bytes.length || previous !== bit) {
+      this.write(key, setBitBytes(bytes, offset, bit), current !== undefined);
+    }
+    return { type: 'int', value: BigInt(previous) };
   }
 
   private reserve(key: string, id: string, countMin: bigint): OpResult {
@@ -644,6 +710,7 @@ interface ScanOrder {
   readonly keys: string[];
 }
 
+const EMPTY = Buffer.alloc(0);
 const NO_VALUES: ReadonlyMap<string, StoredValue | null> = new Map();
 const NO_TOKENS: ReadonlyMap<string, TokenTable | null> = new Map();
 

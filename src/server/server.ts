@@ -32,6 +32,7 @@ import { ADMIN_COMMANDS } from './commands/admin.js';
 import { CLUSTER_COMMANDS } from './commands/cluster.js';
 import { CONNECTION_COMMANDS } from './commands/connection.js';
 import { SEQUENCE_COMMANDS } from './commands/sequences.js';
+import { STRING_RANGE_COMMANDS } from './commands/string-ranges.js';
 import { STRING_COMMANDS } from './commands/strings.js';
 import { WindowAllocator } from '../multiraft/window.js';
 import { Connection, type ConnectionHost } from './connection.js';
@@ -40,7 +41,7 @@ import { VERSION } from '../version.js';
 
 export function buildCommandTable(): CommandTable {
   const table = new Map<string, CommandSpec>();
-  for (const spec of [...STRING_COMMANDS, ...SEQUENCE_COMMANDS, ...CONNECTION_COMMANDS, ...ADMIN_COMMANDS, ...CLUSTER_COMMANDS]) {
+  for (const spec of [...STRING_COMMANDS, ...STRING_RANGE_COMMANDS, ...SEQUENCE_COMMANDS, ...CONNECTION_COMMANDS, ...ADMIN_COMMANDS, ...CLUSTER_COMMANDS]) {
     if (table.has(spec.name)) throw new Error(`command ${spec.name} defined twice`);
     table.set(spec.name, spec);
   }

@@ -274,6 +274,29 @@ export const STRING_COMMANDS: readonly CommandSpec[] = [
     },
   }),
   command({
+    name: 'msetnx',
+    arity: -3,
+    flags: ['write', 'denyoom'],
+    firstKey: 1,
+    lastKey: -1,
+    keyStep: 2,
+    group: 'string',
+    aclCategories: ['@write', '@string', '@slow'],
+    since: '1.0.1',
+    complexity: 'O(N) where N is the number of keys to set.',
+    summary: 'Atomically sets the string values of one or more keys, only when none of the keys exists.',
+    data: (ctx, args, respond) => {
+      if (args.length % 2 === 0) return respond(R.error(wrongArity('msetnx')));
+      const keys: string[] = [];
+      const values: Buffer[] = [];
+      for (let i = 1; i < args.length; i += 2) {
+        keys.push(keyOf(args[i] as Buffer));
+        values.push(Buffer.from(args[i + 1] as Buffer));
+      }
+      propose(ctx, { type: 'msetnx', keys, values }, respond);
+    },
+  }),
+  command({
     name: 'del',
     arity: -2,
     flags: ['write'],
