@@ -50,6 +50,35 @@ async function sendExpectingClose(port: number, data: Buffer | string, timeoutMs
   }
 }
 
+/**
+ * Sends `data`, then keeps writing PINGs the way a client that does not read
+ * would. The client's side stays open (allowHalfOpen), so it only learns of
+ * the close when a write fails: a server that merely half-closes (FIN) and
+ * keeps swallowing the bytes never tells it.
+ */
+async function keepWritingAfter(port: number, data: string, timeoutMs = 3000): Promise<{ reply: string; writeFailed: boolean }> {
+  const socket = new Socket({ allowHalfOpen: true });
+  let reply = '';
+  socket.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+  await new Promise<void>((resolve) => socket.connect(port, '127.0.0.1', resolve));
+  socket.write(data);
+  const writeFailed = await new Promise<boolean>((resolve) => {
+    const timer = setInterval(() => {
+      if (!socket.destroyed) socket.write('PING\r\n');
+    }, 10);
+    const finish = (failed: boolean): void => {
+      clearInterval(timer);
+      clearTimeout(deadline);
+      resolve(failed);
+    };
+    const deadline = setTimeout(() => finish(false), timeoutMs);
+    socket.on('error', () => finish(true));
+    socket.on('close', () => finish(true));
+  });
+  socket.destroy();
+  return { reply, writeFailed };
+}
+
 /** A well-behaved client: INCRs one key in a loop and checks each value is the previous plus one. */
 class SteadyClient {
   count = 0;
@@ -191,6 +220,21 @@ describe('bad input (default limits)', () => {
     await steady.stop();
     assert.equal(steady.failure, null);
     assert.equal(ordo.proc.exitCode, null, 'still running');
+  });
+
+  it('after a protocol error the connection is closed outright: a client that keeps writing sees it fail', async () => {
+    const cases: [string, string][] = [
+      ['*1\r\n$abc\r\n', '-ERR Protocol error: invalid bulk length\r\n'],
+      ['ECHO "abc\r\n', '-ERR Protocol error: unbalanced quotes in request\r\n'],
+      ['*2\r\n$3\r\nGET\r\nxyz\r\n', "-ERR Protocol error: expected '$', got 'x'\r\n"],
+      ['QUIT\r\n', '+OK\r\n'],
+    ];
+    for (const [data, expected] of cases) {
+      const { reply, writeFailed } = await keepWritingAfter(ordo.port, `PING\r\n${data}`);
+      assert.equal(reply, `+PONG\r\n${expected}`, JSON.stringify(data));
+      assert.ok(writeFailed, `${JSON.stringify(data)}: writes after the close must fail`);
+    }
+    await ping(ordo.port);
   });
 
   it('huge declared lengths are refused at once, without allocating them', async () => {

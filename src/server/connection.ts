@@ -208,7 +208,10 @@ export class Connection {
     if (parts.length > 0) this.write(parts);
     if (this.closeAfterFlush && this.pendingReplies === 0) {
       this.closing = true;
-      this.socket.end();
+      // Closed outright once the last reply is handed to the kernel, as Redis
+      // closes its socket: a client that keeps writing gets a reset instead of
+      // a half-closed connection that swallows its bytes.
+      this.socket.end(() => this.socket.destroy());
       return;
     }
     this.checkOutputLimits();
