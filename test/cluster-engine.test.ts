@@ -144,6 +144,11 @@ describe('cluster: three members in one process', () => {
     await assert.rejects(c.del(a, b), /CROSSSLOT/);
     assert.equal(await c.mset('{user1}:a', '1', '{user1}:b', '2'), 'OK');
     assert.deepEqual(await c.mget('{user1}:a', '{user1}:b'), ['1', '2']);
+    await assert.rejects(c.msetnx(a, '1', b, '2'), /^ReplyError: CROSSSLOT Keys in request don't hash to the same slot$/);
+    await assert.rejects(c.call('LCS', a, b), /^ReplyError: CROSSSLOT Keys in request don't hash to the same slot$/);
+    assert.equal(await c.msetnx('{user2}:a', 'abcd', '{user2}:b', 'xbxd'), 1);
+    assert.equal(await c.msetnx('{user2}:a', '1', '{user2}:c', '2'), 0);
+    assert.equal(await c.call('LCS', '{user2}:a', '{user2}:b'), 'bd');
   });
 
   it('DBSIZE, KEYS and SCAN of all members together list every key once', async () => {
