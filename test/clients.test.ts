@@ -84,6 +84,30 @@ describe('ioredis', () => {
     assert.equal(await client.incrbyfloat('io:f', '1.5'), '1.5');
   });
 
+  test('the string range, bitmap and LCS commands', async (t) => {
+    const client = ioredis(port());
+    t.after(() => client.disconnect());
+    await client.connect();
+    assert.equal(await client.append('io:r', 'Hello'), 5);
+    assert.equal(await client.append('io:r', ' World'), 11);
+    assert.equal(await client.setrange('io:r', 6, 'Redis'), 11);
+    assert.equal(await client.getrange('io:r', -5, -1), 'Redis');
+    assert.equal(await client.substr('io:r', 0, 4), 'Hello');
+    assert.equal(await client.strlen('io:r'), 11);
+    assert.equal(await client.msetnx('io:n1', 'a', 'io:n2', 'b'), 1);
+    assert.equal(await client.msetnx('io:n2', 'c', 'io:n3', 'd'), 0);
+    assert.equal(await client.setbit('io:bits', 10, 1), 0);
+    assert.equal(await client.getbit('io:bits', 10), 1);
+    assert.equal(await client.bitcount('io:bits'), 1);
+    assert.equal(await client.bitcount('io:bits', 0, 9, 'BIT'), 0);
+    assert.equal(await client.bitpos('io:bits', 1), 10);
+    assert.equal(await client.bitpos('io:bits', 0, 1, -1, 'BYTE'), 8);
+    await client.mset('io:l1', 'ohmytext', 'io:l2', 'mynewtext');
+    assert.equal(await client.lcs('io:l1', 'io:l2'), 'mytext');
+    assert.equal(await client.lcs('io:l1', 'io:l2', 'LEN'), 6);
+    assert.deepEqual(await client.lcs('io:l1', 'io:l2', 'IDX', 'MINMATCHLEN', 4, 'WITHMATCHLEN'), ['matches', [[[4, 7], [5, 8], 4]], 'len', 6]);
+  });
+
   test('a pipeline of 1000 INCRs on one key returns 1..1000 in order', async (t) => {
     const client = ioredis(port());
     t.after(() => client.disconnect());
@@ -200,6 +224,29 @@ describe('node-redis v5', () => {
       assert.match(await client.info(), /\r\nloading:0\r\n/);
       assert.equal(await client.sendCommand(['PING']), 'PONG');
       assert.deepEqual(errors, []);
+    });
+
+    test(`RESP${resp}: the string range, bitmap and LCS commands`, async (t) => {
+      const client = createClient({ url: `redis://127.0.0.1:${port()}`, ...respOption(resp), socket: { reconnectStrategy: false } });
+      t.after(async () => {
+        if (client.isOpen) await client.close();
+      });
+      await client.connect();
+      const k = (name: string): string => `nr${resp}:${name}`;
+      assert.equal(await client.append(k('r'), 'abc'), 3);
+      assert.equal(await client.setRange(k('r'), 5, 'z'), 6);
+      assert.equal(await client.getRange(k('r'), 0, -1), 'abc\0\0z');
+      assert.equal(await client.mSetNX([k('a'), '1', k('b'), '2']), 1);
+      assert.equal(await client.setBit(k('bits'), 3, 1), 0);
+      assert.equal(await client.getBit(k('bits'), 3), 1);
+      assert.equal(await client.bitCount(k('bits'), { start: 0, end: -1, mode: 'BIT' }), 1);
+      assert.equal(await client.bitPos(k('bits'), 1), 3);
+      await client.mSet([k('l1'), 'ohmytext', k('l2'), 'mynewtext']);
+      assert.equal(await client.lcs(k('l1'), k('l2')), 'mytext');
+      assert.equal(await client.lcsLen(k('l1'), k('l2')), 6);
+      const idx = await client.lcsIdxWithMatchLen(k('l1'), k('l2'), { MINMATCHLEN: 4 });
+      assert.equal(idx.len, 6);
+      assert.deepEqual(idx.matches, [[[4, 7], [5, 8], 4]]);
     });
 
     test(`RESP${resp}: errors carry the Redis text`, async (t) => {
