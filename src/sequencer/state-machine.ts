@@ -5,7 +5,8 @@
 // Keys are byte strings; they are held as latin1 JS strings (one char a byte),
 // which maps bytes to strings one to one. A value is a bigint when it was
 // produced by a counter command (the common case, kept in binary so INCR does
-// not parse text), otherwise the bytes SET stored.
+// not parse text), otherwise the bytes SET or a string command (APPEND,
+// SETRANGE, SETBIT) stored; those read a bigint as its decimal text.
 //
 // Unbacked, the whole keyspace is a Map in memory. Backed (a KeyspaceBacking,
 // the keyspace as of the last durable checkpoint, see backing.ts), the Map is
@@ -19,7 +20,7 @@ import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
 import { compareScanItems, scanHash, type BackingScanItem, type KeyspaceBacking } from './backing.js';
 import { addFloatText, INT64_MAX, INT64_MIN, parseInt64 } from './numbers.js';
-import { appendBytes, getBit, setBitBytes, setRangeBytes, STRING_BYTES_MAX } from './string-ops.js';
+import { appendBytes, BIT_OFFSET_MAX, getBit, setBitBytes, setRangeBytes, STRING_BYTES_MAX } from './string-ops.js';
 import {
   addToken,
   isSequence,
@@ -194,6 +195,7 @@ export class StateMachine {
         }
         return OK;
       case 'msetnx':
+        assert.equal(op.keys.length, op.values.length, 'msetnx: keys and values differ in length');
         if (op.keys.some((k) => this.lookup(k) !== undefined)) return { type: 'int', value: 0n };
         op.keys.forEach((key, i) => this.write(key, op.values[i] as Buffer, this.lookup(key) !== undefined));
         return { type: 'int', value: 1n };
@@ -317,6 +319,7 @@ export class StateMachine {
   }
 
   private setRange(key: string, offset: number, value: Buffer): OpResult {
+    assert.ok(Number.isSafeInteger(offset) && offset >= 0, 'setrange: a negative or fractional offset');
     const current = this.lookup(key);
     if (isSequence(current)) return { type: 'error', error: 'wrongType' };
     const bytes = bytesOf(current) ?? EMPTY;
@@ -329,6 +332,7 @@ export class StateMachine {
   }
 
   private setBit(key: string, offset: number, bit: 0 | 1): OpResult {
+    assert.ok(Number.isSafeInteger(offset) && offset >= 0 && offset <= BIT_OFFSET_MAX, 'setbit: offset out of range');
     const current = this.lookup(key);
     if (isSequence(current)) return { type: 'error', error: 'wrongType' };
     const bytes = bytesOf(current) ?? EMPTY;
