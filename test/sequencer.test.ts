@@ -8,8 +8,9 @@ import { Redis } from 'ioredis';
 import { CorruptRecordError, decodeTokens, decodeValue, encodeTokens, encodeValue, restoreState, snapshotState } from '../src/sequencer/codec.js';
 import { addFloatText, INT64_MAX, INT64_MIN, parseInt64 } from '../src/sequencer/numbers.js';
 import { DEFAULT_TOKEN_POLICY, newSequence, type Sequence, type TokenRecord } from '../src/sequencer/sequence.js';
-import { StateMachine, type Op, type OpResult, type StoredValue } from '../src/sequencer/state-machine.js';
-import { BIT_OFFSET_MAX, bitCount, bitPos, getRange, STRING_BYTES_MAX } from '../src/sequencer/string-ops.js';
+import { StateMachine, type ChangeSet, type Op, type OpResult, type StoredValue } from '../src/sequencer/state-machine.js';
+import { BIT_OFFSET_MAX, bitCount, bitPos, getBit, getRange, STRING_BYTES_MAX } from '../src/sequencer/string-ops.js';
+import { MemoryKeyspaceBacking } from '../src/sequencer/backing.js';
 import { startRedis, type RunningProcess } from '../testkit/processes.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -255,6 +256,88 @@ describe('StateMachine: APPEND, SETRANGE, SETBIT, MSETNX', () => {
     assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX - 1, value: b('xy') }), error('stringTooLong'));
     assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX, value: b('') }), int(BigInt(STRING_BYTES_MAX)));
     assert.deepEqual(sm.apply({ type: 'del', keys: ['k'] }), int(1n));
+  });
+});
+
+describe('StateMachine: strings changed in place', () => {
+  type Action = { readonly op: Op } | { readonly read: string } | { readonly take: true } | { readonly checkpoint: true } | { readonly snapshot: true };
+  const key = fc.constantFrom('a', 'b');
+  const bytes = fc.uint8Array({ maxLength: 4 }).map((u) => Buffer.from(u));
+  const action: fc.Arbitrary<Action> = fc.oneof(
+    {
+      weight: 4,
+      arbitrary: fc
+        .tuple(key, fc.integer({ min: 0, max: 40 }), fc.constantFrom(0 as const, 1 as const))
+        .map(([k, offset, bit]): Action => ({ op: { type: 'setbit', key: k, offset, bit } })),
+    },
+    {
+      weight: 3,
+      arbitrary: fc
+        .tuple(key, fc.integer({ min: 0, max: 6 }), bytes)
+        .map(([k, offset, value]): Action => ({ op: { type: 'setrange', key: k, offset, value } })),
+    },
+    { weight: 1, arbitrary: fc.tuple(key, bytes).map(([k, value]): Action => ({ op: { type: 'append', key: k, value } })) },
+    { weight: 1, arbitrary: fc.tuple(key, bytes).map(([k, value]): Action => ({ op: { type: 'set', key: k, value, condition: 'always', get: true } })) },
+    { weight: 1, arbitrary: key.map((k): Action => ({ op: { type: 'del', keys: [k] } })) },
+    { weight: 1, arbitrary: key.map((k) => ({ op: incrby(k, 1n) })) },
+    { weight: 2, arbitrary: key.map((k) => ({ read: k })) },
+    { weight: 1, arbitrary: fc.constant({ take: true as const }) },
+    { weight: 1, arbitrary: fc.constant({ checkpoint: true as const }) },
+    { weight: 1, arbitrary: fc.constant({ snapshot: true as const }) },
+  );
+
+  it('never changes bytes it handed out, and ends where copying every time would', () => {
+    fc.assert(
+      fc.property(fc.array(action, { maxLength: 80 }), fc.boolean(), (actions, withBacking) => {
+        const backing = withBacking ? new MemoryKeyspaceBacking() : null;
+        const sm = backing === null ? new StateMachine() : new StateMachine(backing);
+        // The reference hands out every value after every op, so it never changes one in place.
+        const reference = new StateMachine();
+        const handedOut: [Buffer, Buffer][] = [];
+        const keep = (value: StoredValue | null | undefined): void => {
+          if (Buffer.isBuffer(value)) handedOut.push([value, Buffer.from(value)]);
+        };
+        let inFlight: ChangeSet | null = null;
+        for (const a of actions) {
+          if ('op' in a) {
+            const result = sm.apply(a.op);
+            assert.deepEqual(result, reference.apply(a.op));
+            if (result.type === 'bulk') keep(result.value);
+            for (const k of ['a', 'b']) reference.getBytes(k);
+          } else if ('read' in a) keep(sm.getBytes(a.read));
+          else if ('take' in a) {
+            if (backing === null) for (const v of sm.takeChanges().values.values()) keep(v);
+          } else if ('checkpoint' in a) {
+            if (backing === null) continue;
+            if (inFlight === null) {
+              inFlight = sm.beginCheckpoint();
+              for (const v of inFlight.values.values()) keep(v);
+            } else {
+              backing.write(inFlight);
+              sm.checkpointed(inFlight);
+              inFlight = null;
+            }
+          } else for (const [, v] of sm.entries()) keep(v);
+          for (const [view, copy] of handedOut) assert.deepEqual(view, copy, 'a value handed out changed afterwards');
+          for (const k of ['a', 'b']) assert.deepEqual(sm.peekValue(k) ?? null, reference.peekValue(k) ?? null, `value of ${k}`);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('SETBIT on a string no one has seen changes it in place; a read ends that', () => {
+    const sm = new StateMachine();
+    sm.apply({ type: 'setbit', key: 'k', offset: 8 * 1024 * 1024 - 1, bit: 1 });
+    const first = sm.peekValue('k');
+    sm.apply({ type: 'setbit', key: 'k', offset: 3, bit: 1 });
+    sm.apply({ type: 'setrange', key: 'k', offset: 10, value: b('xy') });
+    assert.equal(sm.peekValue('k'), first, 'the same buffer');
+    const seen = sm.getBytes('k');
+    sm.apply({ type: 'setbit', key: 'k', offset: 3, bit: 0 });
+    assert.notEqual(sm.peekValue('k'), seen, 'a copy once it was read');
+    assert.equal(getBit(seen as Buffer, 3), 1);
+    assert.equal(getBit(sm.peekValue('k') as Buffer, 3), 0);
   });
 });
 

@@ -178,7 +178,7 @@ export class StateMachine {
       case 'set': {
         const current = this.lookup(op.key);
         const exists = current !== undefined;
-        const previous = op.get ? bytesOf(current) : null;
+        const previous = op.get ? this.handOut(bytesOf(current)) : null;
         const doSet = op.condition === 'always' || (op.condition === 'nx' ? !exists : exists);
         if (doSet && isSequence(current)) return { type: 'error', error: 'seqBackwards' };
         if (doSet) this.write(op.key, op.value, exists);
@@ -300,6 +300,34 @@ export class StateMachine {
    * grew are here, so a value it shares with anyone else is copied first.
    */
   private readonly grown = new WeakMap<ArrayBuffer, number>();
+  /**
+   * Times stored values were handed out of the state machine (reads, change
+   * sets, checkpoints, snapshots): whoever got one may keep it, so it must
+   * never change after. Counted, not tracked per value, to stay O(1).
+   */
+  private handOuts = 0;
+  /**
+   * Buffers SETRANGE and SETBIT allocated (each on a store of its own) ->
+   * `handOuts` when they were made. One whose count is still current was
+   * never handed out: SETRANGE and SETBIT may change it in place, O(1) like
+   * Redis, instead of copying the string.
+   */
+  private readonly unshared = new WeakMap<Buffer, number>();
+
+  private isUnshared(bytes: Buffer): boolean {
+    return this.unshared.get(bytes) === this.handOuts;
+  }
+
+  private unsharedCopy(bytes: Buffer): Buffer {
+    this.unshared.set(bytes, this.handOuts);
+    return bytes;
+  }
+
+  /** Marks every stored value as seen from outside (see `handOuts`); returns its argument. */
+  private handOut<T>(value: T): T {
+    this.handOuts++;
+    return value;
+  }
 
   // The string writes below: a sequence is not a string to them (WRONGTYPE);
   // a counter held as a bigint is its decimal text, as Redis's int encoding is.
@@ -326,7 +354,11 @@ export class StateMachine {
     // Writing nothing changes nothing (and creates no key), whatever the offset.
     if (value.length === 0) return { type: 'int', value: BigInt(bytes.length) };
     if (offset + value.length > STRING_BYTES_MAX) return { type: 'error', error: 'stringTooLong' };
-    const next = setRangeBytes(bytes, offset, value);
+    let next: Buffer;
+    if (offset + value.length <= bytes.length && this.isUnshared(bytes)) {
+      value.copy(bytes, offset);
+      next = bytes;
+    } else next = this.unsharedCopy(setRangeBytes(bytes, offset, value));
     this.write(key, next, current !== undefined);
     return { type: 'int', value: BigInt(next.length) };
   }
@@ -338,8 +370,15 @@ export class StateMachine {
     const bytes = bytesOf(current) ?? EMPTY;
     const previous = getBit(bytes, offset);
     // A missing key, a string too short for the bit, or a bit that changes: a write.
-    if (current === undefined || Math.floor(offset / 8) >= bytes.length || previous !== bit) {
-      this.write(key, setBitBytes(bytes, offset, bit), current !== undefined);
+    const byte = Math.floor(offset / 8);
+    if (current === undefined || byte >= bytes.length || previous !== bit) {
+      let next: Buffer;
+      if (byte < bytes.length && this.isUnshared(bytes)) {
+        const mask = 1 << (7 - (offset % 8));
+        bytes[byte] = bit === 1 ? (bytes[byte] as number) | mask : (bytes[byte] as number) & ~mask;
+        next = bytes;
+      } else next = this.unsharedCopy(setBitBytes(bytes, offset, bit));
+      this.write(key, next, current !== undefined);
     }
     return { type: 'int', value: BigInt(previous) };
   }
@@ -456,6 +495,7 @@ export class StateMachine {
 
   /** Returns and resets what changed since the last call (for persistence). */
   takeChanges(): ChangeSet {
+    this.handOut(null);
     const taken = this.changes;
     assert.ok(taken !== null, 'takeChanges on a state machine that does not record its changes');
     this.changes = emptyChanges(false);
@@ -484,6 +524,7 @@ export class StateMachine {
     assert.ok(this.backing !== null, 'beginCheckpoint: the state machine has no backing');
     assert.ok(this.inFlight === null, 'beginCheckpoint: a checkpoint is in flight already');
     assert.ok(this.frozen.size === 0 && this.frozenTokens.size === 0);
+    this.handOut(null);
     const changes: ChangeSet = { cleared: this.cleared, values: this.overlay, tokens: this.tokenOverlay };
     this.frozen = this.overlay;
     this.frozenTokens = this.tokenOverlay;
@@ -551,6 +592,15 @@ export class StateMachine {
 
   /** The stored value as it is (sequences included), for the server's sequence commands. */
   getValue(key: string): StoredValue | undefined {
+    return this.handOut(this.lookup(key));
+  }
+
+  /**
+   * The stored value for a caller that is done with it before it returns: it
+   * neither keeps it nor puts its bytes in a reply (the bytes may change in
+   * place at the next write). Anything else uses getValue or getBytes.
+   */
+  peekValue(key: string): StoredValue | undefined {
     return this.lookup(key);
   }
 
@@ -570,7 +620,7 @@ export class StateMachine {
   // Reads.
 
   getBytes(key: string): Buffer | null {
-    return bytesOf(this.lookup(key));
+    return this.handOut(bytesOf(this.lookup(key)));
   }
 
   has(key: string): boolean {
@@ -582,7 +632,7 @@ export class StateMachine {
   }
 
   strlen(key: string): number {
-    return this.getBytes(key)?.length ?? 0;
+    return bytesOf(this.lookup(key))?.length ?? 0;
   }
 
   /** Every key: in insertion order unbacked, in SCAN order (hash, then key) backed. */
@@ -591,7 +641,13 @@ export class StateMachine {
   }
 
   entries(): IterableIterator<[string, StoredValue]> {
-    return this.backing === null ? liveEntries(this.overlay) : this.mergedEntries();
+    return this.handingOut(this.backing === null ? liveEntries(this.overlay) : this.mergedEntries());
+  }
+
+  /** Counts each value an iteration hands out (see `handOuts`), however late it is consumed. */
+  private *handingOut<T>(items: Iterable<T>): Generator<T, undefined, undefined> {
+    for (const item of items) yield this.handOut(item);
+    return undefined;
   }
 
   /**

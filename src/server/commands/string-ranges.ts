@@ -8,6 +8,7 @@
 
 import type { ErrorKey } from '../../errors.js';
 import { R, type Reply } from '../../resp/encoder.js';
+import type { StateMachine } from '../../sequencer/state-machine.js';
 import { parseInt64 } from '../../sequencer/numbers.js';
 import { BIT_OFFSET_MAX, bitCount, bitPos, getBit, getRange, longestCommonSubsequence, STRING_BYTES_MAX, type BitRange } from '../../sequencer/string-ops.js';
 import { command, type CommandSpec, type Respond, type ServerContext } from '../command.js';
@@ -17,10 +18,26 @@ import { visibleValue } from './sequences.js';
 const ONE_KEY = { firstKey: 1, lastKey: 1, keyStep: 1 } as const;
 const EMPTY = Buffer.alloc(0);
 
-/** A key's bytes as GET shows them; null when it has none. */
+/**
+ * A key's bytes as GET shows them (null: none), only looked at: the caller is
+ * done with them before it returns and copies what a reply carries, so that
+ * SETRANGE and SETBIT may go on changing the string in place (see StateMachine).
+ */
+function peekBytes(ctx: ServerContext, sm: StateMachine, key: string): Buffer | null {
+  const value = sm.peekValue(key);
+  if (value === undefined) return null;
+  return Buffer.isBuffer(value) ? value : visibleValue(ctx, sm, key);
+}
+
+/** Answers with `reply` computed on the key's bytes inside the read itself (see peekBytes). */
 function readBytes(ctx: ServerContext, args: readonly Buffer[], respond: Respond, reply: (bytes: Buffer | null) => Reply): void {
   const key = keyOf(args[1] as Buffer);
-  read(ctx, (sm) => visibleValue(ctx, sm, key), respond, reply);
+  read(
+    ctx,
+    (sm) => reply(peekBytes(ctx, sm, key)),
+    respond,
+    (r) => r,
+  );
 }
 
 /** A SETBIT/GETBIT offset: a canonical integer from 0 to BIT_OFFSET_MAX. */
@@ -117,7 +134,7 @@ function getRangeCommand(name: string, since: string): CommandSpec {
       const start = parseInt64(args[2] as Buffer);
       const end = parseInt64(args[3] as Buffer);
       if (start === null || end === null) return respond(err('notInteger'));
-      readBytes(ctx, args, respond, (bytes) => R.bulk(bytes === null ? EMPTY : getRange(bytes, start, end)));
+      readBytes(ctx, args, respond, (bytes) => R.bulk(bytes === null ? EMPTY : Buffer.from(getRange(bytes, start, end))));
     },
   });
 }
@@ -143,7 +160,7 @@ export const STRING_RANGE_COMMANDS: readonly CommandSpec[] = [
     group: 'string',
     aclCategories: ['@write', '@string', '@slow'],
     since: '2.2.0',
-    complexity: 'O(N) where N is the length of the resulting string (ordo copies it).',
+    complexity: 'O(M) where M is the length of the value, plus one copy of the string after it was read or checkpointed.',
     summary: 'Overwrites part of a string value from an offset, padding with zero bytes. Returns the new length.',
     data: (ctx, args, respond) => {
       const offset = parseInt64(args[2] as Buffer);
@@ -164,7 +181,7 @@ export const STRING_RANGE_COMMANDS: readonly CommandSpec[] = [
     group: 'bitmap',
     aclCategories: ['@write', '@bitmap', '@slow'],
     since: '2.2.0',
-    complexity: 'O(N) where N is the length of the string when the bit changes (ordo copies it), else O(1).',
+    complexity: 'O(1), plus one copy of the string after it was read or checkpointed.',
     summary: 'Sets or clears the bit at an offset of a string value, growing it with zero bytes. Returns the previous bit.',
     data: (ctx, args, respond) => {
       const offset = parseBitOffset(args[2]);
@@ -250,7 +267,7 @@ export const STRING_RANGE_COMMANDS: readonly CommandSpec[] = [
       const keyB = keyOf(args[2] as Buffer);
       read(
         ctx,
-        (sm) => lcsReply(visibleValue(ctx, sm, keyA) ?? EMPTY, visibleValue(ctx, sm, keyB) ?? EMPTY, options),
+        (sm) => lcsReply(peekBytes(ctx, sm, keyA) ?? EMPTY, peekBytes(ctx, sm, keyB) ?? EMPTY, options),
         respond,
         (reply) => reply,
       );
