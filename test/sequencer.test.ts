@@ -326,6 +326,17 @@ describe('StateMachine: strings changed in place', () => {
     );
   });
 
+  it('SETBIT and SETRANGE past the end grow into spare room, with zeros between', () => {
+    const sm = new StateMachine();
+    sm.apply({ type: 'setbit', key: 'k', offset: 0, bit: 1 });
+    const store = (sm.peekValue('k') as Buffer).buffer;
+    for (let offset = 8; offset < 8 * 40; offset += 8) sm.apply({ type: 'setbit', key: 'k', offset, bit: 1 });
+    sm.apply({ type: 'setrange', key: 'k', offset: 45, value: b('z') });
+    const grown = sm.peekValue('k') as Buffer;
+    assert.equal(grown.buffer, store, 'the same backing store');
+    assert.deepEqual(grown, Buffer.concat([Buffer.alloc(40, 0x80), Buffer.alloc(5), b('z')]));
+  });
+
   it('SETBIT on a string no one has seen changes it in place; a read ends that', () => {
     const sm = new StateMachine();
     sm.apply({ type: 'setbit', key: 'k', offset: 8 * 1024 * 1024 - 1, bit: 1 });

@@ -20,7 +20,7 @@ import assert from 'node:assert/strict';
 import type { ErrorKey } from '../errors.js';
 import { compareScanItems, scanHash, type BackingScanItem, type KeyspaceBacking } from './backing.js';
 import { addFloatText, INT64_MAX, INT64_MIN, parseInt64 } from './numbers.js';
-import { appendBytes, BIT_OFFSET_MAX, getBit, setBitBytes, setRangeBytes, STRING_BYTES_MAX } from './string-ops.js';
+import { appendBytes, BIT_OFFSET_MAX, copyWithRoom, getBit, STRING_BYTES_MAX } from './string-ops.js';
 import {
   addToken,
   isSequence,
@@ -314,13 +314,19 @@ export class StateMachine {
    */
   private readonly unshared = new WeakMap<Buffer, number>();
 
-  private isUnshared(bytes: Buffer): boolean {
-    return this.unshared.get(bytes) === this.handOuts;
-  }
-
-  private unsharedCopy(bytes: Buffer): Buffer {
-    this.unshared.set(bytes, this.handOuts);
-    return bytes;
+  /**
+   * `bytes` made `length` long (zero-padded) for SETRANGE or SETBIT to change:
+   * the same bytes when no one else can see them and their store has the room,
+   * otherwise a copy with room to grow. Either way unshared from now on.
+   */
+  private writable(bytes: Buffer, length: number): Buffer {
+    let next: Buffer;
+    if (this.unshared.get(bytes) === this.handOuts && bytes.byteOffset + length <= bytes.buffer.byteLength) {
+      // The spare room past the end was never written: zeros, from copyWithRoom.
+      next = length === bytes.length ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, length);
+    } else next = copyWithRoom(bytes, length);
+    this.unshared.set(next, this.handOuts);
+    return next;
   }
 
   /** Marks every stored value as seen from outside (see `handOuts`); returns its argument. */
@@ -354,11 +360,8 @@ export class StateMachine {
     // Writing nothing changes nothing (and creates no key), whatever the offset.
     if (value.length === 0) return { type: 'int', value: BigInt(bytes.length) };
     if (offset + value.length > STRING_BYTES_MAX) return { type: 'error', error: 'stringTooLong' };
-    let next: Buffer;
-    if (offset + value.length <= bytes.length && this.isUnshared(bytes)) {
-      value.copy(bytes, offset);
-      next = bytes;
-    } else next = this.unsharedCopy(setRangeBytes(bytes, offset, value));
+    const next = this.writable(bytes, Math.max(bytes.length, offset + value.length));
+    value.copy(next, offset);
     this.write(key, next, current !== undefined);
     return { type: 'int', value: BigInt(next.length) };
   }
@@ -372,12 +375,9 @@ export class StateMachine {
     // A missing key, a string too short for the bit, or a bit that changes: a write.
     const byte = Math.floor(offset / 8);
     if (current === undefined || byte >= bytes.length || previous !== bit) {
-      let next: Buffer;
-      if (byte < bytes.length && this.isUnshared(bytes)) {
-        const mask = 1 << (7 - (offset % 8));
-        bytes[byte] = bit === 1 ? (bytes[byte] as number) | mask : (bytes[byte] as number) & ~mask;
-        next = bytes;
-      } else next = this.unsharedCopy(setBitBytes(bytes, offset, bit));
+      const next = this.writable(bytes, Math.max(bytes.length, byte + 1));
+      const mask = 1 << (7 - (offset % 8));
+      next[byte] = bit === 1 ? (next[byte] as number) | mask : (next[byte] as number) & ~mask;
       this.write(key, next, current !== undefined);
     }
     return { type: 'int', value: BigInt(previous) };

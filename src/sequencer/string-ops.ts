@@ -31,21 +31,29 @@ export function appendBytes(current: Buffer, extra: Buffer, grown: WeakMap<Array
     grown.set(store, end + extra.length);
     return Buffer.from(store, current.byteOffset, total);
   }
-  const capacity = Math.min(STRING_BYTES_MAX, total < GROW_DOUBLING_BYTES_MAX ? Math.max(64, total * 2) : total + GROW_DOUBLING_BYTES_MAX);
   // Its own backing store (never the shared pool): the spare room belongs to this string alone.
-  const next = Buffer.allocUnsafeSlow(Math.max(capacity, total));
+  const next = Buffer.allocUnsafeSlow(roomFor(total));
   current.copy(next, 0);
   extra.copy(next, current.length);
   grown.set(next.buffer, total);
   return next.subarray(0, total);
 }
 
-/** SETRANGE: `current` (zero-padded as needed) with `value` written at `offset`, as a new buffer. */
-export function setRangeBytes(current: Buffer, offset: number, value: Buffer): Buffer {
-  const next = Buffer.alloc(Math.max(current.length, offset + value.length));
+/**
+ * A zero-filled string of `length` bytes that starts with `current`, on a
+ * backing store of its own with spare room past its end (zeros too), so that
+ * SETRANGE and SETBIT can grow it in place, amortized O(1) as Redis's sds.
+ */
+export function copyWithRoom(current: Buffer, length: number): Buffer {
+  const next = Buffer.alloc(roomFor(length));
   current.copy(next, 0);
-  value.copy(next, offset);
-  return next;
+  return next.subarray(0, length);
+}
+
+/** Bytes to allocate for a string of `length`: twice as many while small, a fixed step more past that. */
+function roomFor(length: number): number {
+  const room = length < GROW_DOUBLING_BYTES_MAX ? Math.max(64, length * 2) : length + GROW_DOUBLING_BYTES_MAX;
+  return Math.max(length, Math.min(STRING_BYTES_MAX, room));
 }
 
 /** The bit at `offset` (bit 0 is the most significant bit of byte 0); 0 past the end. */
@@ -53,16 +61,6 @@ export function getBit(bytes: Buffer, offset: number): 0 | 1 {
   const byte = Math.floor(offset / 8);
   if (byte >= bytes.length) return 0;
   return ((bytes[byte] as number) >> (7 - (offset % 8))) & 1 ? 1 : 0;
-}
-
-/** SETBIT: `current` (zero-padded to hold the bit) with the bit at `offset` set to `bit`, as a new buffer. */
-export function setBitBytes(current: Buffer, offset: number, bit: 0 | 1): Buffer {
-  const byte = Math.floor(offset / 8);
-  const next = Buffer.alloc(Math.max(current.length, byte + 1));
-  current.copy(next, 0);
-  const mask = 1 << (7 - (offset % 8));
-  next[byte] = bit === 1 ? (next[byte] as number) | mask : (next[byte] as number) & ~mask;
-  return next;
 }
 
 /** GETRANGE/SUBSTR: the bytes from `start` to `end` inclusive; negative indexes count from the end. */
