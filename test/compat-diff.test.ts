@@ -2,11 +2,12 @@
 // to ordo, and every reply must be byte-identical. Each scenario runs on fresh
 // connections after FLUSHALL, in RESP2 and again after HELLO 3; some also run
 // pipelined (all requests in one write) and split one byte per write.
-// Commands ordo answers differently by design (setting a key expiry) are sent
-// to ordo alone and its exact reply is asserted. Random counter and short-decimal
-// sequences (fast-check) are compared too, and a second pair of servers with a
-// password checks what unauthenticated connections see. A scenario marked `todo`
-// is a known difference: it still runs and prints both replies.
+// Commands ordo answers differently by design (setting a key expiry, the string
+// commands on a sequence key) are sent to ordo alone and its exact reply is
+// asserted. Random counter, short-decimal and string/bitmap/LCS sequences
+// (fast-check) are compared too, and a second pair of servers with a password
+// checks what unauthenticated connections see. A scenario marked `todo` is a
+// known difference: it still runs and prints both replies.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
