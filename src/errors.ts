@@ -58,6 +58,7 @@ export const ERR = {
   clusterDisabled: 'ERR This instance has cluster support disabled',
   crossSlot: "CROSSSLOT Keys in request don't hash to the same slot",
   forwardTooLarge: 'ERR request too large to forward to the leader of its group, not applied',
+  opTooLarge: 'ERR request too large to replicate (more than 8 MiB in one write), not applied',
   topologyConflict: 'CLUSTERDOWN this node disagrees with the committed cluster topology, not applied',
   configSetUnsupported: 'ERR CONFIG SET is not supported by ordo: restart the node with the option changed',
   noSuchClient: 'ERR No such client',
@@ -87,6 +88,7 @@ export const WRITE_NOT_APPLIED: ReadonlySet<ErrorKey> = new Set<ErrorKey>([
   'windowLease',
   'crossSlot',
   'forwardTooLarge',
+  'opTooLarge',
   'topologyConflict',
 ]);
 export const WRITE_OUTCOME_UNKNOWN: ReadonlySet<ErrorKey> = new Set<ErrorKey>(['persistUnknown', 'outcomeUnknown']);

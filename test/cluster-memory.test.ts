@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { DEFAULT_CONFIG, type Config } from '../src/config.js';
 import { bootstrapFromList } from '../src/cluster/members.js';
+import { ERR } from '../src/errors.js';
 import { OrdoServer } from '../src/server/server.js';
 import { MemoryHub } from '../src/transport/memory.js';
 import { keyOfGroup, settledLeaders } from '../testkit/cluster.js';
@@ -246,5 +247,27 @@ describe('cluster over the in-memory bus: three members in one process', () => {
     // Healed: both sides serve every group again.
     for (const m of [a, b]) for (const key of keys) await incr(m, key);
     for (const key of keys) assert.equal(Number(await client(between).get(key)), value.get(key));
+  });
+  it('a write too large to replicate is refused, not applied, and the group behind it goes on', async () => {
+    const leaders = await balanced();
+    const leader = byId(leaders.get(1));
+    const key = keyOfGroup(GROUPS, 1, 'big');
+    const counter = keyOfGroup(GROUPS, 1, 'after-big');
+    // Within the limits: replicated to a majority, so acknowledged.
+    const fits = Buffer.alloc(5 * 1024 * 1024, 'a');
+    assert.equal(await client(leader).set(key, fits), 'OK');
+    // Past the 8 MiB a write may carry: refused before it is proposed.
+    await assert.rejects(client(leader).set(key, Buffer.alloc(9 * 1024 * 1024, 'b')), (e: Error) => {
+      assert.equal(e.message, ERR.opTooLarge);
+      return true;
+    });
+    // Past the 6 MiB a value may hold: Redis's error for a string past its limit.
+    await assert.rejects(client(leader).append(key, Buffer.alloc(2 * 1024 * 1024, 'c')), (e: Error) => {
+      assert.equal(e.message, ERR.stringTooLong);
+      return true;
+    });
+    for (const m of members) assert.equal(await client(m).strlen(key), fits.length, `STRLEN through ${m.port}`);
+    // The group was not stalled by either: writes through every member are answered.
+    for (const [i, m] of members.entries()) assert.equal(await client(m).incr(counter), i + 1, `INCR through ${m.port}`);
   });
 });

@@ -247,11 +247,18 @@ describe('StateMachine: APPEND, SETRANGE, SETBIT, MSETNX', () => {
     assert.deepEqual(sm.apply({ type: 'msetnx', keys: ['t', 's'], values: [b('1'), b('2')] }), int(0n));
   });
 
-  it('refuses to pass 512 MB, and reaches it exactly', () => {
+  it("refuses to pass ordo's longest value (6 MiB), reaches it exactly, and changes nothing when it refuses", () => {
     const sm = new StateMachine();
     assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX, value: b('x') }), error('stringTooLong'));
-    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: BIT_OFFSET_MAX, bit: 1 }), int(0n));
+    // A bit Redis takes (within 512 MB) but past ordo's longest value.
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: BIT_OFFSET_MAX, bit: 1 }), error('stringTooLong'));
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: STRING_BYTES_MAX * 8, bit: 1 }), error('stringTooLong'));
+    assert.deepEqual(sm.apply({ type: 'append', key: 'new', value: Buffer.alloc(STRING_BYTES_MAX + 1) }), error('stringTooLong'));
+    assert.equal(sm.getValue('k'), undefined);
+    assert.equal(sm.getValue('new'), undefined);
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: STRING_BYTES_MAX * 8 - 1, bit: 1 }), int(0n));
     assert.equal(sm.strlen('k'), STRING_BYTES_MAX);
+    assert.deepEqual(sm.apply({ type: 'setbit', key: 'k', offset: STRING_BYTES_MAX * 8, bit: 0 }), error('stringTooLong'));
     assert.deepEqual(sm.apply({ type: 'append', key: 'k', value: b('x') }), error('stringTooLong'));
     assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX - 1, value: b('xy') }), error('stringTooLong'));
     assert.deepEqual(sm.apply({ type: 'setrange', key: 'k', offset: STRING_BYTES_MAX, value: b('') }), int(BigInt(STRING_BYTES_MAX)));

@@ -49,7 +49,8 @@ import { checkpointUsable, type HostKeyspace, type KeyspaceCheckpointItem } from
 import type { SnapshotSource, TransferGroup } from './snapshot-transfer.js';
 
 /** How a proposal or read can fail at this layer; errors.ts says which are "not applied" and which "outcome unknown". */
-export type RaftGroupFailure = 'notLeader' | 'noLeader' | 'overloaded' | 'superseded' | 'outcomeUnknown' | 'readTimeout' | 'hostFailed' | 'diskFull';
+export type RaftGroupFailure =
+  'notLeader' | 'noLeader' | 'overloaded' | 'superseded' | 'outcomeUnknown' | 'readTimeout' | 'hostFailed' | 'diskFull' | 'opTooLarge';
 
 /** Registry key reported for each failure (each has its own text in src/errors.ts). */
 export const ERROR_KEY_OF: Readonly<Record<RaftGroupFailure, ErrorKey>> = {
@@ -61,7 +62,16 @@ export const ERROR_KEY_OF: Readonly<Record<RaftGroupFailure, ErrorKey>> = {
   readTimeout: 'readTimeout',
   hostFailed: 'hostFailed',
   diskFull: 'diskFull',
+  opTooLarge: 'opTooLarge',
 };
+
+/**
+ * Largest op a group takes, by its estimated encoded size. An entry travels
+ * whole in one bus message (16 MiB frames) to every follower, and a value it
+ * stores whole in one snapshot record; a larger op could never be replicated
+ * and would stall the group behind it, so it is refused before it is proposed.
+ */
+export const OP_BYTES_MAX = 8 * 1024 * 1024;
 
 /** Ops accepted but not yet answered per group (waiting for a leader, queued in this turn, in proposed entries). */
 export const DEFAULT_PROPOSALS_IN_FLIGHT_MAX = 20_000;
@@ -257,6 +267,7 @@ export class RaftGroup implements Group, TransferGroup {
     readTimeout: 0,
     hostFailed: 0,
     diskFull: 0,
+    opTooLarge: 0,
   };
 
   /** Term and vote as last handed to storage (durable once the turn that wrote them is). */
@@ -333,6 +344,7 @@ export class RaftGroup implements Group, TransferGroup {
     }
     if (this.failedHost) return this.fail(done, 'hostFailed');
     if (!this.writable()) return this.fail(done, 'diskFull');
+    if (opBytesEstimate(op) > OP_BYTES_MAX) return this.fail(done, 'opTooLarge');
     const leading = this.node.role === Role.Leader;
     if (!leading && this.node.leader !== null) return this.fail(done, 'notLeader');
     if (this.opsInFlight() >= this.limits.proposalsInFlightMax) return this.fail(done, 'overloaded');

@@ -341,12 +341,12 @@ export class StateMachine {
   private append(key: string, value: Buffer): OpResult {
     const current = this.lookup(key);
     if (isSequence(current)) return { type: 'error', error: 'wrongType' };
+    const bytes = bytesOf(current) ?? EMPTY;
+    if (bytes.length + value.length > STRING_BYTES_MAX) return { type: 'error', error: 'stringTooLong' };
     if (current === undefined) {
       this.write(key, value, false);
       return { type: 'int', value: BigInt(value.length) };
     }
-    const bytes = bytesOf(current) ?? EMPTY;
-    if (bytes.length + value.length > STRING_BYTES_MAX) return { type: 'error', error: 'stringTooLong' };
     const next = appendBytes(bytes, value, this.grown);
     this.write(key, next, true);
     return { type: 'int', value: BigInt(next.length) };
@@ -374,6 +374,7 @@ export class StateMachine {
     const previous = getBit(bytes, offset);
     // A missing key, a string too short for the bit, or a bit that changes: a write.
     const byte = Math.floor(offset / 8);
+    if (byte >= bytes.length && byte >= STRING_BYTES_MAX) return { type: 'error', error: 'stringTooLong' };
     if (current === undefined || byte >= bytes.length || previous !== bit) {
       const next = this.writable(bytes, Math.max(bytes.length, byte + 1));
       const mask = 1 << (7 - (offset % 8));

@@ -3,12 +3,21 @@
 // buffers. Ranges follow Redis 7.0's rules exactly, negative indexes and
 // clamping included; the state machine and the read handlers share them.
 
-/** Longest string a write may produce: Redis's default proto-max-bulk-len, the same on every replica. */
-export const STRING_BYTES_MAX = 512 * 1024 * 1024;
-/** Largest SETBIT/GETBIT offset: the bit lands within STRING_BYTES_MAX bytes. */
-export const BIT_OFFSET_MAX = STRING_BYTES_MAX * 8 - 1;
+/** Redis's default proto-max-bulk-len: the bound of Redis's own range checks (bit offsets, LCS tables). */
+export const REDIS_STRING_BYTES_MAX = 512 * 1024 * 1024;
+/**
+ * Longest string value ordo stores, the same on every replica. Redis allows
+ * 512 MB; here a value must travel whole in one bus message when a snapshot
+ * carries it to a lagging follower (a snapshot record is a key, at most
+ * OP_BYTES_MAX, and its value, under the bus's 16 MiB frames). A write that
+ * would make a value longer is refused with Redis's error for a string past
+ * its limit, and changes nothing.
+ */
+export const STRING_BYTES_MAX = 6 * 1024 * 1024;
+/** Largest SETBIT/GETBIT offset Redis accepts (a bit within 512 MB); past STRING_BYTES_MAX a SETBIT that grows the string is refused. */
+export const BIT_OFFSET_MAX = REDIS_STRING_BYTES_MAX * 8 - 1;
 /** LCS refuses a table of lengths larger than this, as Redis does (its transient memory bound). */
-export const LCS_TABLE_BYTES_MAX = STRING_BYTES_MAX;
+export const LCS_TABLE_BYTES_MAX = REDIS_STRING_BYTES_MAX;
 
 const EMPTY = Buffer.alloc(0);
 
