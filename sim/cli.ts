@@ -10,6 +10,7 @@
 //   node dist/sim/cli.js --cluster --seed S --trace
 
 import { parseArgs } from 'node:util';
+import type { SimResult } from './base.js';
 import { runMultiraftSeed } from './multiraft.js';
 import { runNodesSeed } from './nodes.js';
 import { runSeed } from './simulation.js';
@@ -24,30 +25,27 @@ interface SeedOutcome {
 
 type Mode = 'raft' | 'multiraft' | 'cluster';
 
+/** A seed of the virtual-time simulations (sim/base.ts) as a report line sees it. */
+function outcomeOf<S>(res: SimResult<S>, summary: (s: S) => string): SeedOutcome {
+  return { ok: res.ok, ...(res.error === undefined ? {} : { error: res.error }), where: `at ${res.atMs.toFixed(2)} ms`, summary: summary(res.stats) };
+}
+
 async function runOne(mode: Mode, seed: number, trace?: (line: string) => void): Promise<SeedOutcome> {
   if (mode === 'cluster') {
-    const res = await runNodesSeed(seed, trace);
-    const s = res.stats;
-    return {
-      ok: res.ok,
-      ...(res.error === undefined ? {} : { error: res.error }),
-      where: `at ${res.atMs.toFixed(2)} ms`,
-      summary:
+    return outcomeOf(
+      await runNodesSeed(seed, trace),
+      (s) =>
         `${s.events} events, ${s.acked} INCR and ${s.reads} GET acked, ${s.refused} refused, ${s.unknown} unknown, ${s.moved} MOVED, ` +
         `${s.crashes} kills, ${s.pauses} pauses, slowest reply ${s.replyMsMax.toFixed(0)} ms`,
-    };
+    );
   }
   if (mode === 'multiraft') {
-    const res = await runMultiraftSeed(seed, trace);
-    const s = res.stats;
-    return {
-      ok: res.ok,
-      ...(res.error === undefined ? {} : { error: res.error }),
-      where: `at ${res.atMs.toFixed(2)} ms`,
-      summary:
+    return outcomeOf(
+      await runMultiraftSeed(seed, trace),
+      (s) =>
         `${s.events} events, ${s.strictAcked} INCR and ${s.windowAcked} SEQNEXT acked (${s.windowValues} window values), ` +
         `${s.crashes} crashes, ${s.pauses} pauses, ${s.staleLeaderRequests} requests to stale leaders, ${s.leaseTimeouts} lease waits timed out`,
-    };
+    );
   }
   const res = runSeed(seed, trace);
   return {

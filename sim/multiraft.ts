@@ -31,7 +31,7 @@
 
 import { WRITE_NOT_APPLIED, type ErrorKey } from '../src/errors.js';
 import type { WindowLease } from '../src/multiraft/group.js';
-import { MultiRaftHost, type HostScheduler } from '../src/multiraft/host.js';
+import { MultiRaftHost } from '../src/multiraft/host.js';
 import type { RaftGroup } from '../src/multiraft/raft-group.js';
 import { WindowAllocator, type Allocation } from '../src/multiraft/window.js';
 import { Role } from '../src/raft/index.js';
@@ -41,10 +41,9 @@ import type { OpResult } from '../src/sequencer/state-machine.js';
 import { SEGMENT_BYTES_MIN } from '../src/storage/segments.js';
 import { SimDisk, type SimCrashReport, type SimDiskOp } from './disk.js';
 import { WalStore } from '../src/storage/wal-store.js';
-import { MemoryHub, type MemoryScheduler, type MemoryTransport } from '../src/transport/memory.js';
-import type { LinkAwareTransport, MessageHandler, NodeId, PeerAddress, PeerStatus, TransportStats } from '../src/transport/types.js';
-import { Prng } from './prng.js';
-import { EventQueue } from './simulation.js';
+import { MemoryHub, type MemoryTransport } from '../src/transport/memory.js';
+import type { NodeId, PeerAddress } from '../src/transport/types.js';
+import { NodeClock, NodeTransport, SimulationBase, type SimResult } from './base.js';
 
 /** Virtual milliseconds between host ticks (a node with a slow clock: times SLOW_CLOCK_RATE). */
 export const MR_TICK_MS = 10;
@@ -105,137 +104,7 @@ export interface MultiraftSimStats {
   diskFull: number;
 }
 
-export interface MultiraftSimResult {
-  readonly seed: number;
-  readonly ok: boolean;
-  readonly error?: string;
-  readonly atMs: number;
-  readonly stats: MultiraftSimStats;
-}
-
-class SimFailure extends Error {}
-
-type Category = 'io' | 'immediate' | 'timer';
-
-/**
- * One node's view of time: its timers (scaled by its clock rate), its clock,
- * and whether its process runs. While paused, everything the node would run
- * is held; on resume, I/O (messages, client requests) runs first, then
- * immediates, then the timers that came due, late, as Node would run them.
- */
-/** What a NodeClock needs of its simulation: the virtual time and a way to schedule at a time. */
-export interface VirtualTime {
-  readonly now: number;
-  at(time: number, run: () => void): void;
-}
-
-export class NodeClock implements HostScheduler, MemoryScheduler {
-  alive = true;
-  paused = false;
-  private held: { category: Category; fn: () => void }[] = [];
-
-  constructor(
-    private readonly sim: VirtualTime,
-    readonly rate: number,
-  ) {}
-
-  readonly now = (): number => this.sim.now / this.rate;
-
-  endOfTurn(fn: () => void): void {
-    this.sim.at(this.sim.now, () => this.run('immediate', fn));
-  }
-
-  after(ms: number, fn: () => void): () => void {
-    let cancelled = false;
-    this.sim.at(this.sim.now + ms * this.rate, () => {
-      if (!cancelled) this.run('timer', fn);
-    });
-    return () => {
-      cancelled = true;
-    };
-  }
-
-  every(ms: number, fn: () => void): () => void {
-    let cancelled = false;
-    const fire = (): void => {
-      if (cancelled) return;
-      fn();
-      this.sim.at(this.sim.now + ms * this.rate, due);
-    };
-    const due = (): void => {
-      if (!cancelled) this.run('timer', fire);
-    };
-    this.sim.at(this.sim.now + ms * this.rate, due);
-    return () => {
-      cancelled = true;
-    };
-  }
-
-  /** Something arriving from outside (a message, a client request). */
-  io(fn: () => void): void {
-    this.run('io', fn);
-  }
-
-  private run(category: Category, fn: () => void): void {
-    if (!this.alive) return;
-    if (this.paused) {
-      this.held.push({ category, fn });
-      return;
-    }
-    fn();
-  }
-
-  resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    const held = this.held;
-    this.held = [];
-    for (const category of ['io', 'immediate', 'timer'] as const) {
-      for (const h of held) if (h.category === category) this.sim.at(this.sim.now, () => this.run(category, h.fn));
-    }
-  }
-
-  kill(): void {
-    this.alive = false;
-    this.held = [];
-  }
-}
-
-/** The node's bus as its host sees it: incoming messages go through the node's clock (held while paused). */
-export class NodeTransport implements LinkAwareTransport {
-  readonly nodeId: NodeId;
-  readonly messageBytesMax: number;
-
-  constructor(
-    private readonly inner: MemoryTransport,
-    private readonly clock: NodeClock,
-  ) {
-    this.nodeId = inner.nodeId;
-    this.messageBytesMax = inner.messageBytesMax;
-  }
-
-  send(to: NodeId, payload: Uint8Array): boolean {
-    return this.inner.send(to, payload);
-  }
-  isConnected(peer: NodeId): boolean {
-    return this.inner.isConnected(peer);
-  }
-  onMessage(handler: MessageHandler): () => void {
-    return this.inner.onMessage((from, payload) => this.clock.io(() => handler(from, payload)));
-  }
-  setPeers(peers: ReadonlyMap<NodeId, PeerAddress>): void {
-    this.inner.setPeers(peers);
-  }
-  peerStatus(): Map<NodeId, PeerStatus> {
-    return this.inner.peerStatus();
-  }
-  stats(): TransportStats {
-    return this.inner.stats();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
+export type MultiraftSimResult = SimResult<MultiraftSimStats>;
 
 interface Running {
   readonly clock: NodeClock;
@@ -343,16 +212,12 @@ class SimClient {
   constructor(readonly id: number) {}
 }
 
-export class MultiraftSimulation {
-  now = 0;
-  private readonly rng: Prng;
-  private readonly q = new EventQueue();
-  private readonly trace: ((line: string) => void) | null;
+export class MultiraftSimulation extends SimulationBase<MultiraftSimStats> {
   private readonly hub: MemoryHub;
   private readonly nodes = new Map<NodeId, SimNode>();
   private readonly nodeIds: NodeId[] = [];
   private readonly groupIds: number[] = [];
-  private readonly clients: SimClient[] = [];
+  protected readonly clients: SimClient[] = [];
   private readonly windowSize: bigint;
   private readonly heartbeatIntervalTicks: number;
   private readonly snapshotEntries: number;
@@ -360,12 +225,7 @@ export class MultiraftSimulation {
   private readonly baseLossRate: number;
   private readonly segmentBytes: number;
   private nextOpId = 1;
-  private faultsActive = false;
-  private clientsRunning = true;
-  private healMs = -1;
-  private readonly faultEndMs: number;
   private readonly created = new Set<string>();
-  private asyncError: Error | null = null;
   readonly stats: MultiraftSimStats = {
     events: 0,
     strictAcked: 0,
@@ -391,11 +251,9 @@ export class MultiraftSimulation {
   private readonly ranges = new Map<string, RangeSet>();
   /** Per group: the leader of each term seen. */
   private readonly leaderOfTerm = new Map<number, Map<number, NodeId>>();
-  private readonly ackedAfterHeal = new Set<number>();
 
-  constructor(private readonly opts: MultiraftSimOptions) {
-    this.rng = new Prng(opts.seed);
-    this.trace = opts.trace ?? null;
+  constructor(opts: MultiraftSimOptions) {
+    super(opts.seed, opts.trace, { setupMs: SETUP_MS, faultMs: opts.faultMs ?? DEFAULT_MR_FAULT_MS, livenessMs: LIVENESS_MS, settleMs: SETTLE_MS });
     const nodeCount = this.rng.pick([3, 3, 3, 5]);
     const groupCount = this.rng.pick([2, 3, 4]);
     this.windowSize = BigInt(this.rng.pick([2, 5, 20, 100]));
@@ -404,9 +262,8 @@ export class MultiraftSimulation {
     this.baseDelayMs = this.rng.pick([0.5, 2, 5]);
     this.baseLossRate = this.rng.pick([0, 0, 0.01, 0.05]);
     this.segmentBytes = this.rng.pick(SEGMENT_BYTES_CHOICES);
-    this.faultEndMs = SETUP_MS + (opts.faultMs ?? DEFAULT_MR_FAULT_MS);
     const hubRng = this.rng.fork();
-    this.hub = new MemoryHub({ random: () => hubRng.float(), scheduler: this.hubScheduler() });
+    this.hub = new MemoryHub({ random: () => hubRng.float(), scheduler: this.scheduler() });
     for (let i = 1; i <= nodeCount; i++) this.nodeIds.push(`n${i}`);
     for (let g = 1; g <= groupCount; g++) this.groupIds.push(g);
     this.log(
@@ -437,77 +294,6 @@ export class MultiraftSimulation {
       this.at(this.rng.int(1, 50), () => this.clientIssue(client));
     }
     this.at(20, () => this.createWindowKeys());
-  }
-
-  // ------------------------------------------------------------------ time
-
-  at(time: number, run: () => void): void {
-    this.q.push(Math.max(time, this.now), run);
-  }
-
-  private hubScheduler(): MemoryScheduler {
-    return {
-      endOfTurn: (fn) => this.at(this.now, fn),
-      after: (ms, fn) => {
-        let cancelled = false;
-        this.at(this.now + ms, () => {
-          if (!cancelled) fn();
-        });
-        return () => {
-          cancelled = true;
-        };
-      },
-    };
-  }
-
-  private log(line: string): void {
-    if (this.trace !== null) this.trace(`t=${this.now.toFixed(2).padStart(9, '0')} ${line}`);
-  }
-
-  private fail(msg: string): never {
-    throw new SimFailure(`at ${this.now.toFixed(2)} ms: ${msg}`);
-  }
-
-  // ------------------------------------------------------------------- run
-
-  async run(): Promise<MultiraftSimResult> {
-    const endMs = this.faultEndMs + LIVENESS_MS + SETTLE_MS;
-    this.at(SETUP_MS, () => {
-      this.faultsActive = true;
-      this.scheduleNextFault();
-    });
-    this.at(this.faultEndMs, () => this.healAll());
-    this.at(this.faultEndMs + LIVENESS_MS, () => this.checkLiveness());
-    this.at(this.faultEndMs + LIVENESS_MS + 1, () => {
-      this.clientsRunning = false;
-    });
-    const onRejection = (reason: unknown): void => {
-      if (this.asyncError === null) this.asyncError = reason instanceof Error ? reason : new Error(String(reason));
-    };
-    process.on('unhandledRejection', onRejection);
-    try {
-      for (;;) {
-        const e = this.q.pop();
-        if (e === undefined || e.time > endMs) break;
-        this.now = e.time;
-        e.run();
-        this.stats.events++;
-        // Promise continuations (a host's turn after its disk commit) run before the next event.
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        if (this.asyncError !== null) throw this.asyncError;
-        this.checkStep();
-      }
-      this.now = endMs;
-      this.checkFinal();
-      return { seed: this.opts.seed, ok: true, atMs: this.now, stats: this.stats };
-    } catch (err) {
-      const msg = err instanceof SimFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
-      this.log(`FAILURE ${msg}`);
-      return { seed: this.opts.seed, ok: false, error: msg, atMs: this.now, stats: this.stats };
-    } finally {
-      process.off('unhandledRejection', onRejection);
-      for (const n of this.nodes.values()) this.stop(n);
-    }
   }
 
   // ----------------------------------------------------------------- nodes
@@ -570,6 +356,10 @@ export class MultiraftSimulation {
    * dropped, never closed); the disk loses what was not synced; connections
    * drop. The next start reopens the log from what the disk kept.
    */
+  protected stopAll(): void {
+    for (const n of this.nodes.values()) this.stop(n);
+  }
+
   private stop(n: SimNode): void {
     const r = n.running;
     if (r === null) return;
@@ -800,7 +590,7 @@ export class MultiraftSimulation {
     }
   }
 
-  private scheduleNextFault(): void {
+  protected scheduleNextFault(): void {
     this.at(this.now + 30 + this.rng.float() * 300, () => {
       if (!this.faultsActive) return;
       this.injectFault();
@@ -948,18 +738,11 @@ export class MultiraftSimulation {
   }
 
   private pause(n: SimNode, pauseMs: number): void {
-    const r = n.running;
-    if (r === null || r.clock.paused) return;
-    this.stats.pauses++;
-    r.clock.paused = true;
-    this.log(`FAULT pause ${n.id} for ${pauseMs.toFixed(1)} ms`);
-    this.at(this.now + pauseMs, () => {
-      this.log(`${n.id} resumes`);
-      r.clock.resume();
-    });
+    const clock = n.running?.clock;
+    if (clock !== undefined) this.pauseProcess(clock, n.id, pauseMs, () => this.resumeProcess(clock, n.id));
   }
 
-  private healAll(): void {
+  protected healAll(): void {
     this.faultsActive = false;
     this.healMs = this.now;
     this.hub.healAll();
@@ -976,7 +759,7 @@ export class MultiraftSimulation {
 
   // ---------------------------------------------------------------- checks
 
-  private checkStep(): void {
+  protected override checkStep(): void {
     for (const g of this.groupIds) {
       let serving: NodeId | null = null;
       let terms = this.leaderOfTerm.get(g);
@@ -1012,14 +795,7 @@ export class MultiraftSimulation {
     o[outcome]++;
   }
 
-  private checkLiveness(): void {
-    for (const c of this.clients) {
-      if (!this.ackedAfterHeal.has(c.id)) this.fail(`client${c.id} got no acknowledgement within ${LIVENESS_MS} ms after faults healed`);
-    }
-    this.log('LIVENESS ok');
-  }
-
-  private checkFinal(): void {
+  protected checkFinal(): void {
     for (const g of this.groupIds) {
       const reps = this.replicas(g);
       if (reps.length !== this.nodeIds.length) this.fail(`group ${g}: only ${reps.length} replicas running at the end`);

@@ -20,7 +20,7 @@
 //   clock of the member it reached, unless that member was paused or killed
 //   meanwhile;
 // - once faults heal, every client gets acknowledgements again.
-// A failing seed prints itself and replays exactly (npm run sim -- --nodes).
+// A failing seed prints itself and replays exactly (npm run sim -- --cluster).
 
 import { ClusterEngine, CLUSTER_TICK_MS, FORWARD_SWEEP_MS, type NodeStorage } from '../src/cluster/engine.js';
 import { memberId } from '../src/cluster/members.js';
@@ -37,10 +37,9 @@ import { ClusterRouter } from '../src/server/router.js';
 import { buildCommandTable } from '../src/server/server.js';
 import { MemoryHub, type MemoryScheduler, type MemoryTransport } from '../src/transport/memory.js';
 import type { NodeId } from '../src/transport/types.js';
-import { NodeClock, NodeTransport, Timeline } from './multiraft.js';
+import { NodeClock, NodeTransport, SimFailure, SimulationBase, type SimResult } from './base.js';
+import { Timeline } from './multiraft.js';
 import { MemoryNodeLog } from './node-log.js';
-import { Prng } from './prng.js';
-import { EventQueue } from './simulation.js';
 
 /** Members' request timeout (`--request-timeout-ms`), in their own milliseconds. */
 const REQUEST_TIMEOUT_MS = 1000;
@@ -89,15 +88,7 @@ export interface NodesSimStats {
   replyMsMax: number;
 }
 
-export interface NodesSimResult {
-  readonly seed: number;
-  readonly ok: boolean;
-  readonly error?: string;
-  readonly atMs: number;
-  readonly stats: NodesSimStats;
-}
-
-class SimFailure extends Error {}
+export type NodesSimResult = SimResult<NodesSimStats>;
 
 interface Running {
   readonly clock: NodeClock;
@@ -155,38 +146,26 @@ interface KeyHistory {
   unknown: number;
 }
 
-export class NodesSimulation {
-  now = 0;
-  private readonly rng: Prng;
-  private readonly q = new EventQueue();
-  private readonly trace: ((line: string) => void) | null;
+export class NodesSimulation extends SimulationBase<NodesSimStats> {
   private readonly hub: MemoryHub;
   private readonly members: SimMember[] = [];
   private readonly byId = new Map<NodeId, SimMember>();
   private readonly byAddress = new Map<string, SimMember>();
-  private readonly clients: SimClient[] = [];
+  protected readonly clients: SimClient[] = [];
   private readonly commands: CommandTable = buildCommandTable();
   private readonly groupCount: number;
   private readonly baseDelayMs: number;
-  private readonly faultEndMs: number;
   private nextOpId = 1;
-  private faultsActive = false;
-  private clientsRunning = true;
-  private healMs = -1;
-  private asyncError: Error | null = null;
   private readonly histories = new Map<string, KeyHistory>();
-  private readonly ackedAfterHeal = new Set<number>();
   readonly stats: NodesSimStats = { events: 0, acked: 0, reads: 0, refused: 0, unknown: 0, moved: 0, crashes: 0, pauses: 0, replyMsMax: 0 };
 
-  constructor(private readonly opts: NodesSimOptions) {
-    this.rng = new Prng(opts.seed);
-    this.trace = opts.trace ?? null;
+  constructor(opts: NodesSimOptions) {
+    super(opts.seed, opts.trace, { setupMs: SETUP_MS, faultMs: opts.faultMs ?? DEFAULT_NODES_FAULT_MS, livenessMs: LIVENESS_MS, settleMs: SETTLE_MS });
     const memberCount = this.rng.pick([3, 3, 5]);
     this.groupCount = this.rng.pick([2, 3, 4]);
     this.baseDelayMs = this.rng.pick([0.5, 2, 5]);
-    this.faultEndMs = SETUP_MS + (opts.faultMs ?? DEFAULT_NODES_FAULT_MS);
     const hubRng = this.rng.fork();
-    this.hub = new MemoryHub({ random: () => hubRng.float(), scheduler: this.timers() });
+    this.hub = new MemoryHub({ random: () => hubRng.float(), scheduler: this.scheduler() });
     const list = Array.from({ length: memberCount }, (_, i) => `10.0.0.${i + 1}:6379`).join(',');
     for (let i = 1; i <= memberCount; i++) {
       const config: Config = {
@@ -224,25 +203,6 @@ export class NodesSimulation {
 
   // ------------------------------------------------------------------ time
 
-  at(time: number, run: () => void): void {
-    this.q.push(Math.max(time, this.now), run);
-  }
-
-  private timers(): MemoryScheduler {
-    return {
-      endOfTurn: (fn) => this.at(this.now, fn),
-      after: (ms, fn) => {
-        let cancelled = false;
-        this.at(this.now + ms, () => {
-          if (!cancelled) fn();
-        });
-        return () => {
-          cancelled = true;
-        };
-      },
-    };
-  }
-
   /** A member's disk completes its work on the member's clock (held while paused, never after a kill). */
   private memberTimers(member: () => SimMember): MemoryScheduler {
     const clock = (): NodeClock | null => member().running?.clock ?? null;
@@ -250,55 +210,6 @@ export class NodesSimulation {
       endOfTurn: (fn) => clock()?.endOfTurn(fn),
       after: (ms, fn) => clock()?.after(ms, fn) ?? (() => undefined),
     };
-  }
-
-  private log(line: string): void {
-    if (this.trace !== null) this.trace(`t=${this.now.toFixed(2).padStart(9, '0')} ${line}`);
-  }
-
-  private fail(msg: string): never {
-    throw new SimFailure(`at ${this.now.toFixed(2)} ms: ${msg}`);
-  }
-
-  // ------------------------------------------------------------------- run
-
-  async run(): Promise<NodesSimResult> {
-    const endMs = this.faultEndMs + LIVENESS_MS + SETTLE_MS;
-    this.at(SETUP_MS, () => {
-      this.faultsActive = true;
-      this.scheduleNextFault();
-    });
-    this.at(this.faultEndMs, () => this.healAll());
-    this.at(this.faultEndMs + LIVENESS_MS, () => this.checkLiveness());
-    this.at(this.faultEndMs + LIVENESS_MS + 1, () => {
-      this.clientsRunning = false;
-    });
-    const onRejection = (reason: unknown): void => {
-      if (this.asyncError === null) this.asyncError = reason instanceof Error ? reason : new Error(String(reason));
-    };
-    process.on('unhandledRejection', onRejection);
-    try {
-      for (;;) {
-        const e = this.q.pop();
-        if (e === undefined || e.time > endMs) break;
-        this.now = e.time;
-        e.run();
-        this.stats.events++;
-        // Promise continuations (a turn after its commit, a member finishing its start) run before the next event.
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        if (this.asyncError !== null) throw this.asyncError;
-      }
-      this.now = endMs;
-      this.checkFinal();
-      return { seed: this.opts.seed, ok: true, atMs: this.now, stats: this.stats };
-    } catch (err) {
-      const msg = err instanceof SimFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
-      this.log(`FAILURE ${msg}`);
-      return { seed: this.opts.seed, ok: false, error: msg, atMs: this.now, stats: this.stats };
-    } finally {
-      process.off('unhandledRejection', onRejection);
-      for (const m of this.members) this.kill(m);
-    }
   }
 
   // --------------------------------------------------------------- members
@@ -360,6 +271,10 @@ export class NodesSimulation {
   }
 
   /** Kill -9: the process stops at once, what its disk had not committed is lost, its links drop. */
+  protected stopAll(): void {
+    for (const m of this.members) this.kill(m);
+  }
+
   private kill(m: SimMember): void {
     const r = m.running;
     if (r === null) return;
@@ -381,19 +296,14 @@ export class NodesSimulation {
 
   private pause(m: SimMember, pauseMs: number): void {
     const r = m.running;
-    if (r === null || r.clock.paused) return;
-    this.stats.pauses++;
-    r.clock.paused = true;
-    const from = this.now;
-    this.log(`FAULT pause ${m.name} for ${pauseMs.toFixed(1)} ms`);
-    this.at(this.now + pauseMs, () => this.resume(m, r, from));
+    if (r !== null) this.pauseProcess(r.clock, m.name, pauseMs, (fromMs) => this.resume(m, r, fromMs));
   }
 
-  private resume(m: SimMember, r: Running, from: number): void {
+  /** SIGCONT, unless the heal resumed the member already. */
+  private resume(m: SimMember, r: Running, fromMs: number): void {
     if (!r.clock.paused) return;
-    m.stalls.push([from, this.now]);
-    this.log(`${m.name} resumes`);
-    r.clock.resume();
+    m.stalls.push([fromMs, this.now]);
+    this.resumeProcess(r.clock, m.name);
   }
 
   /** The member leading `groupId` in the highest term, if any. */
@@ -538,7 +448,7 @@ export class NodesSimulation {
     }
   }
 
-  private scheduleNextFault(): void {
+  protected scheduleNextFault(): void {
     this.at(this.now + 100 + this.rng.float() * 600, () => {
       if (!this.faultsActive) return;
       this.injectFault();
@@ -611,7 +521,7 @@ export class NodesSimulation {
     }
   }
 
-  private healAll(): void {
+  protected healAll(): void {
     this.faultsActive = false;
     this.healMs = this.now;
     this.hub.healAll();
@@ -626,14 +536,7 @@ export class NodesSimulation {
 
   // ---------------------------------------------------------------- checks
 
-  private checkLiveness(): void {
-    for (const c of this.clients) {
-      if (!this.ackedAfterHeal.has(c.id)) this.fail(`client${c.id} got no acknowledgement within ${LIVENESS_MS} ms after faults healed`);
-    }
-    this.log('LIVENESS ok');
-  }
-
-  private checkFinal(): void {
+  protected checkFinal(): void {
     for (const key of [...STRICT_KEYS, ...WINDOW_KEYS]) {
       const h = this.histories.get(key);
       if (h === undefined) continue;
