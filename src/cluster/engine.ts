@@ -24,7 +24,7 @@ import { ERR } from '../errors.js';
 import { MultiRaftHost } from '../multiraft/host.js';
 import { ArrivalOrderedGroup } from '../multiraft/ordered-group.js';
 import type { RaftGroup } from '../multiraft/raft-group.js';
-import { Role } from '../raft/index.js';
+import { RAFT_DEFAULTS, Role } from '../raft/index.js';
 import { R, type Protocol, type Reply } from '../resp/encoder.js';
 import { checkDataDir } from '../storage/files.js';
 import { importRaftLmdb } from '../storage/upgrade.js';
@@ -68,6 +68,12 @@ export const CLUSTER_TICK_MS = 50;
 export const FORWARD_SWEEP_MS = 100;
 /** How long a stopping node waits for the groups it leads to move to another replica. */
 export const HANDOFF_WAIT_MS = 1500;
+/**
+ * A leadership transfer this node asked for counts as in flight this long
+ * (Raft abandons one not finished within an election timeout), unless the
+ * node stops leading or the term changes first. One at a time per group.
+ */
+export const HANDOFF_TRANSFER_MS = RAFT_DEFAULTS.electionTimeoutTicks * CLUSTER_TICK_MS;
 
 export interface Replica {
   readonly raft: RaftGroup;
@@ -88,6 +94,12 @@ export type ForwardExecutor = (
   done: (result: { readonly bytes: Buffer } | { readonly leader: NodeId | null }) => void,
 ) => void;
 
+/** A leadership transfer this node asked for: over once the term changes or HANDOFF_TRANSFER_MS pass. */
+interface HandOff {
+  readonly term: number;
+  readonly untilMs: number;
+}
+
 interface PendingForward {
   readonly groupId: number;
   /** The node it was sent to. */
@@ -97,6 +109,8 @@ interface PendingForward {
   readonly deadlineMs: number;
   /** Sent to `to` to pass on to the group's leader (so `to` leading no group is no reason to give up). */
   readonly relay: boolean;
+  /** Set once `done` ran (settleForward). */
+  answered: boolean;
 }
 
 export type ForwardOutcome =
@@ -123,6 +137,8 @@ export class ClusterEngine {
   readonly replicas = new Map<number, Replica>();
   private readonly leaderHints = new Map<number, NodeId>();
   private readonly pending = new Map<number, PendingForward>();
+  /** Per group: the leadership transfer this node asked for, while it may be running. */
+  private readonly handOffs = new Map<number, HandOff>();
   private nextForwardId = 1;
   private executor: ForwardExecutor | null = null;
   private readonly stopBalancer: () => void;
@@ -357,6 +373,8 @@ export class ClusterEngine {
     done: (outcome: ForwardOutcome) => void,
     relay = false,
   ): void {
+    // Every forward is answered by the first sweep at or past its deadline: the deadline is never beyond a request's.
+    assert.ok(deadlineMs <= this.runtime.now() + this.config.requestTimeoutMs, 'a forward outlives its request timeout');
     if (this.closed || !this.transport.isConnected(to)) {
       done({ kind: 'notSent', error: 'noLeader' });
       return;
@@ -374,7 +392,7 @@ export class ClusterEngine {
     }
     // No timer per request: the sweep (every FORWARD_SWEEP_MS) answers it past its deadline.
     assert.ok(!this.pending.has(id), 'forward ids wrapped onto one in flight');
-    this.pending.set(id, { groupId, to, done, deadlineMs, relay });
+    this.pending.set(id, { groupId, to, done, deadlineMs, relay, answered: false });
   }
 
   /**
@@ -387,9 +405,16 @@ export class ClusterEngine {
     for (const [id, p] of this.pending) {
       const leader = this.leaderOf(p.groupId);
       if (nowMs < p.deadlineMs && this.transport.isConnected(p.to) && (p.relay || leader === null || leader === p.to)) continue;
-      this.pending.delete(id);
-      p.done({ kind: 'timeout' });
+      this.settleForward(id, p, { kind: 'timeout' });
     }
+  }
+
+  /** The one way a forward is answered: by its reply, the sweep or close, whichever comes first; never twice. */
+  private settleForward(id: number, p: PendingForward, outcome: ForwardOutcome): void {
+    assert.ok(!p.answered && this.pending.get(id) === p, 'a forward is answered twice');
+    p.answered = true;
+    this.pending.delete(id);
+    p.done(outcome);
   }
 
   /** Remembers the leader a peer named for a group this node does not replicate. */
@@ -406,7 +431,10 @@ export class ClusterEngine {
       if (e instanceof BusDecodeError) return; // a broken peer: nothing to answer
       throw e;
     }
+    let replied = false;
     const reply = (body: { readonly bytes: Buffer } | { readonly leader: NodeId | null }): void => {
+      assert.ok(!replied, 'a forwarded command is answered twice');
+      replied = true;
       if (this.closed) return;
       const bytes =
         'bytes' in body
@@ -431,12 +459,11 @@ export class ClusterEngine {
     }
     const waiting = this.pending.get(reply.id);
     if (waiting === undefined) return; // answered by its timeout already
-    this.pending.delete(reply.id);
     if (reply.status === REPLY_EXECUTED) {
-      waiting.done({ kind: 'reply', reply: R.encoded(reply.bytes) });
+      this.settleForward(reply.id, waiting, { kind: 'reply', reply: R.encoded(reply.bytes) });
     } else {
       this.hint(waiting.groupId, reply.leader);
-      waiting.done({ kind: 'notHere' });
+      this.settleForward(reply.id, waiting, { kind: 'notHere' });
     }
   }
 
@@ -448,12 +475,29 @@ export class ClusterEngine {
     for (const g of this.topology.groups) {
       if (g.preferredLeader === this.self.id) continue;
       const replica = this.replicas.get(g.id);
-      if (replica === undefined || !replica.raft.isLeader()) continue;
+      if (replica === undefined || !replica.raft.isLeader() || this.handingOver(g.id, replica.raft)) continue;
       const status = replica.raft.node.status();
       const target = replica.raft.node.followers().find((f) => f.id === g.preferredLeader);
       if (target === undefined || target.ticksSinceAck > BALANCE_ACK_TICKS_MAX || target.match < status.commit) continue;
-      replica.raft.transferLeadership(g.preferredLeader);
+      this.handOver(g.id, replica.raft, g.preferredLeader);
     }
+  }
+
+  /** Asks Raft to hand group `groupId` to `target` (balancing, or a stop): at most one such transfer in flight per group. */
+  private handOver(groupId: number, raft: RaftGroup, target: NodeId): boolean {
+    assert.ok(!this.handingOver(groupId, raft), `group ${groupId}: a second leadership hand-off while one is in flight`);
+    if (!raft.transferLeadership(target)) return false;
+    this.handOffs.set(groupId, { term: raft.node.status().term, untilMs: this.runtime.now() + HANDOFF_TRANSFER_MS });
+    return true;
+  }
+
+  /** Whether the transfer this node last asked for in group `groupId` may still be running (it leads in that term, within HANDOFF_TRANSFER_MS). */
+  private handingOver(groupId: number, raft: RaftGroup): boolean {
+    const h = this.handOffs.get(groupId);
+    if (h === undefined) return false;
+    if (this.runtime.now() < h.untilMs && raft.isLeader() && raft.node.status().term === h.term) return true;
+    this.handOffs.delete(groupId);
+    return false;
   }
 
   /** Members whose bus link is down right now (shown as `fail` in CLUSTER NODES). */
@@ -473,18 +517,17 @@ export class ClusterEngine {
 
   private async handOff(): Promise<void> {
     const deadline = this.runtime.now() + HANDOFF_WAIT_MS;
-    const leading = (): Replica[] => [...this.replicas.values()].filter((r) => r.raft.isLeader() && r.raft.node.followers().length > 0);
-    const asked = new Map<Replica, number>(); // when the transfer was last asked for
+    const leading = (): [number, Replica][] => [...this.replicas].filter(([, r]) => r.raft.isLeader() && r.raft.node.followers().length > 0);
     while (this.runtime.now() < deadline) {
       const led = leading();
       if (led.length === 0) return;
-      for (const r of led) {
-        if (this.runtime.now() - (asked.get(r) ?? -Infinity) < HANDOFF_WAIT_MS / 3) continue; // give the transfer time
+      for (const [groupId, r] of led) {
+        if (this.handingOver(groupId, r.raft)) continue; // give the transfer time
         const best = r.raft.node
           .followers()
           .filter((f) => f.ticksSinceAck <= BALANCE_ACK_TICKS_MAX)
           .sort((a, b) => b.match - a.match)[0];
-        if (best !== undefined && r.raft.transferLeadership(best.id)) asked.set(r, this.runtime.now());
+        if (best !== undefined) this.handOver(groupId, r.raft, best.id);
       }
       await sleepOn(this.runtime, CLUSTER_TICK_MS);
     }
@@ -524,14 +567,11 @@ export class ClusterEngine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.stopBalancer();
+    await this.handOff(); // forwards are still swept meanwhile: each is answered by its deadline
     this.stopSweeper();
-    await this.handOff();
     await this.host.close();
     this.closed = true;
-    for (const [id, p] of this.pending) {
-      this.pending.delete(id);
-      p.done({ kind: 'timeout' });
-    }
+    for (const [id, p] of this.pending) this.settleForward(id, p, { kind: 'timeout' });
     this.mux.close();
     await this.transport.close();
     await this.storage.close();

@@ -320,12 +320,20 @@ export class ClusterRouter {
       if (w.deadlineMs <= nowMs) w.fail(false);
       else if (go) w.retry();
       else if (w.deadlineMs <= nowMs + LEADER_POLL_MS) w.fail(false);
-      else this.waiters.push(w);
+      else this.keep(w, nowMs);
     }
     if (this.waiters.length === 0 && this.running.size === 0 && this.stopPolling !== null) {
       this.stopPolling();
       this.stopPolling = null;
     }
+    // A command left waiting is looked at again by the next poll, before its deadline.
+    assert.ok(this.stopPolling !== null || this.waiters.length === 0, 'commands parked with no poll to answer them');
+  }
+
+  /** Parks `w` again until the next poll: only a command whose deadline comes after that poll. */
+  private keep(w: Waiter, nowMs: number): void {
+    assert.ok(w.deadlineMs > nowMs + LEADER_POLL_MS, 'a parked command kept past its deadline');
+    this.waiters.push(w);
   }
 
   /** A command another node forwarded: run it if this node leads its group, else name the leader. */
