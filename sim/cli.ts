@@ -8,11 +8,13 @@
 // balancing) with clients (sim/nodes.ts):
 //   node dist/sim/cli.js --cluster --seeds N [--from S]
 //   node dist/sim/cli.js --cluster --seed S --trace
+// and, as test/sim-nodes.test.ts runs them (shorter seeds):
+//   node dist/sim/cli.js --cluster --fault-ms 3000 --short --seed S --trace
 
 import { parseArgs } from 'node:util';
 import type { SimResult } from './base.js';
 import { runMultiraftSeed } from './multiraft.js';
-import { runNodesSeed } from './nodes.js';
+import { NodesSimulation, type NodesSimOptions } from './nodes.js';
 import { runSeed } from './simulation.js';
 
 interface SeedOutcome {
@@ -30,10 +32,13 @@ function outcomeOf<S>(res: SimResult<S>, summary: (s: S) => string): SeedOutcome
   return { ok: res.ok, ...(res.error === undefined ? {} : { error: res.error }), where: `at ${res.atMs.toFixed(2)} ms`, summary: summary(res.stats) };
 }
 
-async function runOne(mode: Mode, seed: number, trace?: (line: string) => void): Promise<SeedOutcome> {
+/** How a --cluster seed runs besides its seed and trace (the defaults of sim/nodes.ts when not given). */
+type ClusterRun = Pick<NodesSimOptions, 'faultMs' | 'short'>;
+
+async function runOne(mode: Mode, seed: number, trace: ((line: string) => void) | undefined, cluster: ClusterRun): Promise<SeedOutcome> {
   if (mode === 'cluster') {
     return outcomeOf(
-      await runNodesSeed(seed, trace),
+      await new NodesSimulation({ seed, ...(trace === undefined ? {} : { trace }), ...cluster }).run(),
       (s) =>
         `${s.events} events, ${s.acked} INCR and ${s.reads} GET acked, ${s.refused} refused, ${s.unknown} unknown, ${s.moved} MOVED, ` +
         `${s.crashes} kills, ${s.pauses} pauses, slowest reply ${s.replyMsMax.toFixed(0)} ms`,
@@ -65,16 +70,23 @@ async function main(): Promise<number> {
       trace: { type: 'boolean', default: false },
       multiraft: { type: 'boolean', default: false },
       cluster: { type: 'boolean', default: false },
+      'fault-ms': { type: 'string' },
+      short: { type: 'boolean', default: false },
     },
     strict: true,
   });
   const mode: Mode = values.cluster === true ? 'cluster' : values.multiraft === true ? 'multiraft' : 'raft';
-  const replay = `npm run sim --${mode === 'raft' ? '' : ` --${mode}`}`;
+  const faultMs = values['fault-ms'] === undefined ? undefined : Number(values['fault-ms']);
+  if (faultMs !== undefined && (mode !== 'cluster' || !Number.isSafeInteger(faultMs) || faultMs < 0)) throw new Error('--fault-ms N goes with --cluster');
+  const short = values.short === true;
+  if (short && mode !== 'cluster') throw new Error('--short goes with --cluster');
+  const cluster: ClusterRun = { ...(faultMs === undefined ? {} : { faultMs }), short };
+  const replay = `npm run sim --${mode === 'raft' ? '' : ` --${mode}`}${faultMs === undefined ? '' : ` --fault-ms ${faultMs}`}${short ? ' --short' : ''}`;
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     if (!Number.isSafeInteger(seed)) throw new Error(`bad --seed ${values.seed}`);
     const trace = values.trace === true ? (line: string): void => console.log(line) : undefined;
-    const res = await runOne(mode, seed, trace);
+    const res = await runOne(mode, seed, trace, cluster);
     if (res.ok) {
       console.log(`seed ${seed} passed (${res.summary})`);
       return 0;
@@ -88,7 +100,7 @@ async function main(): Promise<number> {
   const failed: number[] = [];
   const t0 = performance.now();
   for (let s = from; s < from + count; s++) {
-    const res = await runOne(mode, s);
+    const res = await runOne(mode, s, undefined, cluster);
     if (!res.ok) {
       failed.push(s);
       const firstLine = (res.error ?? '').split('\n')[0];

@@ -575,7 +575,7 @@ export class MultiraftSimulation extends SimulationBase<MultiraftSimStats> {
       this.fail(`${key}: ${first} (op${op.id}, started at ${op.startMs.toFixed(2)}) is not above ${before}, handed out before it started`);
     }
     t.add(this.now, last);
-    if (this.healMs >= 0 && op.startMs >= this.healMs) this.ackedAfterHeal.add(c.id);
+    this.acknowledged(c.id, op.startMs);
   }
 
   // ----------------------------------------------------------------- faults

@@ -61,6 +61,8 @@ const LIVENESS_MS = 5000;
 /** After the liveness check clients stop; the groups get this long to converge. */
 const SETTLE_MS = 2000;
 const CLIENTS = 8;
+/** In a short seed clients start this long before the faults (the healthy traffic before them is most of a seed's events). */
+const SHORT_LEAD_MS = 200;
 /** A client waits this long after a "not applied" reply before its next request. */
 const CLIENT_BACKOFF_MS = 30;
 const STRICT_KEYS = ['s1', 's2', 's3', 's4', 's5', 's6'];
@@ -73,6 +75,12 @@ export interface NodesSimOptions {
   readonly seed: number;
   readonly faultMs?: number;
   readonly trace?: (line: string) => void;
+  /**
+   * A short seed (the test suite's): clients start just before the faults
+   * rather than during the set-up, and after the heal each stops once served
+   * (SimPhases.stopOnceLive). Faults, checks and bounds are the same.
+   */
+  readonly short?: boolean;
 }
 
 export interface NodesSimStats {
@@ -160,7 +168,13 @@ export class NodesSimulation extends SimulationBase<NodesSimStats> {
   readonly stats: NodesSimStats = { events: 0, acked: 0, reads: 0, refused: 0, unknown: 0, moved: 0, crashes: 0, pauses: 0, replyMsMax: 0 };
 
   constructor(opts: NodesSimOptions) {
-    super(opts.seed, opts.trace, { setupMs: SETUP_MS, faultMs: opts.faultMs ?? DEFAULT_NODES_FAULT_MS, livenessMs: LIVENESS_MS, settleMs: SETTLE_MS });
+    super(opts.seed, opts.trace, {
+      setupMs: SETUP_MS,
+      faultMs: opts.faultMs ?? DEFAULT_NODES_FAULT_MS,
+      livenessMs: LIVENESS_MS,
+      settleMs: SETTLE_MS,
+      stopOnceLive: opts.short === true,
+    });
     const memberCount = this.rng.pick([3, 3, 5]);
     this.groupCount = this.rng.pick([2, 3, 4]);
     this.baseDelayMs = this.rng.pick([0.5, 2, 5]);
@@ -197,7 +211,7 @@ export class NodesSimulation extends SimulationBase<NodesSimStats> {
     for (let c = 0; c < CLIENTS; c++) {
       const client = new SimClient(c, c % 2 === 1);
       this.clients.push(client);
-      this.at(SETUP_MS / 2 + this.rng.int(1, 50), () => this.issue(client));
+      this.at((opts.short === true ? SETUP_MS - SHORT_LEAD_MS : SETUP_MS / 2) + this.rng.int(1, 50), () => this.issue(client));
     }
   }
 
@@ -321,7 +335,7 @@ export class NodesSimulation extends SimulationBase<NodesSimStats> {
   // --------------------------------------------------------------- clients
 
   private issue(c: SimClient): void {
-    if (!this.clientsRunning) return;
+    if (!this.clientRuns(c.id)) return;
     const read = this.rng.chance(0.2);
     const key = read ? this.rng.pick(STRICT_KEYS) : this.rng.pick(this.rng.chance(0.7) ? STRICT_KEYS : WINDOW_KEYS);
     const op: ClientOp = { id: this.nextOpId++, command: read ? 'get' : 'incr', key, startMs: this.now };
@@ -408,7 +422,7 @@ export class NodesSimulation extends SimulationBase<NodesSimStats> {
           this.fail(`${op.key}: ${outcome.value} (op${op.id}) is not above ${before}, handed out before it was sent`);
         h.timeline.add(this.now, outcome.value);
       }
-      if (this.healMs >= 0 && op.startMs >= this.healMs) this.ackedAfterHeal.add(c.id);
+      this.acknowledged(c.id, op.startMs);
       this.log(`client${c.id} op${op.id} -> ${outcome.value}`);
       this.issue(c);
       return;
