@@ -13,7 +13,7 @@ import { ClusterRouter } from '../src/server/router.js';
  * Seeds run here (about two minutes on two cores); `npm run sim -- --cluster
  * --seeds N` runs more, and longer ones.
  */
-const SEED_COUNT = 170;
+const SEED_COUNT = 200;
 const CHUNK = 25;
 /**
  * Virtual milliseconds of faults per seed here (the command line's default is

@@ -564,8 +564,11 @@ export class RaftGroup implements Group, TransferGroup {
       w.index = rs.index;
       this.readsAwaitingApply.push(rs.requestId);
     }
-    for (const id of rd.droppedReads) if (this.reads.has(id)) this.readsToIssue.push(id);
-    if (rd.droppedReads.length > 0) this.scheduleTurn();
+    // A read the leader refused (not leading any more, or not yet committed in
+    // its term) is asked again at a later turn, as one that could not be asked:
+    // asked again at once, the refusal and the retry would chase each other
+    // without pause until the leader's state changes.
+    for (const id of rd.droppedReads) if (this.reads.has(id)) this.readsToRetry.push(id);
     this.serveReads();
     this.maybeSnapshot();
     this.checkLeadership();
