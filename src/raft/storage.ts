@@ -130,6 +130,45 @@ export class MemoryStorage implements WritableStorage {
     }
   }
 
+  /**
+   * For stores that persist what they are given: checks every entry of an
+   * append before anything changes (contiguous from a place the log has,
+   * valid terms never going down, known types, data of at most
+   * `dataBytesMax`, nothing at or below the snapshot replaced). Returns the
+   * index the append starts to change the log at, or null when the log start
+   * already covers all of it.
+   */
+  protected checkedAppendStart(entries: readonly Entry[], dataBytesMax = Number.POSITIVE_INFINITY): number | null {
+    if (entries.length === 0) return null;
+    const first = (entries[0] as Entry).index;
+    const off = this.offset();
+    const last = this.lastIndex();
+    assert.ok(first <= last + 1, `append gap: first ${first}, last ${last}`);
+    const skip = first <= off ? off + 1 - first : 0; // already covered by the log start
+    if (skip >= entries.length) return null;
+    const start = first + skip;
+    // Entries up to the snapshot are committed: never replaced.
+    assert.ok(start > this.snap.meta.index, `append at ${start} would replace entries up to the snapshot at ${this.snap.meta.index}`);
+    let prevTerm = this.term(start - 1) as number;
+    for (let k = skip; k < entries.length; k++) {
+      const e = entries[k] as Entry;
+      assert.equal(e.index, start + k - skip, 'append: non-contiguous entries');
+      assertIndex(e.term, 'entry term');
+      assert.ok(e.term >= prevTerm, `append: term ${e.term} at ${e.index} below the preceding term ${prevTerm}`);
+      assert.ok(e.type === EntryType.Normal || e.type === EntryType.ConfChange, `append: unknown entry type ${String(e.type)}`);
+      assert.ok(e.data.length <= dataBytesMax, 'append: entry too large');
+      prevTerm = e.term;
+    }
+    return start;
+  }
+
+  /** For stores that persist what they are given: a snapshot's index, term and emptiness are consistent. */
+  protected checkSnapshotMeta(snap: Snapshot): void {
+    assertIndex(snap.meta.index, 'snapshot index');
+    assertIndex(snap.meta.term, 'snapshot term');
+    assert.ok(snap.meta.index > 0 || (snap.meta.term === 0 && snap.data.length === 0), 'applySnapshot: empty snapshot with a term or data');
+  }
+
   applySnapshot(snap: Snapshot): void {
     assert.ok(snap.meta.index >= this.snap.meta.index, 'applySnapshot: older than current snapshot');
     this.snap = snap;

@@ -19,7 +19,7 @@
 import assert from 'node:assert/strict';
 import type { RootDatabase } from 'lmdb';
 import { MemoryStorage } from '../raft/storage.js';
-import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type Snapshot } from '../raft/types.js';
+import { type ConfState, type Entry, type HardState, type Snapshot } from '../raft/types.js';
 import { openLmdbStore, RAFT_FILES, releasePidLock, type FsyncMode } from './files.js';
 import {
   META_KEY_BYTES_MAX,
@@ -112,25 +112,9 @@ export class RaftGroupStorage extends MemoryStorage {
   }
 
   override append(entries: readonly Entry[]): void {
-    if (entries.length === 0) return;
-    const first = (entries[0] as Entry).index;
-    const off = this.offset();
-    const last = this.lastIndex();
-    assert.ok(first <= last + 1, `append gap: first ${first}, last ${last}`);
-    const skip = first <= off ? off + 1 - first : 0; // already covered by the log start
-    if (skip >= entries.length) return;
-    const start = first + skip;
-    // Check everything before changing anything. Entries up to the snapshot are committed: never replaced.
-    assert.ok(start > this.snap.meta.index, `append at ${start} would replace entries up to the snapshot at ${this.snap.meta.index}`);
-    let prevTerm = this.term(start - 1) as number;
-    for (let k = skip; k < entries.length; k++) {
-      const e = entries[k] as Entry;
-      assert.equal(e.index, start + k - skip, 'append: non-contiguous entries');
-      assertIndex(e.term, 'entry term');
-      assert.ok(e.term >= prevTerm, `append: term ${e.term} at ${e.index} below the preceding term ${prevTerm}`);
-      assert.ok(e.type === EntryType.Normal || e.type === EntryType.ConfChange, `append: unknown entry type ${String(e.type)}`);
-      prevTerm = e.term;
-    }
+    // Everything is checked before anything changes.
+    const start = this.checkedAppendStart(entries);
+    if (start === null) return;
     super.append(entries);
     if (start < this.dirtyFrom) this.dirtyFrom = start;
     this.stateDirty = true; // the last index is part of the group state
@@ -138,9 +122,7 @@ export class RaftGroupStorage extends MemoryStorage {
   }
 
   override applySnapshot(snap: Snapshot): void {
-    assertIndex(snap.meta.index, 'snapshot index');
-    assertIndex(snap.meta.term, 'snapshot term');
-    assert.ok(snap.meta.index > 0 || (snap.meta.term === 0 && snap.data.length === 0), 'applySnapshot: empty snapshot with a term or data');
+    this.checkSnapshotMeta(snap);
     this.checkConf(snap.meta.conf);
     super.applySnapshot(snap);
     this.stateDirty = true;

@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { MemoryStorage } from '../raft/storage.js';
-import { EntryType, assertIndex, type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
+import { type ConfState, type Entry, type HardState, type NodeId, type Snapshot } from '../raft/types.js';
 import { FRAME_PAYLOAD_BYTES_MAX } from './segments.js';
 import {
   ENTRY_HEADER_BYTES,
@@ -97,35 +97,16 @@ export class WalGroupStorage extends MemoryStorage {
   }
 
   override append(entries: readonly Entry[]): void {
-    if (entries.length === 0) return;
-    const first = (entries[0] as Entry).index;
-    const off = this.offset();
-    const last = this.lastIndex();
-    assert.ok(first <= last + 1, `append gap: first ${first}, last ${last}`);
-    const skip = first <= off ? off + 1 - first : 0; // already covered by the log start
-    if (skip >= entries.length) return;
-    const start = first + skip;
-    // Check everything before changing anything. Entries up to the snapshot are committed: never replaced.
-    assert.ok(start > this.snap.meta.index, `append at ${start} would replace entries up to the snapshot at ${this.snap.meta.index}`);
-    let prevTerm = this.term(start - 1) as number;
-    for (let k = skip; k < entries.length; k++) {
-      const e = entries[k] as Entry;
-      assert.equal(e.index, start + k - skip, 'append: non-contiguous entries');
-      assertIndex(e.term, 'entry term');
-      assert.ok(e.term >= prevTerm, `append: term ${e.term} at ${e.index} below the preceding term ${prevTerm}`);
-      assert.ok(e.type === EntryType.Normal || e.type === EntryType.ConfChange, `append: unknown entry type ${String(e.type)}`);
-      assert.ok(e.data.length <= FRAME_PAYLOAD_BYTES_MAX, 'append: entry too large');
-      prevTerm = e.term;
-    }
+    // Everything is checked before anything changes.
+    const start = this.checkedAppendStart(entries, FRAME_PAYLOAD_BYTES_MAX);
+    if (start === null) return;
     super.append(entries);
     if (start < this.dirtyFrom) this.dirtyFrom = start;
     this.onDirty(this);
   }
 
   override applySnapshot(snap: Snapshot): void {
-    assertIndex(snap.meta.index, 'snapshot index');
-    assertIndex(snap.meta.term, 'snapshot term');
-    assert.ok(snap.meta.index > 0 || (snap.meta.term === 0 && snap.data.length === 0), 'applySnapshot: empty snapshot with a term or data');
+    this.checkSnapshotMeta(snap);
     checkConf(snap.meta.conf);
     super.applySnapshot(snap);
     this.snapDirty = true;
