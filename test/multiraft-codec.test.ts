@@ -1,24 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { EntryType, newMessage, type Entry, type Message, type MessageType } from '../src/raft/index.js';
+import { EntryType, MESSAGE_TYPES, newMessage, type Entry, type Message } from '../src/raft/index.js';
 import { MessageDecodeError, decodeFrame, decodeMessage, encodeGroupMessages, encodeMessage, type GroupMessage } from '../src/multiraft/message-codec.js';
-
-const TYPES: MessageType[] = [
-  'preVote',
-  'preVoteResp',
-  'vote',
-  'voteResp',
-  'append',
-  'appendResp',
-  'heartbeat',
-  'heartbeatResp',
-  'snapshot',
-  'snapshotResp',
-  'timeoutNow',
-  'readIndex',
-  'readIndexResp',
-];
 
 const id = fc.string({ maxLength: 30 });
 const num = fc.oneof(fc.nat({ max: 1000 }), fc.maxSafeNat());
@@ -30,7 +14,7 @@ const entry: fc.Arbitrary<Entry> = fc
 
 const message: fc.Arbitrary<Message> = fc
   .record({
-    type: fc.constantFrom(...TYPES),
+    type: fc.constantFrom(...MESSAGE_TYPES),
     from: id,
     to: id,
     term: num,

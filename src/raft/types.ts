@@ -50,20 +50,23 @@ export interface Snapshot {
   readonly data: Uint8Array;
 }
 
-export type MessageType =
-  | 'preVote'
-  | 'preVoteResp'
-  | 'vote'
-  | 'voteResp'
-  | 'append'
-  | 'appendResp'
-  | 'heartbeat'
-  | 'heartbeatResp'
-  | 'snapshot'
-  | 'snapshotResp'
-  | 'timeoutNow'
-  | 'readIndex'
-  | 'readIndexResp';
+/** Every kind of Raft message. */
+export const MESSAGE_TYPES = [
+  'preVote',
+  'preVoteResp',
+  'vote',
+  'voteResp',
+  'append',
+  'appendResp',
+  'heartbeat',
+  'heartbeatResp',
+  'snapshot',
+  'snapshotResp',
+  'timeoutNow',
+  'readIndex',
+  'readIndexResp',
+] as const;
+export type MessageType = (typeof MESSAGE_TYPES)[number];
 
 /**
  * One flat message shape for every type (all fields always present) so that
