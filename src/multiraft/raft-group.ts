@@ -181,6 +181,8 @@ interface QueuedOp {
   readonly done: Done;
   /** Until when the op may wait for a leader (set when it arrived; used only while no leader is known). */
   readonly leaderWaitDeadlineMs: number;
+  /** opBytesEstimate(op), reckoned once at arrival (the size bound, then cutting entries). */
+  readonly bytes: number;
 }
 
 interface ReadWaiter {
@@ -344,11 +346,12 @@ export class RaftGroup implements Group, TransferGroup {
     }
     if (this.failedHost) return this.fail(done, 'hostFailed');
     if (!this.writable()) return this.fail(done, 'diskFull');
-    if (opBytesEstimate(op) > OP_BYTES_MAX) return this.fail(done, 'opTooLarge');
+    const bytes = opBytesEstimate(op);
+    if (bytes > OP_BYTES_MAX) return this.fail(done, 'opTooLarge');
     const leading = this.node.role === Role.Leader;
     if (!leading && this.node.leader !== null) return this.fail(done, 'notLeader');
     if (this.opsInFlight() >= this.limits.proposalsInFlightMax) return this.fail(done, 'overloaded');
-    const q: QueuedOp = { op, done, leaderWaitDeadlineMs: this.now() + this.limits.leaderWaitMs };
+    const q: QueuedOp = { op, done, leaderWaitDeadlineMs: this.now() + this.limits.leaderWaitMs, bytes };
     if (!leading) {
       // An election is in progress (as far as this replica knows): wait for it.
       if (this.limits.leaderWaitMs === 0) return this.fail(done, 'noLeader');
@@ -711,7 +714,7 @@ export class RaftGroup implements Group, TransferGroup {
       let end = start;
       let bytes = 0;
       while (end < queued.length && (end === start || bytes < ENTRY_BYTES_MAX)) {
-        bytes += opBytesEstimate((queued[end] as QueuedOp).op);
+        bytes += (queued[end] as QueuedOp).bytes;
         end++;
       }
       const batch = queued.slice(start, end);
