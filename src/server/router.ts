@@ -261,6 +261,10 @@ export class ClusterRouter {
     respond: (reply: Reply) => void,
     timedOut: Reply,
   ): { respond: (reply: Reply) => void; release: (then: () => void) => void } {
+    if (this.running.size >= ROUTE_RUNNING_MAX) {
+      // Past the bound the command is still answered, by its group's own timeout (a little later).
+      return { respond, release: (then) => then() };
+    }
     let answered = false;
     const entry: RunningCommand = {
       deadlineMs,
@@ -270,10 +274,6 @@ export class ClusterRouter {
         respond(timedOut);
       },
     };
-    if (this.running.size >= ROUTE_RUNNING_MAX) {
-      // Past the bound the command is still answered, by its group's own timeout (a little later).
-      return { respond: (reply) => respond(reply), release: (then) => then() };
-    }
     this.running.add(entry);
     this.startPolling();
     const settle = (): boolean => {
