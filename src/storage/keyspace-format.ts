@@ -9,6 +9,7 @@ import type { NodeId } from '../raft/types.js';
 import { scanHash } from '../sequencer/backing.js';
 import { CorruptRecordError } from '../sequencer/codec.js';
 import type { GroupCheckpointState, KeyspaceCheckpointItem } from './keyspace.js';
+import { SAFE_HIGH_WORD_MAX, TWO_POW_32, utf8, utf8Strict, writeU64 } from './bytes.js';
 
 /** Version of the key layout and record encodings below; another version is refused. */
 export const KEYSPACE_FORMAT_VERSION = 1;
@@ -62,17 +63,6 @@ export const SHA256_BYTES = 32;
 export const CRC_BYTES = 4;
 /** applied index, applied term, key count (u64 each). */
 export const GROUP_FIXED_BYTES = 24;
-export const TWO_POW_32 = 0x1_0000_0000;
-/** Largest high word of a u64 that still makes a safe integer. */
-export const SAFE_HIGH_WORD_MAX = 0x1f_ffff;
-
-export const utf8 = new TextEncoder();
-export const utf8Strict = new TextDecoder('utf-8', { fatal: true });
-
-export function writeU64(buf: Buffer, n: number, at: number): void {
-  buf.writeUInt32BE(Math.floor(n / TWO_POW_32), at);
-  buf.writeUInt32BE(n >>> 0, at + 4);
-}
 
 export function readU64(buf: Buffer, at: number): number {
   const hi = buf.readUInt32BE(at);

@@ -36,7 +36,6 @@ import {
   FORMAT_MAGIC,
   FORMAT_KEY,
   GROUP_PREFIX_BYTES,
-  writeU64,
   readU64,
   seal,
   unseal,
@@ -52,6 +51,7 @@ import {
   decodeGroup,
   recordOf,
 } from './keyspace-format.js';
+import { writeU64 } from './bytes.js';
 import { DataDirectoryError, PersistError } from './store.js';
 
 /** The LMDB file holding every group's keyspace, in the data directory. */

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
 import type { ConfState, HardState, NodeId, Snapshot } from '../raft/types.js';
 import { OrdoError } from '../ordo-error.js';
+import { SAFE_HIGH_WORD_MAX, TWO_POW_32, utf8, utf8Strict, writeU64 } from './bytes.js';
 
 /** Version of the key layout and record encodings below; another version is refused. */
 export const RAFT_FORMAT_VERSION = 1;
@@ -56,18 +57,8 @@ export const CRC_BYTES = 4;
 /** term, commit, log start index, log start term, last index (u64 each) and a vote flag. */
 export const GROUP_STATE_FIXED_BYTES = 41;
 export const GROUP_STATE_VOTE_FLAG_AT = 40;
-export const TWO_POW_32 = 0x1_0000_0000;
-/** Largest high word of a u64 that still makes a safe integer. */
-export const SAFE_HIGH_WORD_MAX = 0x1f_ffff;
 
-export const utf8 = new TextEncoder();
-export const utf8Strict = new TextDecoder('utf-8', { fatal: true });
 export const EMPTY = new Uint8Array(0);
-
-export function writeU64(buf: Buffer, n: number, at: number): void {
-  buf.writeUInt32BE(Math.floor(n / TWO_POW_32), at);
-  buf.writeUInt32BE(n >>> 0, at + 4);
-}
 
 /** Reads a u64 that must be a safe integer; `undefined` otherwise (corrupt). */
 export function readU64(buf: Uint8Array, at: number): number | undefined {

@@ -30,8 +30,6 @@ import {
   GROUP_COUNT_KEY,
   ENTRY_HEADER_BYTES,
   CRC_BYTES,
-  utf8,
-  writeU64,
   seal,
   Slab,
   WriteBatch,
@@ -40,6 +38,7 @@ import {
   type GroupStateRecord,
   encodeSnapshotMeta,
 } from './raft-lmdb-format.js';
+import { utf8, writeU64 } from './bytes.js';
 import { readRaftData } from './raft-lmdb-recovery.js';
 import { PersistError } from './store.js';
 
